@@ -1,0 +1,74 @@
+"""Errors a person can act on: a plain message, a remedy, and technical details.
+
+Usage::
+
+    from core.errors import WanError, explain
+    try:
+        do_something()
+    except Exception as exc:
+        err = explain(exc)
+        print(err.message, err.remedy)
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import traceback
+
+
+class WanError(Exception):
+    """An error with a plain-language message, a remedy and optional details.
+
+    >>> err = WanError("The model folder is empty.", remedy="Download the model again.")
+    >>> str(err)
+    'The model folder is empty. Download the model again.'
+    """
+
+    def __init__(self, message: str, remedy: str = "", details: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.remedy = remedy
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.remedy}".strip()
+
+
+def explain(exc: BaseException) -> WanError:
+    """Turn any exception into a WanError with a sentence and a remedy.
+
+    The traceback goes into ``details`` so that a UI can show it behind a fold.
+    """
+    if isinstance(exc, WanError):
+        if not exc.details:
+            exc.details = "".join(traceback.format_exception(exc))
+        return exc
+    details = "".join(traceback.format_exception(exc))
+    if isinstance(exc, FileNotFoundError):
+        return WanError(f"Not found: {exc.filename or exc}.",
+                        "Check the path; copy it from your file manager's address bar.", details)
+    if isinstance(exc, PermissionError):
+        return WanError(f"Permission denied reading {exc.filename or 'a file'}.",
+                        "Give your user read access to the folder, or copy the model somewhere you own.",
+                        details)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return WanError("The disk is full.", "Free some space or choose another output folder.", details)
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return WanError(f"A symbolic link loops back on itself: {exc.filename}.",
+                        "Remove or repair the link.", details)
+    if isinstance(exc, MemoryError):
+        return WanError("The computer ran out of memory.",
+                        "Close other programs, or choose a smaller size, fewer frames or stronger offloading.",
+                        details)
+    if isinstance(exc, json.JSONDecodeError):
+        return WanError(f"A JSON file could not be read: {exc.msg} at line {exc.lineno}.",
+                        "Open the file in a text editor and repair it, or download it again.", details)
+    if isinstance(exc, KeyboardInterrupt):
+        return WanError("Stopped by the user.", "", details)
+    if isinstance(exc, ImportError):
+        return WanError(f"A required package could not be imported: {exc}.",
+                        "Run `python -m core doctor` for the command that mends the installation.", details)
+    return WanError(f"Something went wrong: {type(exc).__name__}: {exc}",
+                    "If it persists, run `python -m core doctor` and include its output in a bug report.",
+                    details)

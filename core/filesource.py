@@ -1,0 +1,214 @@
+"""Where the detector reads from: a local folder or file, or a manifest from a browser.
+
+The detector needs only three things: the list of files with their sizes, the text of a
+few small files (JSON configs), and the first bytes of others (safetensors headers).
+:class:`LocalSource` reads them from disk without ever reading tensor data;
+:class:`ManifestSource` answers from a dict a browser built from a dropped folder.
+
+Usage::
+
+    src = LocalSource("/models/Wan2.2-T2V-A14B-Diffusers")
+    for entry in src.files:
+        print(entry.path, entry.size)
+    config = src.read_text("transformer/config.json")
+    head = src.read_head("vae/diffusion_pytorch_model.safetensors", 8)
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Protocol
+
+MAX_ENTRIES = 20_000        # files and folders visited before a scan stops
+MAX_DEPTH = 8               # folder levels below the root
+MAX_TEXT_BYTES = 16 * 2**20  # the largest JSON config we are willing to read
+
+# Folders that never hold model parts and can be huge (a git checkout's objects, caches).
+SKIPPED_DIRS = frozenset({".git", "__pycache__", ".cache", "node_modules", ".venv", ".locks"})
+
+
+def display_name(path: str) -> str:
+    """A path made safe to print: undecodable bytes in file names become U+FFFD.
+
+    >>> display_name("model\\udcff.safetensors")
+    'model\\ufffd.safetensors'
+    """
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file: its path relative to the source root (POSIX separators) and size in bytes."""
+
+    path: str
+    size: int
+
+
+class FileSource(Protocol):
+    """What the detector reads through. Paths are relative, with ``/`` separators."""
+
+    name: str              # what to call the source in a report (a path, or the dropped folder's name)
+    files: list[FileEntry]  # every file found, sorted by path
+    truncated: bool        # the scan stopped at a limit; ``problems`` says which
+    problems: list[str]    # sentences about what could not be listed or read
+    bytes_read: int        # bytes read so far through read_text/read_head
+
+    def read_text(self, path: str) -> str: ...
+
+    def read_head(self, path: str, size: int) -> bytes: ...
+
+
+@dataclass
+class LocalSource:
+    """A folder (walked, bounded, symlink loops ignored) or a single file on disk.
+
+    >>> src = LocalSource("/no/such/place")          # doctest: +SKIP
+    FileNotFoundError: ...
+    """
+
+    root: str
+    max_entries: int = MAX_ENTRIES
+    name: str = ""
+    files: list[FileEntry] = field(default_factory=list)
+    truncated: bool = False
+    problems: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    is_file: bool = False
+
+    def __post_init__(self) -> None:
+        self.root = os.path.abspath(self.root)
+        self.name = self.name or display_name(self.root)
+        st = os.stat(self.root)  # FileNotFoundError / PermissionError / ELOOP reach the caller
+        if stat.S_ISREG(st.st_mode):
+            self.is_file = True
+            self.files = [FileEntry(os.path.basename(self.root), st.st_size)]
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise OSError(f"{self.name} is neither a file nor a folder")
+        self.files = sorted(self._walk(), key=lambda e: e.path)
+
+    def _walk(self) -> list[FileEntry]:
+        found: list[FileEntry] = []
+        seen_dirs: set[tuple[int, int]] = set()
+        visited = 0
+        stack: list[tuple[str, str, int]] = [(self.root, "", 0)]
+        while stack:
+            abs_dir, rel_dir, depth = stack.pop()
+            try:
+                st = os.stat(abs_dir)
+            except OSError as exc:
+                self.problems.append(f"Cannot open folder {display_name(rel_dir or '.')}: {exc.strerror}.")
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:
+                self.problems.append(f"Skipped {display_name(rel_dir)}: a link back to a folder already scanned.")
+                continue
+            seen_dirs.add(key)
+            try:
+                with os.scandir(abs_dir) as it:
+                    for item in it:
+                        visited += 1
+                        if visited > self.max_entries:
+                            self.truncated = True
+                            self.problems.append(
+                                f"Stopped after {self.max_entries:,} files and folders; "
+                                "point the check at the model folder itself, not a folder above it.")
+                            return found
+                        rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+                        try:
+                            if item.is_dir():  # follows links; loops are caught by seen_dirs
+                                if item.name in SKIPPED_DIRS:
+                                    continue
+                                if depth + 1 > MAX_DEPTH:
+                                    self.problems.append(f"Not looking deeper than {MAX_DEPTH} folders: {display_name(rel)}.")
+                                    continue
+                                stack.append((item.path, rel, depth + 1))
+                            elif item.is_file():
+                                found.append(FileEntry(rel, item.stat().st_size))
+                            elif item.is_symlink():
+                                self.problems.append(f"Broken or looping link: {display_name(rel)}.")
+                        except OSError as exc:
+                            self.problems.append(f"Cannot read {display_name(rel)}: {exc.strerror or exc}.")
+            except OSError as exc:
+                self.problems.append(f"Cannot list folder {display_name(rel_dir or '.')}: {exc.strerror or exc}.")
+        return found
+
+    def _abs(self, path: str) -> str:
+        if self.is_file:
+            return self.root
+        return os.path.join(self.root, *path.split("/"))
+
+    def read_text(self, path: str) -> str:
+        """The text of a small file (UTF-8); raises OSError or ValueError when unreadable."""
+        with open(self._abs(path), "rb") as fh:
+            data = fh.read(MAX_TEXT_BYTES + 1)
+        self.bytes_read += len(data)
+        if len(data) > MAX_TEXT_BYTES:
+            raise ValueError(f"{display_name(path)} is larger than {MAX_TEXT_BYTES // 2**20} MB; not a config file")
+        return data.decode("utf-8")
+
+    def read_head(self, path: str, size: int) -> bytes:
+        """The first ``size`` bytes of a file (fewer when the file is shorter)."""
+        with open(self._abs(path), "rb") as fh:
+            data = fh.read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+@dataclass
+class ManifestSource:
+    """A folder described by a manifest instead of read from disk.
+
+    The manifest is what a browser can build from a dropped folder without uploading
+    weights: ``{"name": str, "files": [{"path": str, "size": int, "text": str?,
+    "head_b64": str?}]}`` where ``text`` holds small JSON files and ``head_b64`` the first
+    bytes of each ``.safetensors`` file (its header).
+    """
+
+    manifest: dict
+    name: str = ""
+    files: list[FileEntry] = field(default_factory=list)
+    truncated: bool = False
+    problems: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("files"), list):
+            raise ValueError("The manifest must be an object with a list of files.")
+        self.name = self.name or str(self.manifest.get("name") or "dropped folder")
+        self._text: dict[str, str] = {}
+        self._head: dict[str, bytes] = {}
+        for item in self.manifest["files"][:MAX_ENTRIES]:
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                self.problems.append("A manifest entry without a path was skipped.")
+                continue
+            path = item["path"].strip("/")
+            size = item.get("size")
+            if not isinstance(size, int) or size < 0:
+                self.problems.append(f"{display_name(path)} has no valid size; skipped.")
+                continue
+            self.files.append(FileEntry(path, size))
+            if isinstance(item.get("text"), str):
+                self._text[path] = item["text"]
+            if isinstance(item.get("head_b64"), str):
+                self._head[path] = base64.b64decode(item["head_b64"])
+        if len(self.manifest["files"]) > MAX_ENTRIES:
+            self.truncated = True
+            self.problems.append(f"The manifest lists more than {MAX_ENTRIES:,} files; the rest were ignored.")
+        self.files.sort(key=lambda e: e.path)
+
+    def read_text(self, path: str) -> str:
+        if path not in self._text:
+            raise FileNotFoundError(2, "not included in the manifest", path)
+        self.bytes_read += len(self._text[path])
+        return self._text[path]
+
+    def read_head(self, path: str, size: int) -> bytes:
+        if path not in self._head:
+            raise FileNotFoundError(2, "header not included in the manifest", path)
+        data = self._head[path][:size]
+        self.bytes_read += len(data)
+        return data
