@@ -212,3 +212,34 @@ class ManifestSource:
         data = self._head[path][:size]
         self.bytes_read += len(data)
         return data
+
+
+@dataclass
+class SubSource:
+    """A view of one folder inside another source (for a folder that holds several models).
+
+    Reads are counted on the parent source, so ``bytes_read`` stays one number.
+    """
+
+    parent: FileSource
+    prefix: str  # folder inside the parent, without a trailing "/"; "" for the whole source
+
+    def __post_init__(self) -> None:
+        base = self.prefix + "/" if self.prefix else ""
+        self.name = f"{self.parent.name}/{display_name(self.prefix)}" if self.prefix else self.parent.name
+        self.files = [FileEntry(e.path[len(base):], e.size) for e in self.parent.files if e.path.startswith(base)]
+        self.truncated = self.parent.truncated
+        self.problems = list(self.parent.problems)
+
+    @property
+    def bytes_read(self) -> int:
+        return self.parent.bytes_read
+
+    def _full(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def read_text(self, path: str) -> str:
+        return self.parent.read_text(self._full(path))
+
+    def read_head(self, path: str, size: int) -> bytes:
+        return self.parent.read_head(self._full(path), size)
