@@ -460,9 +460,9 @@ def _finish(d: _Draft, family: ArchitectureType, declared_pipeline: str | None) 
     if wan and main is not None:
         task = main.task or ("vace" if family is A.WAN_VACE else "animate" if family is A.WAN_ANIMATE else None)
         size_class = main.size_class
-        single_expert_of_pair = d.layout is Layout.SINGLE_FILE and ("high_noise" in d.hint.lower() or "low_noise" in d.hint.lower())
-        version = wan_version(task, size_class, 2 if single_expert_of_pair else experts, "image_branch" in main.features)
-        if version is None and (d.boundary_ratio is not None or d.vae_kind == "wan2.2"):
+        version = wan_version(task, size_class, experts, "image_branch" in main.features,
+                              has_boundary=d.boundary_ratio is not None, name=d.hint)
+        if version is None and d.vae_kind == "wan2.2":
             version = "2.2"
         arch = signals.TASK_ARCHITECTURE.get(task or "", family if family.is_wan else A.WAN_T2V)
         expected_pipeline = signals.TASK_PIPELINE.get(task or "")

@@ -127,9 +127,12 @@ def dit_facts(tensors: Mapping[str, TensorInfo], config: Mapping[str, Any]) -> D
     return dit_facts_from_tensors(tensors) if tensors else dit_facts_from_config(config)
 
 
-def wan_version(task: str | None, size_class: str | None, experts: int, image_branch: bool) -> str | None:
+def wan_version(task: str | None, size_class: str | None, experts: int, image_branch: bool,
+                has_boundary: bool = False, name: str = "") -> str | None:
     """The Wan version these facts settle, by the rules in ``signals.VERSION_RULES``."""
-    facts = {"task": task, "size_class": size_class, "experts": experts, "image_branch": image_branch}
+    named_22 = any(mark in name.lower() for mark in signals.WAN22_NAME_MARKS)
+    facts = {"task": task, "size_class": size_class, "experts": experts, "image_branch": image_branch,
+             "has_boundary": has_boundary, "named_22": named_22}
     for rule, version in signals.VERSION_RULES:
         if all(facts.get(k) == v for k, v in rule.items()):
             return version

@@ -43,9 +43,10 @@ TASK_RULES: tuple[tuple[str, str], ...] = (
 )
 
 # Facts that settle the Wan version; checked in order, first match wins; None = undecided.
-# Keys: task, size_class, experts, image_branch.
+# Keys: task, size_class, experts, image_branch, has_boundary, named_22 (see below).
 VERSION_RULES: tuple[tuple[dict[str, object], str], ...] = (
     ({"experts": 2}, "2.2"),
+    ({"has_boundary": True}, "2.2"),
     ({"task": "ti2v"}, "2.2"),
     ({"task": "s2v"}, "2.2"),
     ({"task": "animate"}, "2.2"),
@@ -54,8 +55,13 @@ VERSION_RULES: tuple[tuple[dict[str, object], str], ...] = (
     ({"task": "flf2v"}, "2.1"),
     ({"task": "vace"}, "2.1"),
     ({"size_class": "1.3B"}, "2.1"),
+    # One expert of Wan2.2 A14B has the very shapes of Wan2.1 T2V-14B: only a name tells.
+    ({"task": "t2v", "named_22": True}, "2.2"),
     ({"task": "t2v", "experts": 1}, "2.1"),
 )
+
+# Words in a file or folder name that mark Wan2.2 (matched lower-case).
+WAN22_NAME_MARKS = ("wan2.2", "wan22", "wan2_2", "wan_2.2", "a14b", "high_noise", "low_noise")
 
 TASK_ARCHITECTURE: dict[str, A] = {
     "t2v": A.WAN_T2V, "i2v": A.WAN_I2V, "ti2v": A.WAN_TI2V, "flf2v": A.WAN_FLF2V,

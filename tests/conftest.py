@@ -43,3 +43,12 @@ def run_cli_unprivileged(*args: str, timeout: float = 60) -> subprocess.Complete
         pytest.skip(f"an unprivileged user cannot import the project here: {probe.stderr[-200:]!r}")
     return subprocess.run([python, "-m", "core", *args], cwd="/", env=env, text=True, user=65534,
                           capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four demo pipelines (core.demo), about 7.5 MB, written once per session."""
+    from core.demo import write_demo_models
+    out = tmp_path_factory.getbasetemp() / "wan_demo_models"
+    write_demo_models(out)
+    return out

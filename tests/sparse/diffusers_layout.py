@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from tests.sparse.specs import SPECS, ModelSpec
@@ -128,7 +130,7 @@ CLIP_IMAGE_PROCESSOR = {
 WAN22_VAE: Mapping[str, Any] = {
     "base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "is_residual": True,
     "in_channels": 12, "out_channels": 12, "patch_size": 2, "scale_factor_temporal": 4,
-    "scale_factor_spatial": 16, "clip_output": False,
+    "scale_factor_spatial": 16,
     "latents_mean": [
         -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542,
         0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109,
@@ -202,26 +204,27 @@ def _diffusers_model(class_name: str, config_key: str) -> tuple[TensorTable, str
     import diffusers
     from accelerate import init_empty_weights
 
-    with init_empty_weights():
+    with init_empty_weights(include_buffers=True):  # buffers on meta too: 3x faster
         model = getattr(diffusers, class_name).from_config(json.loads(config_key))
     table = tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
     return table, model.to_json_string()
 
 
 @functools.lru_cache(maxsize=None)
-def _transformers_model(class_name: str, config_key: str) -> tuple[TensorTable, dict[str, Any]]:
+def _transformers_model(class_name: str, config_key: str) -> tuple[TensorTable, Mapping[str, Any]]:
     """State-dict table (tied copies dropped, as save_pretrained does) and config of a transformers model."""
     import transformers
     from accelerate import init_empty_weights
 
     model_cls = getattr(transformers, class_name)
     config = model_cls.config_class(**json.loads(config_key))
-    with init_empty_weights():
+    with init_empty_weights(include_buffers=True):  # buffers on meta too: 3x faster
         model = model_cls(config)
-    kept = {name for name, _ in model.named_parameters()}  # first name of each tied parameter
+    kept = {name for name, _ in model.named_parameters()}  # first name of each shared parameter
     tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - kept
+    tied |= set(getattr(model, "_tied_weights_keys", None) or ())  # dict (v5) or list (v4) of copies
     table = tuple((name, tuple(t.shape)) for name, t in model.state_dict().items() if name not in tied)
-    return table, config.to_dict()
+    return table, MappingProxyType(config.to_dict())
 
 
 # Order of the parameters of one attention module when the published repositories were
@@ -231,36 +234,23 @@ _SAVED_ATTN_ORDER = {"norm_q": 0, "norm_k": 1, "to_q": 2, "to_k": 3, "to_v": 4,
                      "add_k_proj": 5, "add_v_proj": 6, "to_out": 7, "norm_added_k": 8}
 
 
+def _attention_of(name: str) -> str | None:
+    """``blocks.3.attn2`` for ``blocks.3.attn2.to_k.weight``; None outside attention modules."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("attn1", "attn2"):
+            return ".".join(parts[: i + 1])
+    return None
+
+
 def _saved_order(table: TensorTable) -> TensorTable:
-    """Reorder each ``*.attn1.*``/``*.attn2.*`` group to the order of the published files."""
-    def group(name: str) -> str | None:
-        parts = name.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if part in ("attn1", "attn2"):
-                return ".".join(parts[: i + 1])
-        return None
-
+    """Reorder each attention module's tensors to the order of the published files."""
     out: list[tuple[str, tuple[int, ...]]] = []
-    run: list[tuple[str, tuple[int, ...]]] = []
-    run_group: str | None = None
-
-    def flush() -> None:
-        prefix_len = len(run_group or "") + 1
-        run.sort(key=lambda item: _SAVED_ATTN_ORDER.get(item[0][prefix_len:].split(".")[0], 99))
-        out.extend(run)
-        run.clear()
-
-    for name, shape in table:
-        g = group(name)
-        if run and g != run_group:
-            flush()
-        if g is None:
-            out.append((name, shape))
-        else:
-            run.append((name, shape))
-        run_group = g
-    if run:
-        flush()
+    for module, items in itertools.groupby(table, key=lambda item: _attention_of(item[0])):
+        group = list(items)
+        if module is not None:
+            group.sort(key=lambda item: _SAVED_ATTN_ORDER.get(item[0][len(module) + 1:].split(".")[0], 99))
+        out.extend(group)
     return tuple(out)
 
 
@@ -342,8 +332,26 @@ def _diffusers_config(text: str, version: str, keep: Iterable[str] | None = None
     return config
 
 
-def _transformers_config(config: dict[str, Any], architecture: str, dtype: str) -> dict[str, Any]:
-    out = dict(config)
+# Keys of the published text_encoder/ and image_encoder/ config.json files (transformers 5
+# adds generic ones such as id2label that those files do not have).
+_UMT5_CONFIG_KEYS = (
+    "classifier_dropout", "d_ff", "d_kv", "d_model", "decoder_start_token_id", "dense_act_fn",
+    "dropout_rate", "eos_token_id", "feed_forward_proj", "initializer_factor", "is_encoder_decoder",
+    "is_gated_act", "layer_norm_epsilon", "model_type", "num_decoder_layers", "num_heads", "num_layers",
+    "pad_token_id", "relative_attention_max_distance", "relative_attention_num_buckets",
+    "scalable_attention", "tie_word_embeddings", "tokenizer_class", "transformers_version",
+    "use_cache", "vocab_size")
+_CLIP_VISION_CONFIG_KEYS = (
+    "attention_dropout", "hidden_act", "hidden_size", "image_size", "initializer_factor",
+    "initializer_range", "intermediate_size", "layer_norm_eps", "model_type", "num_attention_heads",
+    "num_channels", "num_hidden_layers", "patch_size", "projection_dim", "transformers_version")
+
+
+def _transformers_config(config: Mapping[str, Any], keys: Iterable[str], architecture: str, dtype: str,
+                         **extra: Any) -> dict[str, Any]:
+    """A transformers ``config.json`` as the published repositories have it."""
+    out = {k: config[k] for k in keys if k in config}
+    out.update(extra)
     out["architectures"] = [architecture]
     out["torch_dtype"] = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}[dtype]
     return out
@@ -377,12 +385,17 @@ def model_index(spec: ModelSpec) -> dict[str, Any]:
     return index
 
 
-def _scheduler_config(facts: RepoFacts) -> dict[str, Any]:
+@functools.lru_cache(maxsize=None)
+def _scheduler_json(flow_shift: float) -> str:
     from diffusers import UniPCMultistepScheduler
 
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        num_train_timesteps=1000, flow_shift=facts.flow_shift)
-    return _diffusers_config(scheduler.to_json_string(), facts.diffusers_version)
+                                        num_train_timesteps=1000, flow_shift=flow_shift)
+    return scheduler.to_json_string()
+
+
+def _scheduler_config(facts: RepoFacts) -> dict[str, Any]:
+    return _diffusers_config(_scheduler_json(facts.flow_shift), facts.diffusers_version)
 
 
 def _write_tokenizer(folder: Path) -> None:
@@ -400,7 +413,8 @@ def _write_tokenizer(folder: Path) -> None:
 
 def _write_image_components(root: Path, facts: RepoFacts) -> None:
     table, config = _transformers_model("CLIPVisionModel", _key(CLIP_VIT_H_14))
-    _write_json(root / "image_encoder" / "config.json", _transformers_config(config, "CLIPVisionModel", "BF16"))
+    _write_json(root / "image_encoder" / "config.json",
+                _transformers_config(config, _CLIP_VISION_CONFIG_KEYS, "CLIPVisionModel", "BF16"))
     write_weights(root / "image_encoder", "model", table, "BF16")
     processor = dict(CLIP_IMAGE_PROCESSOR)
     if facts.clip_tokenizer_in_processor:  # saved through AutoProcessor: a whole CLIPProcessor
@@ -442,8 +456,8 @@ def write_diffusers_layout(spec: ModelSpec, root: Path) -> Path:
 
     te_table, te_config = _transformers_model("UMT5EncoderModel", _key(UMT5_XXL))
     _write_json(root / "text_encoder" / "config.json",
-                _transformers_config({**te_config, "_name_or_path": "google/umt5-xxl"},
-                                     "UMT5EncoderModel", facts.text_encoder_dtype))
+                _transformers_config(te_config, _UMT5_CONFIG_KEYS, "UMT5EncoderModel", facts.text_encoder_dtype,
+                                     _name_or_path="google/umt5-xxl", tie_word_embeddings=False))
     write_weights(root / "text_encoder", "model", te_table, facts.text_encoder_dtype)
     _write_tokenizer(root / "tokenizer")
 

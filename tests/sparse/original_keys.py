@@ -62,13 +62,10 @@ def _conv(d: TensorDict, name: str, c_in: int, c_out: int, kernel: tuple[int, ..
         d[f"{name}.bias"] = (dtype, (c_out,))
 
 
-def _attention(d: TensorDict, name: str, dim: int, dtype: str, image: bool = False, kv_dim: int | None = None) -> None:
+def _attention(d: TensorDict, name: str, dim: int, dtype: str, image: bool = False) -> None:
     """WanSelfAttention / WanCrossAttention (q, k, v, o, RMS norm_q/norm_k), optionally the CLIP k_img/v_img."""
-    kv_dim = kv_dim or dim
-    _linear(d, f"{name}.q", dim, dim, dtype)
-    _linear(d, f"{name}.k", kv_dim, dim, dtype)
-    _linear(d, f"{name}.v", kv_dim, dim, dtype)
-    _linear(d, f"{name}.o", dim, dim, dtype)
+    for proj in "qkvo":
+        _linear(d, f"{name}.{proj}", dim, dim, dtype)
     d[f"{name}.norm_q.weight"] = (dtype, (dim,))
     d[f"{name}.norm_k.weight"] = (dtype, (dim,))
     if image:

@@ -176,7 +176,8 @@ def write_original_layout(spec: ModelSpec, root: str | os.PathLike[str]) -> Path
             _write_dit(spec, root / sub)
     else:
         _write_dit(spec, root)
-    write_sparse_pth(root / VAE_PTH[spec.vae], pth_size(wan21_vae_keys() if spec.vae == "wan2.1" else wan22_vae_keys()))
+    vae_keys = wan21_vae_keys() if spec.vae == "wan2.1" else wan22_vae_keys()
+    write_sparse_pth(root / VAE_PTH[spec.vae], pth_size(vae_keys))
     write_sparse_pth(root / T5_PTH, pth_size(umt5_original_keys("BF16")))
     _write_umt5_tokenizer(root / "google" / "umt5-xxl")
     if spec.image_branch:
