@@ -135,8 +135,8 @@ def read_weights(src: FileSource, name: str, folder: str, class_name: str | None
         header = read_safetensors(src, entry, tensors, findings)
         if header is not None:
             parameters += header.parameters
-            for t in header.tensors.values():
-                dtypes[t.dtype] = dtypes.get(t.dtype, 0) + t.numel
+            for dtype, count in header.dtype_parameters.items():
+                dtypes[dtype] = dtypes.get(dtype, 0) + count
     base = folder + "/" if folder else ""
     folder_files = [e for e in src.files if e.path.startswith(base)]
     pickles = [e for e in folder_files if e.path.endswith(PICKLE_SUFFIXES) and "/" not in e.path[len(base):]]

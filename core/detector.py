@@ -19,11 +19,14 @@ The seed guide's names work too::
 
 from __future__ import annotations
 
+import gc
 import os
 import posixpath
 import re
+from contextlib import contextmanager
+from operator import attrgetter
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
 from core import signals
 from core.components import (PICKLE_SUFFIXES, PartReading, read_component_folder, read_json,
@@ -36,6 +39,7 @@ from core.safetensors_header import TensorInfo
 ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 A = ArchitectureType
 _SNAPSHOT = re.compile(r"^(?:(.*)/)?(models--[^/]+)/snapshots/([^/]+)$")
+_SHAPE = attrgetter("shape")
 MODEL_ROLES = ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -48,14 +52,31 @@ def inspect(path: str | os.PathLike[str] | FileSource, *, name_hint: str | None 
     src = path if not isinstance(path, (str, os.PathLike)) else LocalSource(os.fspath(path))
     shown = src.name
     hint = f"{name_hint or ''} {shown}"
-    if getattr(src, "is_file", False):
-        report = _inspect_single_file(src, src.files[0], shown, hint)
-    else:
-        report = _inspect_tree(src, shown, hint)
+    with _no_gc_pauses():
+        if getattr(src, "is_file", False):
+            report = _inspect_single_file(src, src.files[0], shown, hint)
+        else:
+            report = _inspect_tree(src, shown, hint)
     scan = [Finding(WARNING, "scan_truncated" if src.truncated else "scan_problem", p,
                     "Point the check at the model folder itself." if src.truncated else "")
             for p in src.problems]
     return replace(report, findings=tuple(scan) + report.findings, bytes_read=src.bytes_read)
+
+
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Hold the cyclic garbage collector while headers are parsed.
+
+    A check builds tens of thousands of small acyclic objects (JSON headers); the
+    collector's passes over them otherwise cost more than the parsing itself.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _inspect_tree(src: FileSource, shown: str, hint: str) -> ModelReport:
@@ -512,9 +533,9 @@ def _wan_checks(d: _Draft, task: str | None, version: str | None) -> None:
                                   "Download transformer_2 (the low-noise expert) of the same model again."))
     elif len(d.expert_tensors) == 2 and all(d.expert_tensors):
         a, b = d.expert_tensors
-        diff = next((n for n in a if n in b and a[n].shape != b[n].shape), None) or next(
-            (n for n in a if n not in b), None)
-        if diff:
+        same = a.keys() == b.keys() and list(map(_SHAPE, a.values())) == list(map(_SHAPE, map(b.__getitem__, a)))
+        if not same:
+            diff = next((n for n in a if n not in b or a[n].shape != b[n].shape), None) or next(iter(b.keys() - a.keys()))
             d.findings.append(Finding(ERROR, "expert_mismatch",
                                       f"The two experts differ at tensor {diff}; they come from different models.",
                                       "Download both experts of the same model again."))

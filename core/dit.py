@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from core import signals
 from core.safetensors_header import TensorInfo
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_BLOCK = re.compile(r"^blocks\.(\d+)\.", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,16 @@ def dit_facts_from_tensors(tensors: Mapping[str, TensorInfo]) -> DitFacts | None
     prefix = find_prefix(tensors)
     if prefix is None:
         return None
-    names = [n[len(prefix):] for n in tensors if n.startswith(prefix)]
-    features = {feat for orig, diff, feat in signals.WAN_DIT_FEATURES
-                if any(orig in n or diff in n for n in names)}
-    if not features & {"wan_dit"} and any(n.startswith("blocks.0.self_attn.") or n.startswith("blocks.0.attn1.")
-                                          for n in names):
+    # One newline-joined string makes each signal a single substring search.
+    names = tensors if not prefix else (n[len(prefix):] for n in tensors if n.startswith(prefix))
+    blob = "\n" + "\n".join(names)
+    features = {feat for orig, diff, feat in signals.WAN_DIT_FEATURES if orig in blob or diff in blob}
+    if "\nblocks.0.self_attn." in blob or "\nblocks.0.attn1." in blob:
         features.add("wan_dit")
     patch = tensors[prefix + signals.PATCH_EMBEDDING].shape
     out = next((tensors[prefix + h].shape[0] // 4 for h in signals.OUTPUT_HEADS if prefix + h in tensors), None)
     text = next((tensors[prefix + t].shape for t in signals.TEXT_EMBEDDINGS if prefix + t in tensors), None)
-    layers = {int(m.group(1)) for n in names if (m := _BLOCK.match(n))}
+    layers = set(_BLOCK.findall(blob))
     return DitFacts(
         dim=patch[0] if patch else None, in_channels=patch[1] if len(patch) > 1 else None,
         out_channels=out, num_layers=len(layers) or None,

@@ -234,7 +234,7 @@ def test_ti2v_with_the_wan21_vae(tmp_path: Path) -> None:
     ti2v = write_diffusers_layout(BY_KEY["wan22_ti2v_5b"], tmp_path / "ti2v")
     other = write_diffusers_layout(BY_KEY["wan21_t2v_1_3b"], tmp_path / "t2v")
     shutil.rmtree(ti2v / "vae")
-    shutil.copytree(other / "vae", ti2v / "vae")
+    (other / "vae").rename(ti2v / "vae")  # never copy sparse files: a copy writes every byte
     report = inspect(ti2v)
     f = finding(report, "vae_mismatch")
     assert "Wan2.2" in f.message and "z_dim 16" in f.message
@@ -243,7 +243,7 @@ def test_ti2v_with_the_wan21_vae(tmp_path: Path) -> None:
 def test_experts_of_different_models(a14b: Path, tmp_path: Path) -> None:
     other = write_diffusers_layout(BY_KEY["wan22_ti2v_5b"], tmp_path / "ti2v")
     shutil.rmtree(a14b / "transformer_2")
-    shutil.copytree(other / "transformer", a14b / "transformer_2")
+    (other / "transformer").rename(a14b / "transformer_2")
     assert "expert_mismatch" in codes(inspect(a14b))
 
 
