@@ -1,69 +1,154 @@
-"""Plain-text rendering of a ModelReport, for the command line.
+"""Plain-text descriptions of a ModelReport: names people know, sizes, and the CLI rendering.
+
+Shared by the command line and the UI (which adds HTML around the same words).
 
 Usage::
 
     print(render_text(inspect(path)))
-    headline(report)  # "Wan 2.2 T2V A14B (two experts), diffusers layout: ready to load"
+    headline(report)  # 'Wan 2.2 T2V A14B (two experts) — diffusers layout — ready to load'
 """
 
 from __future__ import annotations
 
 from core.filesource import display_name
-from core.report import ModelReport, Severity
+from core.report import ArchitectureType, Layout, ModelReport, Severity
 
+A = ArchitectureType
+
+ARCHITECTURE_NAMES: dict[ArchitectureType, str] = {
+    A.WAN_T2V: "Wan text-to-video",
+    A.WAN_I2V: "Wan image-to-video",
+    A.WAN_TI2V: "Wan text-and-image-to-video",
+    A.WAN_FLF2V: "Wan first-and-last-frame-to-video",
+    A.WAN_VACE: "Wan VACE (video creation and editing)",
+    A.WAN_S2V: "Wan speech-to-video",
+    A.WAN_ANIMATE: "Wan Animate (character animation)",
+    A.STABLE_DIFFUSION: "Stable Diffusion 1.x/2.x",
+    A.STABLE_DIFFUSION_XL: "Stable Diffusion XL",
+    A.STABLE_DIFFUSION_3: "Stable Diffusion 3",
+    A.FLUX: "Flux",
+    A.DIFFUSERS_OTHER: "A diffusers model",
+    A.UNKNOWN: "Not a recognised model",
+}
+TASK_NAMES = {
+    "t2v": ("T2V", "text to video"), "i2v": ("I2V", "image to video"),
+    "ti2v": ("TI2V", "text or image to video"), "flf2v": ("FLF2V", "first and last frame to video"),
+    "vace": ("VACE", "video creation and editing"), "s2v": ("S2V", "speech to video"),
+    "animate": ("Animate", "character animation"),
+}
+LAYOUT_NAMES = {
+    Layout.DIFFUSERS: "diffusers layout",
+    Layout.WAN_ORIGINAL: "original Wan-AI layout",
+    Layout.SINGLE_FILE: "single-file checkpoint",
+    Layout.UNKNOWN: "unknown layout",
+}
+VAE_NAMES = {"wan2.1": "Wan 2.1 VAE", "wan2.2": "Wan 2.2 VAE"}
+NONE = "—"
 MARK = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: "·"}
 
 
+def format_size(n: int | None) -> str:
+    """Bytes for people, in decimal units: '57.21 GB', '12.3 MB', '4.1 KB'.
+
+    >>> format_size(57_210_000_000), format_size(12_345_678), format_size(0)
+    ('57.21 GB', '12.3 MB', '0 bytes')
+    """
+    if n is None:
+        return NONE
+    if n >= 100_000_000:
+        return f"{n / 1e9:.2f} GB"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f} MB"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f} KB"
+    return f"{n} byte" if n == 1 else f"{n} bytes"
+
+
+def format_parameters(n: int | None) -> str:
+    """A parameter count in billions, or millions when small: '14.29 B', '83.7 M'.
+
+    >>> format_parameters(14_288_491_584), format_parameters(83_653_863)
+    ('14.29 B', '83.7 M')
+    """
+    if n is None:
+        return NONE
+    if n >= 100_000_000:
+        return f"{n / 1e9:.2f} B"
+    if n >= 100_000:
+        return f"{n / 1e6:.1f} M"
+    return f"{n:,}"
+
+
 def model_name(report: ModelReport) -> str:
-    """A short name a person recognises: "Wan 2.2 TI2V 5B", "Stable Diffusion XL", "unknown"."""
-    if report.is_wan:
-        size = report.size_class or ""
-        if report.experts >= 2 and size == "14B":
-            size = "A14B (two experts)"
-        parts = ["Wan", report.wan_version or "2.x", (report.task or "").upper(), size]
-        return " ".join(p for p in parts if p)
-    return report.architecture_type.value.replace("_", " ").title().replace("Xl", "XL")
+    """What the model is, in a few words: 'Wan 2.2 T2V A14B (two experts)', 'Flux'."""
+    arch = report.architecture_type
+    if arch.is_wan:
+        task = report.task or arch.value.removeprefix("wan_")
+        parts = ["Wan"]
+        if report.wan_version:
+            parts.append(report.wan_version)
+        parts.append(TASK_NAMES.get(task, (task.upper(), ""))[0])
+        if report.size_class:
+            parts.append(("A" if report.experts == 2 else "") + report.size_class)
+        name = " ".join(parts)
+        return name + " (two experts)" if report.experts == 2 else name
+    if arch is A.DIFFUSERS_OTHER and report.pipeline_class:
+        return f"A diffusers model ({report.pipeline_class})"
+    return ARCHITECTURE_NAMES[arch]
+
+
+def status(report: ModelReport) -> str:
+    """'ready to load', '2 problems to fix' or 'not recognised as a model'."""
+    n = len(report.errors)
+    if n:
+        return f"{n} problem{'s' if n != 1 else ''} to fix"
+    if report.loadable:
+        return "ready to load"
+    return "not recognised as a model"
 
 
 def headline(report: ModelReport) -> str:
-    """One line: what it is, its layout, and whether it is ready."""
+    """One line: what it is — its layout — whether it is ready.
+
+    For a folder of several models: how many there are and how many are ready.
+    """
     if report.is_collection:
-        ready = sum(m.loadable for m in report.models)
-        return f"A folder of {len(report.models)} models ({ready} ready to load)"
-    errors = len(report.errors)
-    state = "ready to load" if report.loadable else (
-        f"{errors} problem{'s' if errors != 1 else ''} to fix" if errors else "not a model")
-    what = model_name(report) if report.architecture_type.value != "unknown" else "Not a recognised model"
-    return f"{what}, {report.layout.value.replace('_', ' ')} layout: {state}"
+        n = len(report.models)
+        ready = sum(1 for m in report.models if m.loadable)
+        text = f"A folder of {n} model{'s' if n != 1 else ''} — {ready} ready to load"
+        if n - ready:
+            text += f", {n - ready} with problems"
+        return text
+    if report.architecture_type is A.UNKNOWN and report.layout is Layout.UNKNOWN:
+        return f"{model_name(report)} — {status(report)}"
+    return f"{model_name(report)} — {LAYOUT_NAMES[report.layout]} — {status(report)}"
 
-
-def _gb(n: int | None) -> str:
-    return "-" if n is None else f"{n / 1e9:.2f} GB"
-
-
-def _params(n: int | None) -> str:
-    return "-" if n is None else (f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.1f} M" if n >= 1e5 else f"{n:,}")
 
 
 def render_text(report: ModelReport, indent: str = "") -> str:
     """The report as a few readable lines; a folder of models renders each model in turn."""
     lines = [f"{indent}{headline(report)}", f"{indent}  path: {report.path}"]
     if not report.is_collection:
+        experts = f"{report.experts}" + (f" (boundary ratio {report.boundary_ratio:g})"
+                                          if report.boundary_ratio is not None else "")
         facts = [
             ("architecture", report.architecture_type.value),
-            ("pipeline", report.pipeline_class or "-"),
-            ("experts", f"{report.experts}" + (f" (boundary {report.boundary_ratio})" if report.boundary_ratio else "")),
-            ("VAE", f"{report.vae_kind} (z_dim {report.vae_z_dim})" if report.vae_kind else "-"),
-            ("parameters", f"{_params(report.parameters)}, {_gb(report.weights_bytes_bf16)} of weights at bf16"),
-            ("registry", report.registry_id or "-"),
+            ("pipeline", report.pipeline_class or NONE),
+            ("experts", experts),
+            ("VAE", f"{VAE_NAMES.get(report.vae_kind, report.vae_kind)} (z_dim {report.vae_z_dim})"
+             if report.vae_kind else NONE),
+            ("parameters", f"{format_parameters(report.parameters)}, "
+                           f"{format_size(report.weights_bytes_bf16)} of weights at bf16"),
+            ("registry", report.registry_id or NONE),
         ]
         lines += [f"{indent}  {k}: {v}" for k, v in facts]
         if report.components:
             lines.append(f"{indent}  components:")
             for c in report.components:
                 state = "ok" if c.complete else ("missing" if not c.present else "incomplete")
-                lines.append(f"{indent}    {c.name:<14} {c.class_name or '-':<28} {len(c.files):>3} files "
-                             f"{_gb(c.size_bytes):>10}  {c.dtype or '-':<8} {_params(c.parameters):>9}  {state}")
+                lines.append(f"{indent}    {c.name:<15} {c.class_name or NONE:<28} {len(c.files):>3} files "
+                             f"{format_size(c.size_bytes):>10}  {c.dtype or NONE:<8} "
+                             f"{format_parameters(c.parameters):>9}  {state}")
     for f in report.findings:
         where = f" [{display_name(f.path)}]" if f.path else ""
         lines.append(f"{indent}  {MARK[f.severity]} {f.severity.value}: {f.message}{where}")
