@@ -197,7 +197,25 @@ def _inspect_folder(src: FileSource, shown: str, hint: str) -> ModelReport:
     dirs = {e.path.split("/", 1)[0] for e in src.files if "/" in e.path}
     if "model_index.json" in names or dirs & signals.KNOWN_COMPONENT_FOLDERS - {"tokenizer"}:
         return _inspect_diffusers(src, shown, hint)
+    if "config.json" in names and not dirs & {"high_noise_model", "low_noise_model"}:
+        config, _ = read_json(src, "config.json", "config.json")
+        if isinstance(config, dict) and config.get("_class_name") in signals.COMPONENT_FAMILIES:
+            return _inspect_lone_component(src, shown, hint, config)
     return _inspect_original(src, shown, hint)
+
+
+def _inspect_lone_component(src: FileSource, shown: str, hint: str, config: dict[str, Any]) -> ModelReport:
+    """A diffusers component folder (``transformer/``, ``vae/``) checked on its own."""
+    d = _Draft(shown, Layout.DIFFUSERS, hint)
+    cls = config["_class_name"]
+    role = "vae" if cls.startswith("Autoencoder") else "transformer"
+    reading = d.add(read_weights(src, role, "", cls, "diffusers", config))
+    _note_part(d, role, reading)
+    d.findings.append(Finding(ERROR, "only_a_part",
+                              f"This folder is one component of a diffusers model ({cls}), not a whole model.",
+                              "Point at the folder above it, the one that holds model_index.json."))
+    family = signals.COMPONENT_FAMILIES[cls] if role == "transformer" else A.UNKNOWN
+    return _finish(d, family, None)
 
 
 @dataclass

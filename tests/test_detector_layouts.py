@@ -310,3 +310,11 @@ def test_demo_models_are_recognised(demo_models_dir: Path) -> None:
         assert (report.architecture_type.value, report.wan_version, report.experts, report.vae_z_dim) == \
                (arch, version, experts, z), name
         assert report.loadable, [f.message for f in report.findings]
+
+
+def test_a_component_folder_on_its_own(a14b: Path) -> None:
+    report = inspect(a14b / "transformer")
+    assert report.layout.value == "diffusers" and report.task == "t2v"
+    assert "only_a_part" in codes(report) and "model_index.json" in finding(report, "only_a_part").remedy
+    vae = inspect(a14b / "vae")
+    assert vae.vae_z_dim == 16 and not vae.loadable
