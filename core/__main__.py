@@ -38,6 +38,84 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+class ProgressBar:
+    """``progress_callback`` for a terminal: one redrawn bar on a TTY, plain lines otherwise."""
+
+    def __init__(self, stream=sys.stderr, width: int = 30) -> None:
+        self.stream, self.width = stream, width
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last_line = ""
+
+    def __call__(self, message: str, percent: float) -> None:
+        filled = int(self.width * max(0.0, min(100.0, percent)) / 100)
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {percent:5.1f}%  {message}"
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(len(self.last_line)))
+            self.last_line = line[:160]
+            if percent >= 100:
+                self.stream.write("\n")
+        elif line != self.last_line:
+            self.stream.write(line + "\n")
+            self.last_line = line
+        self.stream.flush()
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 832x480, not {text!r}") from None
+    return width, height
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import threading
+
+    from core.generation import GenerationConfig
+    from core.loader import WanPipelineLoader
+    from core.detector import inspect
+    from core.generation import resolve
+    width, height = args.size or (None, None)
+    config = GenerationConfig(prompt=args.prompt, negative_prompt=args.negative, num_frames=args.frames,
+                              width=width, height=height, num_inference_steps=args.steps,
+                              guidance_scale=args.guidance, guidance_scale_2=args.guidance_2, seed=args.seed,
+                              fps=args.fps, image=args.image, last_image=args.last_image, output_path=args.out)
+    try:
+        report = inspect(args.path)
+    except OSError as exc:
+        err = explain(exc)
+        print(f"{err.message} {err.remedy}".strip(), file=sys.stderr)
+        return 2
+    _, errors = resolve(config, report) if report.is_wan else (None, [])
+    if errors:  # before minutes of loading
+        print("\n".join(errors), file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in (("precision", args.precision), ("offload", args.offload)) if v}
+    bar = ProgressBar()
+    try:
+        wrapper = WanPipelineLoader().load_wan_pipeline(args.path, optimization_config=overrides,
+                                                        progress_callback=bar)
+    except (ValueError, WanError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    cancel = threading.Event()
+    try:
+        result = wrapper.generate(config, progress_callback=bar, cancel=cancel)
+    except KeyboardInterrupt:
+        print("\nStopped; no video was written.", file=sys.stderr)
+        return 130
+    for line in wrapper.plan.summary_lines() if wrapper.plan is not None and result.plan else []:
+        print(f"  {line}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"Note: {warning}", file=sys.stderr)
+    if not result.success:
+        print("\n".join(result.errors), file=sys.stderr)
+        validation = not result.seconds and not result.cancelled and not result.plan
+        return 2 if validation else 1
+    print(result.output_path)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from core import demo
     return demo.main(args.rest)
@@ -54,6 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the result as one JSON object")
     doctor.add_argument("--config", default=None, help="config.yaml to read (default: the one beside app.py)")
     doctor.set_defaults(run=_doctor)
+    gen = sub.add_parser("generate", help="generate a video with a diffusers-layout Wan model")
+    gen.add_argument("path", help="the model folder")
+    gen.add_argument("--prompt", required=True, help="what the video shows")
+    gen.add_argument("--negative", default=None, help="what to keep out of the video")
+    gen.add_argument("--size", type=_parse_size, default=None, metavar="WxH", help="e.g. 832x480 (default: the model's)")
+    gen.add_argument("--frames", type=int, default=None, help="number of frames, 4k+1 (default: the model's)")
+    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    gen.add_argument("--guidance", type=float, default=None, help="guidance scale (the high-noise expert for A14B)")
+    gen.add_argument("--guidance-2", type=float, default=None, help="guidance scale of the low-noise expert (A14B)")
+    gen.add_argument("--seed", type=int, default=None, help="random seed (default 42)")
+    gen.add_argument("--fps", type=int, default=None, help="frames per second of the MP4")
+    gen.add_argument("--image", default=None, help="starting image (image-to-video, TI2V)")
+    gen.add_argument("--last-image", default=None, help="last frame (FLF2V)")
+    gen.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=None)
+    gen.add_argument("--offload", choices=("auto", "none", "model", "group", "sequential"), default=None)
+    gen.add_argument("--out", default=None, help="the MP4 to write (default: a new file in the outputs folder)")
+    gen.set_defaults(run=_generate)
     demo = sub.add_parser("demo", help="write small random-weight Wan pipelines (for self-tests)", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(run=_demo)

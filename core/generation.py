@@ -1,0 +1,187 @@
+"""What a person asks for (GenerationConfig), checked and completed before any work.
+
+Unset fields take the registry defaults of the detected model; every violation becomes
+one sentence with the nearest valid values.
+
+Usage::
+
+    config = GenerationConfig(prompt="A red fox in the snow", num_frames=33, width=832, height=480)
+    settings, errors = resolve(config, report)
+    if errors:
+        print("\\n".join(errors))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from core.registry import ModelRequirements, get_compatibility_registry
+from core.report import ModelReport
+
+IMAGE_TASKS = frozenset({"i2v", "flf2v", "animate"})   # an image is required
+OPTIONAL_IMAGE_TASKS = frozenset({"ti2v"})              # an image is optional
+FALLBACK = {"size": (832, 480), "frames": 81, "fps": 16, "steps": 50, "guidance": 5.0}
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """One generation request, in the seed guide's names. ``None`` means the model's default.
+
+    >>> GenerationConfig(prompt="A beautiful sunset over mountains", num_frames=16, width=1280, height=720)
+    GenerationConfig(prompt='A beautiful sunset over mountains', ...)
+    """
+
+    prompt: str = ""
+    negative_prompt: str | None = None
+    num_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    guidance_scale_2: float | None = None
+    seed: int | None = None
+    fps: int | None = None
+    image: Any = None              # a path or a PIL image (image-to-video, TI2V)
+    last_image: Any = None         # FLF2V: the last frame
+    enable_optimizations: bool = True
+    force_chunked_processing: bool = False   # decode the VAE in tiles and slices
+    output_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """A GenerationConfig with every value filled in and checked."""
+
+    prompt: str
+    negative_prompt: str
+    num_frames: int
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    guidance_scale_2: float | None
+    seed: int
+    fps: int
+    image: Any
+    last_image: Any
+    enable_optimizations: bool
+    force_chunked_processing: bool
+    output_path: str | None
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The JSON-able settings (images by their source, not their pixels)."""
+        data = asdict(self)
+        for key in ("image", "last_image"):
+            value = data[key]
+            data[key] = None if value is None else (str(value) if isinstance(value, (str, Path)) else "<image>")
+        return data
+
+
+def defaults_for(report: ModelReport) -> ModelRequirements | None:
+    """The registry entry whose defaults apply: the report's own, else the closest of its kind."""
+    registry = get_compatibility_registry()
+    entry = registry.get(report.registry_id) if report.registry_id else None
+    if entry is not None:
+        return entry
+    candidates = [e for e in registry.entries if e.task == report.task and e.layout == "diffusers"]
+    same_version = [e for e in candidates if e.wan_version == report.wan_version]
+    return (same_version or candidates or [None])[0]
+
+
+def size_multiple(report: ModelReport) -> int:
+    """Sizes must be multiples of 16, or 32 with the Wan2.2 VAE (TI2V-5B)."""
+    return 32 if report.vae_kind == "wan2.2" or report.task == "ti2v" else 16
+
+
+def _nearest_multiples(value: int, multiple: int) -> str:
+    low = max(multiple, value // multiple * multiple)
+    high = low + multiple
+    return f"{low} or {high}" if low != value else str(low)
+
+
+def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSettings | None, list[str]]:
+    """Fill unset fields from the model's defaults and check everything; (settings, errors)."""
+    entry = defaults_for(report)
+    default_w, default_h = entry.default_size if entry else FALLBACK["size"]
+    errors: list[str] = []
+    prompt = (config.prompt or "").strip()
+    if not prompt:
+        errors.append("The prompt is empty: describe the video you want, e.g. \"A red fox running through snow\".")
+    width = config.width if config.width is not None else default_w
+    height = config.height if config.height is not None else default_h
+    multiple = size_multiple(report)
+    for name, value in (("width", width), ("height", height)):
+        if not isinstance(value, int) or value < multiple:
+            errors.append(f"The {name} must be a whole number of at least {multiple} pixels, not {value!r}.")
+        elif value % multiple:
+            errors.append(f"The {name} must be a multiple of {multiple} for this model: "
+                          f"use {_nearest_multiples(value, multiple)} instead of {value}.")
+    frames = config.num_frames if config.num_frames is not None else (entry.frames if entry else FALLBACK["frames"])
+    if not isinstance(frames, int) or frames < 1:
+        errors.append(f"The number of frames must be a whole number of at least 1, not {frames!r}.")
+    elif (frames - 1) % 4:
+        low = (frames - 1) // 4 * 4 + 1
+        errors.append(f"The number of frames must be 4k+1 (1, 5, 9, ... 81): use {low} or {low + 4} instead of {frames}.")
+    steps = config.num_inference_steps if config.num_inference_steps is not None else (
+        entry.steps if entry else FALLBACK["steps"])
+    if not isinstance(steps, int) or steps < 1:
+        errors.append(f"The number of steps must be a whole number of at least 1, not {steps!r}.")
+    guidance = config.guidance_scale if config.guidance_scale is not None else (
+        entry.guidance if entry else FALLBACK["guidance"])
+    guidance_2 = config.guidance_scale_2
+    if guidance_2 is None and report.experts >= 2:
+        guidance_2 = entry.guidance_2 if entry and entry.guidance_2 is not None else guidance
+    for name, value in (("guidance", guidance), ("guidance for the second expert", guidance_2)):
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            errors.append(f"The {name} must be a number of 0 or more, not {value!r}.")
+    fps = config.fps if config.fps is not None else (entry.fps if entry else FALLBACK["fps"])
+    if not isinstance(fps, int) or not 1 <= fps <= 120:
+        errors.append(f"The frame rate must be a whole number from 1 to 120, not {fps!r}.")
+    if report.task in IMAGE_TASKS and config.image is None:
+        errors.append(f"This is an image-to-video model ({(report.task or '').upper()}): give a starting image.")
+    if config.image is not None and report.task not in IMAGE_TASKS | OPTIONAL_IMAGE_TASKS:
+        errors.append("This text-to-video model takes no image: remove the image, or use an image-to-video model.")
+    if config.last_image is not None and report.task != "flf2v" and report.task != "i2v":
+        errors.append("Only first-and-last-frame models (FLF2V) take a last image.")
+    seed = config.seed if config.seed is not None else 42
+    if not isinstance(seed, int) or not 0 <= seed < 2**63:
+        errors.append(f"The seed must be a whole number from 0 to {2**63 - 1}, not {seed!r}.")
+    if errors:
+        return None, errors
+    return ResolvedSettings(
+        prompt=prompt, negative_prompt=config.negative_prompt or "", num_frames=frames, width=width,
+        height=height, num_inference_steps=steps, guidance_scale=float(guidance),
+        guidance_scale_2=None if guidance_2 is None else float(guidance_2), seed=seed, fps=fps,
+        image=config.image, last_image=config.last_image, enable_optimizations=config.enable_optimizations,
+        force_chunked_processing=config.force_chunked_processing, output_path=config.output_path), []
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What a generation produced (or why it did not)."""
+
+    success: bool
+    output_path: str | None = None
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    fps: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)   # per stage: encode, denoise, decode, write, total
+    seconds_per_step: float | None = None
+    peak_ram_mb: float | None = None
+    peak_vram_mb: float | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def memory_peak_mb(self) -> float | None:
+        """The seed guide's name: GPU peak where a GPU was used, else the process's RAM peak."""
+        return self.peak_vram_mb if self.peak_vram_mb is not None else self.peak_ram_mb
+
+    def with_error(self, message: str) -> "GenerationResult":
+        return replace(self, success=False, errors=[*self.errors, message])

@@ -1,0 +1,1251 @@
+"""The memory plan: precision, placement, VAE tiling and the VRAM/RAM estimate behind them.
+
+Usage::
+
+    from core.detector import inspect
+    from core.hardware import probe
+    from core.optimize import OptimizationRequest, plan_for, check_request_fits, stronger_plan
+
+    report = inspect("/models/Wan2.2-T2V-A14B-Diffusers")
+    request = OptimizationRequest(width=1280, height=720, num_frames=81, num_inference_steps=40,
+                                  overrides={"precision": "auto"})   # the user's optimization_config
+    plan = plan_for(report, probe(), request)
+    print("\\n".join(plan.summary_lines()))   # estimate + one reason per choice
+    check_request_fits(plan)                  # WanError(refusal, remedy) when it cannot fit
+    retry = stronger_plan(plan, report, probe())   # after an out-of-memory error; None: nothing stronger
+
+Pure arithmetic on the :class:`~core.report.ModelReport` (exact parameter counts from the
+safetensors headers) and the :class:`~core.hardware.HardwareInfo`: no torch, no diffusers.
+
+What a placement means (what ``core.loader`` applies)
+----------------------------------------------------
+- ``all_on_device``: every component on the GPU (on a CPU-only machine: everything in RAM).
+- ``model_offload``: ``pipe.enable_model_cpu_offload()``; a whole component moves to the GPU
+  while it runs (text encoder, then the transformer, at the expert switch ``transformer_2``
+  replaces it, then the VAE). For image-to-video the VAE encodes the conditioning video before
+  denoising and stays on the GPU until the end.
+- ``group_offload``: each transformer ``enable_group_offload(offload_type=group_offload_type,
+  num_blocks_per_group=1, use_stream=True)``; the text and image encoders group-offloaded by
+  block; the VAE on the GPU whole.
+- ``sequential_offload``: ``pipe.enable_sequential_cpu_offload()``: leaf modules one at a time.
+- ``balanced``: ``from_pretrained(device_map="balanced", max_memory=plan.max_memory_mb)``:
+  whole components spread over two or more GPUs (``plan.device_map`` is what we expect).
+- ``text_encoder_on_cpu``: UMT5 stays in RAM and encodes there; only the embeddings move.
+
+The estimate (MiB; "GB" in sentences is GiB, as nvidia-smi and torch count)
+------------------------------------------------------------------------------
+Weights: ``parameters x bytes`` of the chosen precision, per component (the VAE at
+``vae_precision``). Stages, each adding :data:`CUDA_OVERHEAD_MB` (CUDA context, cuBLAS/cuDNN
+workspaces) to what is resident on the GPU at that moment:
+
+- encode: the text encoder (unless on the CPU) + :data:`TEXT_ENCODE_ACTIVATION_MB`; the CLIP
+  image encoder; for I2V/FLF2V/VACE/Animate the VAE *encode* of a full-length video, counted
+  like a decode (same architecture, mirrored; not measured separately).
+- denoise: the transformer (with model offload one expert: the switch offloads ``transformer``
+  before ``transformer_2`` moves in; all_on_device both) + the activations of one call.
+  Classifier-free guidance does not double them: diffusers' Wan pipelines run the conditional
+  and unconditional passes one after the other (``pipeline_wan.py``), so it doubles the time.
+- decode: the VAE + its decode activations.
+
+Transformer activations per call, in elements, for L latent tokens
+(``L = ((F-1)//4+1) x H/16 x W/16``; ``/32`` with the Wan2.2 VAE of TI2V-5B)::
+
+    L x (7 x dim + 1.5 x ffn_dim  [+ 19 x dim with per-token timesteps (TI2V-5B)]
+         [+ dim per VACE layer: the hints are kept for the whole call])
+
+times the bytes of the precision, times :data:`ACTIVATION_SLACK`. SDPA attention is
+memory-efficient (no L x L matrix), so the peak is the hidden states: residual, norm, q/k/v and
+the float32 copies diffusers makes for the norms and RoPE (~7 x dim), and the FFN's two
+``ffn_dim``-wide tensors (GELU in and out, 1.5 x ffn_dim net of what is freed). TI2V-5B's
+``expand_timesteps`` gives every token its own timestep: the 6 x dim modulation per token in
+bf16 plus its float32 copy in each block (+19 x dim).
+
+VAE decode activations (elements), per output pixel H x W and frame count F, scaled by the
+VAE's width C (``base_dim`` 96 for the Wan2.1 VAE, ``decoder_base_dim`` 256 for Wan2.2)::
+
+    untiled: H x W x (k_vae x C + f_vae x F)          Wan2.1: k 56.5, f 6;  Wan2.2: k 23.1, f 3
+    tiled:   k_vae x C x 256^2 + 11 x H x W x F       (diffusers' 256 px tiles, 192 px stride)
+
+The first term is one causal chunk (4 frames at full resolution) and the feature cache of
+every causal convolution; the second the decoded frames being concatenated.
+
+Calibration (NVIDIA H100, torch 2.11, diffusers 0.42.1, 2026-11: real-width models with random
+weights, 2 transformer layers; ``torch.cuda.max_memory_allocated`` above the weights). The
+formula columns are without :data:`ACTIVATION_SLACK`:
+
+=========================================  ========  =======
+measured (MiB)                             measured  formula
+=========================================  ========  =======
+14B DiT call, 1280x720x81, bf16               8,163    8,158
+14B DiT call, 832x480x81, bf16 (fp16 same)    3,541    3,535
+5B DiT call, 1280x704x121 (TI2V), bf16        5,186    5,275
+  same with one timestep for all tokens       2,148        -
+1.3B DiT call, 832x480x81, bf16               1,522    1,512
+Wan2.1 VAE decode 1280x720x81, fp32          20,679   20,777
+Wan2.1 VAE decode 832x480x81, fp32            8,967    9,004
+Wan2.1 VAE decode 832x480x81, bf16            4,485    4,502
+Wan2.1 VAE tiled 1280x720x81, fp32            3,987    4,488
+Wan2.1 VAE tiled 832x480x81, fp32             1,914    2,713
+Wan2.2 VAE decode 1280x704x121, fp32         21,542   21,576
+Wan2.2 VAE tiled 1280x704x121, fp32           5,831    6,054
+=========================================  ========  =======
+
+The allocator reserved 1.3-1.4x those peaks; :data:`ACTIVATION_SLACK` covers part of that and
+the 10% :data:`VRAM_MARGIN` the rest (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``
+narrows the gap). Whole-pipeline peaks against published figures (GB = GiB; asserted in
+``tests/test_optimize.py``):
+
+==============================================================  =========  ========
+published, with its settings                                    published  estimate
+==============================================================  =========  ========
+diffusers docs: T2V-1.3B, model offload                         11 GB      11.6
+diffusers docs: I2V-14B-480P, model offload, "at least 35 GB"   35 GB      35.7
+diffusers docs: T2V-14B, group offload (leaf), fp32 VAE         13 GB      11.6
+Wan-AI: T2V-A14B 720P, H100, offload_model                      59.8 GB    36.8
+Wan-AI: T2V-A14B 480P, H100, offload_model                      41.3 GB    31.3
+Wan-AI: TI2V-5B 720P, RTX 4090, offload_model + t5_cpu          22.9 GB    16.1
+Wan-AI: T2V-1.3B 480P, RTX 4090, offload_model + t5_cpu         8.19 GB    11.6
+==============================================================  =========  ========
+
+Wan-AI's own code (``generate.py``) keeps the residual stream in float32 and applies RoPE in
+float64, so its transformer steps take more than diffusers' (0.6-0.8x); it decodes under bf16
+autocast, while we plan diffusers' advised fp32 VAE, which is the 1.3B's peak (1.4x).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from core.errors import WanError
+from core.hardware import GpuInfo, HardwareInfo
+from core.report import ComponentReport, ModelReport
+
+__all__ = ["PLACEMENTS", "PRECISIONS", "Choice", "MemoryEstimate", "OptimizationPlan",
+           "OptimizationRequest", "check_request_fits", "plan_for", "stronger_plan"]
+
+PLACEMENTS = ("all_on_device", "model_offload", "group_offload", "sequential_offload", "balanced")
+PRECISIONS = ("bf16", "fp16", "fp32")
+GROUP_OFFLOAD_TYPES = ("block_level", "leaf_level")
+BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+MIB = 2**20
+
+# --- constants of the estimate (see the module docstring for their calibration) -------------
+
+#: Fraction of the GPU's free memory a plan may use (the rest: other programs, fragmentation).
+VRAM_MARGIN = 0.10
+#: Fraction of available RAM a plan may use.
+RAM_MARGIN = 0.10
+#: CUDA context, cuBLAS and cuDNN workspaces: on the GPU but outside torch's tensors (MiB).
+CUDA_OVERHEAD_MB = 600.0
+#: Measured activation peaks (max_memory_allocated) times this: the caching allocator's
+#: fragmentation (it reserved 1.3-1.4x the allocated peak in the calibration runs).
+ACTIVATION_SLACK = 1.2
+#: Transformer activations per latent token, in multiples of dim and ffn_dim (elements).
+DIT_DIM_FACTOR = 7.0
+DIT_FFN_FACTOR = 1.5
+#: Extra per-token elements (x dim) when every token has its own timestep (TI2V-5B).
+DIT_PER_TOKEN_TIMESTEP_FACTOR = 19.0
+#: VAE decode: elements per output pixel per channel of the VAE's width, and per frame.
+VAE_CHUNK_FACTOR = {"wan2.1": 56.5, "wan2.2": 23.1}
+VAE_FRAME_FACTOR = {"wan2.1": 6.0, "wan2.2": 3.0}
+#: Tiled decode: diffusers' tile (256 x 256 px) and elements per pixel-frame of the output.
+VAE_TILE_PIXELS = 256 * 256
+VAE_TILED_FRAME_FACTOR = 11.0
+#: UMT5-XXL encoding 512 tokens (attention scores, position bias, gated FFN): small (MiB).
+TEXT_ENCODE_ACTIVATION_MB = 256.0
+#: CLIP ViT-H image encoder on one image (257 tokens) (MiB).
+IMAGE_ENCODE_ACTIVATION_MB = 128.0
+#: RAM of the Python process before any weights: torch, CUDA libraries, the app (MiB).
+BASE_RAM_MB = {"cuda": 2560.0, "cpu": 1024.0}
+#: Group offload keeps the running group and the prefetched next one (use_stream=True).
+GROUP_OFFLOAD_BLOCKS_PER_GROUP = 1
+GROUP_OFFLOAD_RESIDENT_GROUPS = 2
+#: Shortest clip a refusal suggests before it gives up on a size.
+MIN_SUGGESTED_FRAMES = 17
+
+# Usual sizes when the report lacks a component (e.g. a transformer-only single file).
+_DEFAULT_PARAMETERS = {"text_encoder": 5_680_910_336, "vae:wan2.1": 126_892_531,
+                       "vae:wan2.2": 704_688_668}
+# Transformer dims by size class when the report has no config: dim, ffn_dim, num_layers.
+_DIMS_BY_SIZE = {"1.3B": (1536, 8960, 30), "5B": (3072, 14336, 30), "14B": (5120, 13824, 40)}
+_WEIGHTLESS_CLASSES = ("Tokenizer", "Scheduler", "Processor", "FeatureExtractor")
+_FILE_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+                     "I8": 1, "U8": 1}
+_VIDEO_ENCODING_TASKS = ("i2v", "flf2v", "vace", "animate")
+_STAGES = ("encode", "denoise", "decode")
+
+
+# --- the public dataclasses -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OptimizationRequest:
+    """What the user asks for: size, frames, steps, and their ``optimization_config``.
+
+    >>> OptimizationRequest(width=832, height=480, num_frames=81, num_inference_steps=50,
+    ...                     overrides={"precision": "fp16", "enable_cpu_offload": True}).num_frames
+    81
+    """
+
+    width: int
+    height: int
+    num_frames: int
+    num_inference_steps: int
+    guidance: bool = True            # CFG: two transformer passes per step (one after the other)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "num_frames": self.num_frames,
+                "num_inference_steps": self.num_inference_steps, "guidance": self.guidance,
+                "overrides": dict(self.overrides)}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One decision and the sentence that explains it to a person."""
+
+    value: Any
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Memory of one plan, in MiB. ``stage_vram_mb``: encode, denoise, decode (0 on a CPU)."""
+
+    weights_mb: dict[str, float]
+    peak_vram_mb: float
+    peak_ram_mb: float
+    stage_vram_mb: dict[str, float]
+    activations_mb: float            # one transformer call at the requested size (slack included)
+    latent_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights_mb": {k: round(v, 1) for k, v in self.weights_mb.items()},
+                "peak_vram_mb": round(self.peak_vram_mb, 1), "peak_ram_mb": round(self.peak_ram_mb, 1),
+                "stage_vram_mb": {k: round(v, 1) for k, v in self.stage_vram_mb.items()},
+                "activations_mb": round(self.activations_mb, 1), "latent_tokens": self.latent_tokens}
+
+
+@dataclass(frozen=True)
+class OptimizationPlan:
+    """How to load and run one model on this machine, each choice with its reason.
+
+    ``gpu_index`` is the GPU single-GPU placements use (the one with the most free memory);
+    ``device_map``/``max_memory_mb`` are set for ``balanced`` only; ``notes`` hold settings
+    that were ignored; ``remedy`` says what to do when the request does not fit.
+    """
+
+    device: str
+    precision: Choice
+    vae_precision: Choice
+    placement: Choice
+    vae_tiling: Choice
+    vae_slicing: Choice
+    attention_backend: Choice
+    text_encoder_on_cpu: Choice
+    group_offload_type: str | None
+    estimate: MemoryEstimate
+    fits: bool
+    refusal: str | None
+    request: OptimizationRequest
+    gpu_index: int | None = None
+    usable_vram_mb: float | None = None
+    usable_ram_mb: float | None = None
+    device_map: Mapping[str, str] | None = None
+    max_memory_mb: Mapping[int, int] | None = None
+    notes: tuple[str, ...] = ()
+    remedy: str | None = None
+
+    @property
+    def choices(self) -> dict[str, Choice]:
+        return {"precision": self.precision, "vae_precision": self.vae_precision,
+                "placement": self.placement, "vae_tiling": self.vae_tiling,
+                "vae_slicing": self.vae_slicing, "attention_backend": self.attention_backend,
+                "text_encoder_on_cpu": self.text_encoder_on_cpu}
+
+    @property
+    def reasons(self) -> list[str]:
+        """Every choice's reason, in order, then the ignored settings."""
+        return [c.reason for c in self.choices.values()] + list(self.notes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (for the CLI's --json, the UI and the history database)."""
+        return {"device": self.device, **{k: c.to_dict() for k, c in self.choices.items()},
+                "group_offload_type": self.group_offload_type, "gpu_index": self.gpu_index,
+                "usable_vram_mb": _round(self.usable_vram_mb), "usable_ram_mb": _round(self.usable_ram_mb),
+                "device_map": dict(self.device_map) if self.device_map is not None else None,
+                "max_memory_mb": ({str(k): v for k, v in self.max_memory_mb.items()}
+                                  if self.max_memory_mb is not None else None),
+                "estimate": self.estimate.to_dict(), "fits": self.fits, "refusal": self.refusal,
+                "remedy": self.remedy, "notes": list(self.notes), "reasons": self.reasons,
+                "request": self.request.to_dict()}
+
+    def summary_lines(self) -> list[str]:
+        """The estimate, then one line per choice: what the CLI prints and the UI shows."""
+        e, r = self.estimate, self.request
+        where = f"{r.width}x{r.height}, {r.num_frames} frames"
+        lines = []
+        if self.device == "cuda":
+            stages = ", ".join(f"{_STAGE_WORDS[s]} {_gb(v)}" for s, v in e.stage_vram_mb.items())
+            lines.append(f"Estimated peak GPU memory: {_gb(e.peak_vram_mb)} of {_gb(self.usable_vram_mb or 0)} "
+                         f"usable ({stages}).")
+        lines.append(f"Estimated peak RAM: {_gb(e.peak_ram_mb)}"
+                     + (f" of {_gb(self.usable_ram_mb)} available." if self.usable_ram_mb else "."))
+        weights = ", ".join(f"{k} {_gb(v)}" for k, v in e.weights_mb.items())
+        lines.append(f"Weights: {weights}.")
+        lines.append(f"One denoising step at {where}: {e.latent_tokens:,} latent tokens, "
+                     f"about {_gb(e.activations_mb)} of activations.")
+        lines += [f"{_LABELS[k]}: {c.reason}" for k, c in self.choices.items()]
+        lines += list(self.notes)
+        if not self.fits and self.refusal:
+            lines.append(f"Does not fit: {self.refusal}")
+        return lines
+
+
+def check_request_fits(plan: OptimizationPlan) -> None:
+    """Raise :class:`WanError` with the refusal and a remedy when the plan does not fit.
+
+    >>> check_request_fits(plan)   # doctest: +SKIP
+    """
+    if plan.fits:
+        return
+    raise WanError(plan.refusal or "This request does not fit this machine.",
+                   plan.remedy or "Choose a smaller size or fewer frames, or a stronger offload setting.",
+                   "\n".join(plan.summary_lines()))
+
+
+# --- what the estimate needs from the report ------------------------------------------------
+
+@dataclass(frozen=True)
+class _Facts:
+    """The numbers of one model that the estimate uses (from the report, else the registry)."""
+
+    name: str
+    wan: bool                        # activations are modelled for Wan models only
+    parameters: dict[str, int]       # weight-bearing components
+    assumed: tuple[str, ...]         # components counted at their usual size (not in the report)
+    experts: tuple[str, ...]         # transformer, transformer_2
+    dim: int
+    ffn_dim: int
+    num_layers: int
+    text_dim: int
+    freq_dim: int
+    in_channels: int
+    out_channels: int
+    per_token_timesteps: bool
+    vace_layers: int
+    vae_kind: str
+    vae_width: int                   # base_dim (Wan2.1) or decoder_base_dim (Wan2.2)
+    token_divisor: int               # 16 or 32 (VAE spatial factor x patch 2)
+    encodes_video: bool
+    te_embedding: int                # parameters of UMT5's word table (a leaf of its own)
+    te_layers: int
+    sizes: tuple[tuple[int, int], ...]
+
+    @property
+    def nonblock_parameters(self) -> int:
+        """Transformer parameters outside its blocks: embedders, time projection, output."""
+        d = self.dim
+        return (self.text_dim * d + d * d + self.freq_dim * d + d * d + 6 * d * d
+                + self.in_channels * 4 * d + d * self.out_channels * 4)
+
+    def block_parameters(self, name: str) -> float:
+        return max(0.0, (self.parameters.get(name, 0) - self.nonblock_parameters) / max(1, self.num_layers))
+
+    @property
+    def largest_leaf(self) -> int:
+        """Parameters of the transformer's largest single layer (time projection or FFN)."""
+        return max(6 * self.dim * self.dim, self.dim * self.ffn_dim, self.text_dim * self.dim)
+
+
+def _facts(report: ModelReport) -> _Facts:
+    entry = _registry_entry(report)
+    reg_params: Mapping[str, int] = entry.parameters if entry is not None else {}
+    params: dict[str, int] = {}
+    for comp in report.components:
+        n = _component_parameters(comp, reg_params)
+        if n:
+            params[comp.name] = n
+    vae_kind = report.vae_kind or ("wan2.2" if report.vae_z_dim == 48 else "wan2.1")
+    assumed: list[str] = []
+    if report.is_wan and any(k.startswith("transformer") for k in params):
+        if "text_encoder" not in params:
+            params["text_encoder"] = int(reg_params.get("text_encoder", _DEFAULT_PARAMETERS["text_encoder"]))
+            assumed.append("text_encoder")
+        if "vae" not in params:
+            params["vae"] = int(reg_params.get("vae", _DEFAULT_PARAMETERS[f"vae:{vae_kind}"]))
+            assumed.append("vae")
+    experts = tuple(k for k in ("transformer", "transformer_2") if k in params)
+
+    tcfg = _config(report, "transformer")
+    dims = dict(entry.transformer) if entry is not None else {}
+    by_size = _DIMS_BY_SIZE.get(report.size_class or "", (0, 0, 1))
+    heads_x_dim = _int(tcfg.get("num_attention_heads")) * _int(tcfg.get("attention_head_dim"))
+    dim = _int(tcfg.get("dim")) or heads_x_dim or _int(dims.get("dim")) or by_size[0]
+    ffn = _int(tcfg.get("ffn_dim")) or _int(dims.get("ffn_dim")) or by_size[1]
+    layers = _int(tcfg.get("num_layers")) or _int(dims.get("num_layers")) or by_size[2]
+    vcfg = _config(report, "vae")   # diffusers: decoder_base_dim None means base_dim
+    width = (_int(vcfg.get("decoder_base_dim")) or _int(vcfg.get("base_dim"))
+             or (256 if vae_kind == "wan2.2" else 96))
+    ecfg = _config(report, "text_encoder")
+    vocab, d_model = _int(ecfg.get("vocab_size")) or 256384, _int(ecfg.get("d_model")) or 4096
+    vace = tcfg.get("vace_layers") or dims.get("vace_layers") or ()
+    sizes = tuple(entry.sizes) if entry is not None else ()
+    return _Facts(
+        name=_model_name(report, entry), wan=report.is_wan, parameters=params, assumed=tuple(assumed),
+        experts=experts, dim=dim, ffn_dim=ffn, num_layers=layers,
+        text_dim=_int(tcfg.get("text_dim")) or 4096, freq_dim=_int(tcfg.get("freq_dim")) or 256,
+        in_channels=_int(tcfg.get("in_channels") or tcfg.get("in_dim")) or 16,
+        out_channels=_int(tcfg.get("out_channels") or tcfg.get("out_dim")) or 16,
+        per_token_timesteps=bool(report.expand_timesteps) or report.task == "ti2v",
+        vace_layers=len(vace) if isinstance(vace, (list, tuple)) else 0,
+        vae_kind=vae_kind, vae_width=width, token_divisor=32 if vae_kind == "wan2.2" else 16,
+        encodes_video=report.task in _VIDEO_ENCODING_TASKS,
+        te_embedding=min(vocab * d_model, params.get("text_encoder", 0)),
+        te_layers=_int(ecfg.get("num_layers")) or 24, sizes=sizes)
+
+
+def _component_parameters(comp: ComponentReport, reg_params: Mapping[str, int]) -> int:
+    """Exact count from the headers; else the registry's; else file size / bytes per value."""
+    if not comp.present or any(w in (comp.class_name or "") for w in _WEIGHTLESS_CLASSES):
+        return 0
+    if comp.parameters:
+        return int(comp.parameters)
+    key = "transformer" if comp.name.startswith("transformer") else comp.name
+    if reg_params.get(key):
+        return int(reg_params[key])
+    if comp.size_bytes:
+        named = " ".join(comp.files).lower()
+        half = "bf16" in named or "fp16" in named
+        per = _FILE_DTYPE_BYTES.get((comp.dtype or "").upper()) or (2 if half else 4)
+        return comp.size_bytes // per
+    return 0
+
+
+def _registry_entry(report: ModelReport) -> Any:
+    if not report.registry_id:
+        return None
+    try:
+        from core.registry import get_compatibility_registry
+        return get_compatibility_registry().get(report.registry_id)
+    except Exception:  # noqa: BLE001 - a broken registry file must not stop planning
+        return None
+
+
+def _model_name(report: ModelReport, entry: Any) -> str:
+    if entry is not None:
+        return str(entry.name)
+    if report.wan_version and report.task:
+        size = f"-{report.size_class}" if report.size_class else ""
+        return f"Wan{report.wan_version} {report.task.upper()}{size}"
+    return "this model"
+
+
+def _config(report: ModelReport, name: str) -> Mapping[str, Any]:
+    comp = report.component(name)
+    return comp.config if comp is not None and isinstance(comp.config, Mapping) else {}
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+# --- activations ----------------------------------------------------------------------------
+
+def latent_tokens(facts: _Facts, width: int, height: int, num_frames: int) -> int:
+    """Tokens the transformer sees: latent frames x (H/16) x (W/16), or /32 with the Wan2.2 VAE."""
+    frames = (max(1, num_frames) - 1) // 4 + 1
+    return frames * (height // facts.token_divisor) * (width // facts.token_divisor)
+
+
+def _dit_activation_mb(facts: _Facts, tokens: int, precision: str) -> float:
+    if not facts.wan:
+        return 0.0
+    per_token = DIT_DIM_FACTOR * facts.dim + DIT_FFN_FACTOR * facts.ffn_dim
+    if facts.per_token_timesteps:
+        per_token += DIT_PER_TOKEN_TIMESTEP_FACTOR * facts.dim
+    per_token += facts.vace_layers * facts.dim
+    return tokens * per_token * BYTES[precision] * ACTIVATION_SLACK / MIB
+
+
+def _vae_activation_mb(facts: _Facts, width: int, height: int, frames: int, tiled: bool,
+                       precision: str) -> float:
+    if not facts.wan:
+        return 0.0
+    chunk = VAE_CHUNK_FACTOR.get(facts.vae_kind, VAE_CHUNK_FACTOR["wan2.2"]) * facts.vae_width
+    pixels = width * height
+    if tiled:
+        elements = chunk * min(pixels, VAE_TILE_PIXELS) + VAE_TILED_FRAME_FACTOR * pixels * frames
+    else:
+        elements = pixels * (chunk + VAE_FRAME_FACTOR.get(facts.vae_kind, 6.0) * frames)
+    return elements * BYTES[precision] * ACTIVATION_SLACK / MIB
+
+
+# --- one candidate set-up and its estimate --------------------------------------------------
+
+@dataclass(frozen=True)
+class _Setup:
+    placement: str
+    group_type: str | None = None
+    tiling: bool = False
+    te_cpu: bool = False
+    vae_precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class _Machine:
+    device: str                      # "cuda" or "cpu"
+    gpus: tuple[GpuInfo, ...]        # best first
+    usable_vram: dict[int, float]    # per GPU index, after the margin
+    usable_ram: float | None
+
+    @property
+    def gpu(self) -> GpuInfo | None:
+        return self.gpus[0] if self.gpus else None
+
+
+@dataclass(frozen=True)
+class _Eval:
+    setup: _Setup
+    precision: str
+    estimate: MemoryEstimate
+    fits_vram: bool
+    fits_ram: bool
+    device_map: dict[str, str] | None = None
+    max_memory: dict[int, int] | None = None
+    activations: dict[str, float] = field(default_factory=dict)   # per stage, without weights
+
+    @property
+    def fits(self) -> bool:
+        return self.fits_vram and self.fits_ram
+
+
+def _machine(hardware: HardwareInfo) -> _Machine:
+    gpus = sorted(hardware.gpus, key=lambda g: -(g.free_mb if g.free_mb is not None else g.total_mb))
+    usable = {g.index: (g.free_mb if g.free_mb is not None else g.total_mb) * (1 - VRAM_MARGIN) for g in gpus}
+    ram = hardware.ram_free_mb if hardware.ram_free_mb is not None else hardware.ram_total_mb
+    return _Machine("cuda" if gpus else "cpu", tuple(gpus), usable,
+                    ram * (1 - RAM_MARGIN) if ram is not None else None)
+
+
+def _weights_mb(facts: _Facts, precision: str, vae_precision: str) -> dict[str, float]:
+    return {name: n * BYTES[vae_precision if name == "vae" else precision] / MIB
+            for name, n in facts.parameters.items()}
+
+
+def _evaluate(facts: _Facts, machine: _Machine, request: OptimizationRequest, precision: str,
+              setup: _Setup, width: int | None = None, height: int | None = None,
+              frames: int | None = None) -> _Eval:
+    """Peak VRAM and RAM of ``setup`` for the request (or another size, for refusals)."""
+    w, h = width or request.width, height or request.height
+    f = frames or request.num_frames
+    weights = _weights_mb(facts, precision, setup.vae_precision)
+    tokens = latent_tokens(facts, w, h, f)
+    act_dit = _dit_activation_mb(facts, tokens, precision)
+    act_dec = _vae_activation_mb(facts, w, h, f, setup.tiling, setup.vae_precision)
+    act_vae_enc = act_dec if facts.encodes_video else 0.0
+    te = weights.get("text_encoder", 0.0)
+    act_te = min(TEXT_ENCODE_ACTIVATION_MB, te)       # min: the tiny demo models
+    img = weights.get("image_encoder", 0.0)
+    act_img = min(IMAGE_ENCODE_ACTIVATION_MB, img)
+    vae = weights.get("vae", 0.0)
+    experts = [weights[n] for n in facts.experts] or [0.0]
+    others = sum(v for k, v in weights.items()
+                 if k not in facts.experts and k not in ("text_encoder", "image_encoder", "vae"))
+    total = sum(weights.values())
+    acts = {"encode": max(act_te, act_img, act_vae_enc), "denoise": act_dit, "decode": act_dec}
+    device_map = max_memory = None
+
+    if machine.device == "cpu":
+        stages = {s: 0.0 for s in _STAGES}
+        ram = BASE_RAM_MB["cpu"] + total + max(acts.values())
+        est = MemoryEstimate(weights, 0.0, ram, stages, act_dit, tokens)
+        fits_ram = machine.usable_ram is None or ram <= machine.usable_ram
+        return _Eval(setup, precision, est, True, fits_ram, activations=acts)
+
+    te_gpu = 0.0 if setup.te_cpu else te
+    p = setup.placement
+    if p == "all_on_device":
+        resident = total - (te if setup.te_cpu else 0.0)
+        stages = {"encode": resident + max(act_te if te_gpu else 0.0, act_img, act_vae_enc),
+                  "denoise": resident + act_dit, "decode": resident + act_dec}
+    elif p == "model_offload":
+        encode_te = te_gpu + act_te if te_gpu else 0.0
+        encode_img = img + (vae + act_vae_enc if facts.encodes_video else act_img)
+        stages = {"encode": max(encode_te, encode_img, others),
+                  "denoise": max(experts) + act_dit + (vae if facts.encodes_video else 0.0),
+                  "decode": vae + act_dec}
+    elif p == "group_offload":
+        always = vae + _group_resident(img, 32, 0.0)
+        if setup.group_type == "leaf_level":
+            expert_res = GROUP_OFFLOAD_RESIDENT_GROUPS * facts.largest_leaf * BYTES[precision] / MIB
+        else:
+            blocks = max(facts.block_parameters(n) for n in facts.experts) if facts.experts else 0.0
+            expert_res = (GROUP_OFFLOAD_RESIDENT_GROUPS * GROUP_OFFLOAD_BLOCKS_PER_GROUP * blocks
+                          + facts.nonblock_parameters) * BYTES[precision] / MIB
+        expert_res = min(expert_res, max(experts))
+        te_res = _group_resident(te_gpu, facts.te_layers, facts.te_embedding * BYTES[precision] / MIB)
+        stages = {"encode": always + others + max(te_res + act_te if te_gpu else 0.0, act_img, act_vae_enc),
+                  "denoise": always + expert_res + act_dit, "decode": always + act_dec}
+    elif p == "sequential_offload":
+        leaf = min(2 * facts.largest_leaf * BYTES[precision] / MIB, max(experts))
+        te_leaf = min(facts.te_embedding * BYTES[precision] / MIB, te_gpu)
+        stages = {"encode": max(te_leaf + act_te if te_gpu else 0.0, act_img, act_vae_enc),
+                  "denoise": leaf + act_dit, "decode": act_dec}
+    elif p == "balanced":
+        stages, device_map, max_memory, balanced_fits = _balanced(weights, facts, machine, setup, acts,
+                                                                  act_te, act_img)
+    else:
+        raise ValueError(f"unknown placement {p!r}; expected one of {PLACEMENTS}")
+    if p != "balanced":
+        stages = {s: v + CUDA_OVERHEAD_MB for s, v in stages.items()}
+
+    if p in ("all_on_device", "balanced"):
+        ram = BASE_RAM_MB["cuda"] + max(weights.values(), default=0.0) + (te if setup.te_cpu else 0.0)
+    else:
+        ram = BASE_RAM_MB["cuda"] + total
+    peak = max(stages.values())
+    est = MemoryEstimate(weights, peak, ram, stages, act_dit, tokens)
+    if p == "balanced":
+        fits_vram = balanced_fits
+    else:
+        fits_vram = peak <= machine.usable_vram[machine.gpus[0].index]
+    fits_ram = machine.usable_ram is None or ram <= machine.usable_ram
+    return _Eval(setup, precision, est, fits_vram, fits_ram, device_map, max_memory, acts)
+
+
+def _group_resident(weights_mb: float, blocks: int, nonblock_mb: float) -> float:
+    """What block-level group offload keeps on the GPU: the word table and two blocks."""
+    if not weights_mb:
+        return 0.0
+    per_block = max(0.0, weights_mb - nonblock_mb) / max(1, blocks)
+    return min(weights_mb, nonblock_mb + GROUP_OFFLOAD_RESIDENT_GROUPS * per_block)
+
+
+def _balanced(weights: dict[str, float], facts: _Facts, machine: _Machine, setup: _Setup,
+              acts: dict[str, float], act_te: float, act_img: float
+              ) -> tuple[dict[str, float], dict[str, str], dict[int, int], bool]:
+    """Mirror diffusers' ``device_map="balanced"``: components, largest first, dealt over the
+    GPUs (most memory first) in a zig-zag; one that does not fit where it is dealt goes to the
+    CPU. Each GPU keeps room for the largest activation of any stage."""
+    reserve = max(acts.values()) + CUDA_OVERHEAD_MB
+    budgets = {g.index: max(0.0, machine.usable_vram[g.index] - reserve) for g in machine.gpus}
+    order = [g.index for g in machine.gpus]
+    cycle = order + order[::-1]
+    left = dict(budgets)
+    device_map: dict[str, str] = {}
+    i = 0
+    for name, size in sorted(weights.items(), key=lambda kv: -kv[1]):
+        if name == "text_encoder" and setup.te_cpu:
+            device_map[name] = "cpu"
+            continue
+        gpu = cycle[i % len(cycle)]
+        if size > left[gpu]:
+            device_map[name] = "cpu"
+            continue
+        device_map[name] = f"cuda:{gpu}"
+        left[gpu] -= size
+        i += 1
+    runs = {"text_encoder": [("encode", act_te)], "image_encoder": [("encode", act_img)],
+            "vae": [("decode", acts["decode"])] + ([("encode", acts["encode"])] if facts.encodes_video else []),
+            **{n: [("denoise", acts["denoise"])] for n in facts.experts}}
+    per_gpu: dict[str, dict[str, float]] = {}
+    for g in order:
+        on = [n for n, d in device_map.items() if d == f"cuda:{g}"]
+        resident = sum(weights[n] for n in on) + CUDA_OVERHEAD_MB
+        stage = {s: resident for s in _STAGES}
+        for n in on:
+            for s, a in runs.get(n, []):
+                stage[s] = max(stage[s], resident + a)
+        per_gpu[f"cuda:{g}"] = stage
+    stages = {s: max((v[s] for v in per_gpu.values()), default=0.0) for s in _STAGES}
+    fits = all(max(per_gpu[f"cuda:{g}"].values()) <= machine.usable_vram[g] for g in order) and not any(
+        d == "cpu" for n, d in device_map.items() if not (n == "text_encoder" and setup.te_cpu))
+    return stages, device_map, {g: int(b) for g, b in budgets.items()}, fits
+
+
+# --- the user's optimization_config ---------------------------------------------------------
+
+_PLACEMENT_WORDS = {"none": "all_on_device", "no": "all_on_device", "off": "all_on_device",
+                    "gpu": "all_on_device", "model": "model_offload", "group": "group_offload",
+                    "sequential": "sequential_offload", "balanced": "balanced",
+                    **{p: p for p in PLACEMENTS}}
+_KNOWN_KEYS = ("precision", "enable_cpu_offload", "offload", "placement", "chunk_size", "vae_tiling",
+               "vae_slicing", "attention_backend", "text_encoder_on_cpu", "group_offload_type",
+               "vae_precision", "force_chunked_processing")
+
+
+@dataclass
+class _Overrides:
+    """The settings that bind the plan, each with the words that name it in reasons."""
+
+    precision: str | None = None
+    vae_precision: str | None = None
+    placement: str | None = None
+    allowed: tuple[str, ...] | None = None      # enable_cpu_offload: false
+    group_type: str | None = None
+    tiling: bool | None = None
+    slicing: bool | None = None
+    te_cpu: bool | None = None
+    attention: str | None = None
+    said: dict[str, str] = field(default_factory=dict)        # field -> "offload=model"
+    notes: list[str] = field(default_factory=list)
+
+
+def _parse_overrides(raw: Mapping[str, Any], machine: _Machine) -> _Overrides:
+    o = _Overrides()
+    cpu = machine.device == "cpu"
+    for key, value in raw.items():
+        k = str(key)
+        if k not in _KNOWN_KEYS:
+            near = difflib.get_close_matches(k, _KNOWN_KEYS, n=1)
+            o.notes.append(f"Ignored unknown setting {k}" + (f" (did you mean {near[0]}?)." if near else "."))
+            continue
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+            continue
+        shown = f"{k}={value}"
+        if k in ("precision", "vae_precision"):
+            v = str(value).strip().lower().replace("float32", "fp32").replace("float16", "fp16") \
+                .replace("bfloat16", "bf16")
+            if v not in PRECISIONS:
+                o.notes.append(f"Ignored {shown}: use bf16, fp16, fp32 or auto.")
+                continue
+            setattr(o, k, v)
+            o.said[k] = shown
+        elif k in ("offload", "placement"):
+            v = _PLACEMENT_WORDS.get(str(value).strip().lower())
+            if v is None:
+                o.notes.append(f"Ignored {shown}: use none, model, group, sequential, balanced or auto.")
+                continue
+            if o.placement is not None and o.placement != v:
+                o.notes.append(f"Ignored {o.said['placement']}: {shown} says otherwise and wins.")
+            o.placement = v
+            o.said["placement"] = shown
+        elif k == "enable_cpu_offload":
+            b = _bool(value)
+            if b is None:
+                o.notes.append(f"Ignored {shown}: use true or false.")
+            elif "placement" in o.said and o.said["placement"].split("=")[0] in ("offload", "placement"):
+                o.notes.append(f"Ignored {shown}: {o.said['placement']} is more specific and wins.")
+            elif b:
+                o.placement = "model_offload"
+                o.said["placement"] = shown
+            else:
+                o.allowed = ("all_on_device", "balanced")
+                o.said["placement"] = shown
+        elif k == "group_offload_type":
+            v = str(value).strip().lower().replace("-", "_")
+            v = {"block": "block_level", "leaf": "leaf_level"}.get(v, v)
+            if v not in GROUP_OFFLOAD_TYPES:
+                o.notes.append(f"Ignored {shown}: use block_level or leaf_level.")
+                continue
+            o.group_type = v
+            o.said["group_type"] = shown
+        elif k in ("chunk_size", "force_chunked_processing"):
+            on = _bool(value) if k == "force_chunked_processing" else _positive_int(value)
+            if on is None or on is False:
+                if on is None:
+                    o.notes.append(f"Ignored {shown}: use a positive number of frames."
+                                   if k == "chunk_size" else f"Ignored {shown}: use true or false.")
+                continue
+            for attr, name in (("tiling", "vae_tiling"), ("slicing", "vae_slicing")):
+                if name not in raw:
+                    setattr(o, attr, True)
+                    o.said[attr] = shown
+        elif k in ("vae_tiling", "vae_slicing", "text_encoder_on_cpu"):
+            b = _bool(value)
+            if b is None:
+                o.notes.append(f"Ignored {shown}: use true or false.")
+                continue
+            attr = {"vae_tiling": "tiling", "vae_slicing": "slicing", "text_encoder_on_cpu": "te_cpu"}[k]
+            setattr(o, attr, b)
+            o.said[attr] = shown
+        elif k == "attention_backend":
+            v = str(value).strip()
+            if cpu and not (v.startswith("native") or v.startswith("_native")):
+                o.notes.append(f"Ignored {shown}: that attention kernel needs a GPU; "
+                               "PyTorch's built-in attention runs on the CPU.")
+                continue
+            o.attention = v
+            o.said["attention"] = shown
+    if cpu:
+        if o.placement not in (None, "all_on_device"):
+            o.notes.append(f"Ignored {o.said['placement']}: offloading moves weights between RAM and a GPU, "
+                           "and this computer has no GPU (diffusers raises \"requires accelerator\").")
+            o.placement = None
+        if o.te_cpu:
+            o.notes.append(f"{o.said['te_cpu']} changes nothing here: everything runs on the CPU.")
+            o.te_cpu = None
+        o.group_type = None
+    elif o.placement == "balanced" and len(machine.gpus) < 2:
+        o.notes.append(f"Ignored {o.said['placement']}: spreading a model over GPUs needs two or more, "
+                       "and this computer has one.")
+        o.placement = None
+    return o
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    return None
+
+
+def _positive_int(value: Any) -> bool | None:
+    """chunk_size: True for a positive whole number, False for 0, None for anything else."""
+    if isinstance(value, bool):
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return None
+    return None if n < 0 else n > 0
+
+
+# --- choosing -------------------------------------------------------------------------------
+
+# Knobs tried at each placement, cheapest first: (VAE tiling, text encoder on CPU, VAE in the
+# model's precision). Tiling costs seconds of decode; the CPU text encoder half a minute of
+# encoding; a bf16 VAE some decode fidelity (diffusers advises fp32).
+_KNOBS = ((False, False, False), (True, False, False), (False, True, False), (True, True, False),
+          (True, False, True), (True, True, True))
+
+
+def _chain(machine: _Machine) -> list[tuple[str, str | None]]:
+    """Placements from weakest to strongest memory saving, for this machine."""
+    if machine.device == "cpu":
+        return [("all_on_device", None)]
+    steps: list[tuple[str, str | None]] = [("all_on_device", None)]
+    if len(machine.gpus) >= 2:
+        steps.append(("balanced", None))
+    steps += [("model_offload", None), ("group_offload", "block_level"), ("group_offload", "leaf_level"),
+              ("sequential_offload", None)]
+    return steps
+
+
+def _candidates(machine: _Machine, o: _Overrides, precision: str, start: int = 0,
+                floor: _Setup | None = None) -> Iterator[_Setup]:
+    """Set-ups in the order we prefer them, within the user's settings (and above ``floor``)."""
+    chain = _chain(machine)
+    default_vae = o.vae_precision or ("fp32" if machine.device == "cuda" else precision)
+    for placement, group_type in chain[start:]:
+        if o.placement is not None and placement != o.placement:
+            continue
+        if o.allowed is not None and placement not in o.allowed:
+            continue
+        if o.group_type is not None and group_type is not None and group_type != o.group_type:
+            continue
+        knobs: Iterable[tuple[bool, bool, bool]] = _KNOBS
+        if placement == "all_on_device" and o.placement is None and o.allowed is None:
+            knobs = _KNOBS[:2]     # before the CPU text encoder, model offload (seconds, not minutes)
+        for tiling, te_cpu, low_vae in knobs:
+            if machine.device == "cpu" and (te_cpu or low_vae):
+                continue
+            if o.tiling is not None and tiling != o.tiling:
+                continue
+            if o.te_cpu is not None and te_cpu != o.te_cpu:
+                continue
+            if low_vae and (o.vae_precision is not None or default_vae == precision):
+                continue
+            if floor is not None and ((floor.tiling and not tiling) or (floor.te_cpu and not te_cpu)
+                                      or (floor.vae_precision == precision and not low_vae
+                                          and default_vae != precision)):
+                continue
+            yield _Setup(placement, group_type, tiling, te_cpu, precision if low_vae else default_vae)
+
+
+def _auto_precision(machine: _Machine) -> tuple[str, str]:
+    gpu = machine.gpu
+    if gpu is None:
+        return "fp32", "fp32: running on the CPU, where bf16 and fp16 are slow or missing for some layers."
+    cc = f"compute capability {gpu.compute_capability[0]}.{gpu.compute_capability[1]}" \
+        if gpu.compute_capability else "compute capability unknown"
+    if gpu.bf16_supported is False:
+        return "fp16", (f"fp16: your {gpu.name} ({cc}) has no fast bf16; fp16 halves the memory of "
+                        "fp32 just as bf16 would.")
+    if gpu.bf16_supported is None:
+        return "bf16", ("bf16: the GPU's compute capability could not be read, so bf16 is assumed; "
+                        "set precision to fp16 on GPUs older than the RTX 30 series.")
+    return "bf16", f"bf16: your {gpu.name} supports it ({cc}); half the memory of fp32 at the same quality."
+
+
+def _search(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _Overrides,
+            precision: str, start: int = 0, floor: _Setup | None = None,
+            size: tuple[int, int, int] | None = None) -> tuple[_Eval | None, list[_Eval]]:
+    """The first set-up that fits, and every one tried."""
+    tried = []
+    w, h, f = size if size is not None else (request.width, request.height, request.num_frames)
+    for setup in _candidates(machine, o, precision, start, floor):
+        ev = _evaluate(facts, machine, request, precision, setup, w, h, f)
+        tried.append(ev)
+        if ev.fits:
+            return ev, tried
+    return None, tried
+
+
+def plan_for(report: ModelReport, hardware: HardwareInfo, request: OptimizationRequest) -> OptimizationPlan:
+    """Choose precision, placement, VAE tiling/slicing, attention and text-encoder placement.
+
+    >>> plan = plan_for(report, probe(), OptimizationRequest(832, 480, 81, 50))   # doctest: +SKIP
+    >>> plan.placement.value, plan.fits, plan.estimate.peak_vram_mb              # doctest: +SKIP
+    ('model_offload', True, 11873.2)
+    """
+    return _plan(report, hardware, request)
+
+
+def stronger_plan(plan: OptimizationPlan, report: ModelReport, hardware: HardwareInfo) -> OptimizationPlan | None:
+    """The plan one step stronger than ``plan`` (for one retry after running out of memory).
+
+    Steps: all_on_device -> balanced (two or more GPUs) -> model_offload -> group_offload
+    (block level) -> group_offload (leaf level) -> sequential_offload -> None. The retry keeps
+    every saving ``plan`` had and decodes the VAE in tiles; a placement the user forced is
+    dropped (the reason says so). The first stronger step whose estimate fits is returned,
+    else the next step with ``fits`` False.
+    """
+    machine = _machine(hardware)
+    chain = _chain(machine)
+    current = (plan.placement.value, plan.group_offload_type if plan.placement.value == "group_offload" else None)
+    if current not in chain or chain.index(current) == len(chain) - 1:
+        return None
+    floor = _Setup(plan.placement.value, plan.group_offload_type, True, bool(plan.text_encoder_on_cpu.value),
+                   plan.vae_precision.value)
+    return _plan(report, hardware, plan.request, start=chain.index(current) + 1, floor=floor,
+                 retry_from=plan)
+
+
+def _plan(report: ModelReport, hardware: HardwareInfo, request: OptimizationRequest, start: int = 0,
+          floor: _Setup | None = None, retry_from: OptimizationPlan | None = None) -> OptimizationPlan:
+    if report.models:
+        raise ValueError("plan one model at a time: this report holds several (report.models)")
+    facts = _facts(report)
+    machine = _machine(hardware)
+    o = _parse_overrides(request.overrides, machine)
+    if retry_from is not None:      # the retry decides placement and tiling itself
+        for attr in ("placement", "tiling"):
+            if attr in o.said:
+                o.notes.append(f"Ran out of memory with {_PLACEMENT_NAMES[retry_from.placement.value].lower()}; "
+                               f"{o.said.pop(attr)} set aside for the retry.")
+        o.placement = o.allowed = o.tiling = None
+
+    auto_precision, precision_reason = _auto_precision(machine)
+    precision = o.precision or auto_precision
+    if o.precision:
+        precision_reason = f"{precision} ({o.said['precision']}, your setting)."
+        if machine.gpu is not None and precision == "bf16" and machine.gpu.bf16_supported is False:
+            precision_reason = (f"bf16 ({o.said['precision']}, your setting); your {machine.gpu.name} "
+                                "has no fast bf16, so expect it to be slow.")
+    found, tried = _search(facts, machine, request, o, precision, start, floor)
+    if found is None and machine.device == "cpu" and o.precision is None:
+        fallback, _ = _search(facts, machine, request, o, "bf16")
+        if fallback is not None:
+            need = tried[0].estimate.peak_ram_mb if tried else 0.0
+            precision, found = "bf16", fallback
+            precision_reason = (f"bf16: in fp32 the model needs {_gb(need)} of RAM and this computer has "
+                                f"{_gb(machine.usable_ram or 0)} available; bf16 halves the weights "
+                                "(slower on most CPUs).")
+    chosen = found or _least_memory(tried) or _evaluate(
+        facts, machine, request, precision, _Setup("all_on_device", vae_precision=o.vae_precision or precision))
+    refusal = remedy = None
+    if found is None:
+        refusal, remedy = _refusal(facts, machine, request, o, precision, chosen)
+    return _build(facts, machine, request, o, chosen, precision, precision_reason, found is not None,
+                  refusal, remedy, retry_from)
+
+
+def _least_memory(tried: Sequence[_Eval]) -> _Eval | None:
+    """Among set-ups that do not fit, the one closest to fitting (RAM first, then VRAM)."""
+    if not tried:
+        return None
+    return min(tried, key=lambda e: (not e.fits_ram, e.estimate.peak_vram_mb, e.estimate.peak_ram_mb))
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+def _refusal(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _Overrides,
+             precision: str, best: _Eval) -> tuple[str, str]:
+    """Why nothing fits, and the nearest request that would (checked with the same arithmetic)."""
+    r = request
+    at = f"At {r.width}x{r.height} with {r.num_frames} frames, {facts.name}"
+    e = best.estimate
+    if machine.device == "cpu":
+        problem = (f"On the CPU, {facts.name} needs about {_gb(e.peak_ram_mb)} of RAM ({precision} weights "
+                   f"{_gb(sum(e.weights_mb.values()))}); this computer has {_gb(machine.usable_ram or 0)} "
+                   "available.")
+        return problem, "Use a computer with more memory or an NVIDIA GPU, or a smaller model (Wan2.1 T2V-1.3B)."
+    gpu = machine.gpus[0]
+    usable = machine.usable_vram[gpu.index]
+    has = f"your GPU has {_gb(gpu.total_mb)} ({_gb(usable)} usable)"
+    if not best.fits_ram and best.fits_vram:
+        problem = (f"{at} needs {_gb(e.peak_ram_mb)} of RAM with {_placement_words(best.setup)}, which keeps "
+                   f"the weights in RAM; this computer has {_gb(machine.usable_ram or 0)} available.")
+        return problem, (f"Close other programs to free RAM, use a computer with at least "
+                         f"{_gb(e.peak_ram_mb / (1 - RAM_MARGIN))} of RAM, or a smaller model.")
+    problem = (f"{at} needs about {_gb(e.peak_vram_mb)} of GPU memory even with "
+               f"{_placement_words(best.setup)}; {has}.")
+    if not best.fits_ram:
+        problem += (f" Offloading would also need {_gb(e.peak_ram_mb)} of RAM "
+                    f"({_gb(machine.usable_ram or 0)} available).")
+    binding = ("placement", "tiling", "te_cpu", "vae_precision", "group_type")
+    bound = [v for k, v in o.said.items() if k in binding]
+    if bound:
+        free = _Overrides(precision=o.precision)
+        relaxed, _ = _search(facts, machine, request, free, precision)
+        if relaxed is not None:
+            what = _placement_words(relaxed.setup)
+            keys = ", ".join(dict.fromkeys(b.split("=")[0] for b in bound))
+            return (problem + f" Without your setting {', '.join(bound)}, {what} fits "
+                    f"(about {_gb(relaxed.estimate.peak_vram_mb)})."), \
+                f"Remove {keys} from the optimization settings, or set it to auto."
+        o = _Overrides(precision=o.precision)
+    suggestion = _what_fits(facts, machine, request, o, precision)
+    if suggestion is not None:
+        (w, h, f), ev = suggestion
+        return (problem + f" {w}x{h} with {f} frames fits with {_placement_words(ev.setup)} "
+                f"(about {_gb(ev.estimate.peak_vram_mb)})."), \
+            f"Generate at {w}x{h} with {f} frames, or use a GPU with more memory."
+    w, h = _candidate_sizes(facts, request)[-1]
+    _, tried = _search(facts, machine, request, o, precision, size=(w, h, 5))
+    smallest = _least_memory(tried)
+    if smallest is not None and smallest.fits_ram:
+        problem += (f" Nothing smaller fits either: {w}x{h} with 5 frames needs about "
+                    f"{_gb(smallest.estimate.peak_vram_mb)} with {_placement_words(smallest.setup)}.")
+    return problem, "Use a GPU with more memory, a computer with more RAM, or a smaller model."
+
+
+def _candidate_sizes(facts: _Facts, request: OptimizationRequest) -> list[tuple[int, int]]:
+    """The requested size, then the model's other sizes of the same orientation, smaller first after."""
+    landscape = request.width >= request.height
+    own = [(w, h) for (w, h) in facts.sizes
+           if (w >= h) == landscape and w * h < request.width * request.height]
+    if not own:
+        d = facts.token_divisor
+        own = [(832, 480) if landscape else (480, 832)]
+        own = [(w // d * d, h // d * d) for w, h in own if w * h < request.width * request.height]
+    return [(request.width, request.height)] + sorted(set(own), key=lambda s: -(s[0] * s[1]))
+
+
+def _frames_down(frames: int, lowest: int) -> list[int]:
+    top = (max(frames, 1) - 1) // 4 * 4 + 1
+    return list(range(top, lowest - 1, -4))
+
+
+def _what_fits(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _Overrides,
+               precision: str) -> tuple[tuple[int, int, int], _Eval] | None:
+    for lowest in (MIN_SUGGESTED_FRAMES, 5):
+        for w, h in _candidate_sizes(facts, request):
+            for f in _frames_down(request.num_frames, min(lowest, request.num_frames)):
+                if (w, h, f) == (request.width, request.height, request.num_frames):
+                    continue
+                found, _ = _search(facts, machine, request, o, precision, size=(w, h, f))
+                if found is not None:
+                    return (w, h, f), found
+    return None
+
+
+# --- the plan and its sentences -------------------------------------------------------------
+
+_PLACEMENT_NAMES = {"all_on_device": "All on the GPU", "model_offload": "Model offload",
+                    "group_offload": "Group offload", "sequential_offload": "Sequential offload",
+                    "balanced": "Balanced over the GPUs"}
+_STAGE_WORDS = {"encode": "encoding", "denoise": "denoising", "decode": "decoding"}
+_LABELS = {"precision": "Precision", "vae_precision": "VAE precision", "placement": "Placement",
+           "vae_tiling": "VAE tiling", "vae_slicing": "VAE slicing", "attention_backend": "Attention",
+           "text_encoder_on_cpu": "Text encoder on the CPU"}
+
+
+def _placement_words(setup: _Setup) -> str:
+    words = {"all_on_device": "everything on the GPU", "model_offload": "model offload",
+             "group_offload": f"group offload ({(setup.group_type or 'block_level').replace('_', ' ')})",
+             "sequential_offload": "sequential offload", "balanced": "the model spread over the GPUs"}
+    parts = [words[setup.placement]] + [w for w, on in (("VAE tiling", setup.tiling),
+                                                         ("the text encoder on the CPU", setup.te_cpu)) if on]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _build(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _Overrides, ev: _Eval,
+           precision: str, precision_reason: str, fits: bool, refusal: str | None, remedy: str | None,
+           retry_from: OptimizationPlan | None) -> OptimizationPlan:
+    s, e = ev.setup, ev.estimate
+    cpu = machine.device == "cpu"
+    gpu = machine.gpu
+    usable = machine.usable_vram[gpu.index] if gpu is not None else None
+    mine = " (your setting)"
+
+    # VAE precision
+    vae_m = e.weights_mb.get("vae", 0.0)
+    vae_params = facts.parameters.get("vae", 0)
+    if o.vae_precision:
+        vae_reason = f"{s.vae_precision} ({o.said['vae_precision']}, your setting)."
+    elif cpu:
+        vae_reason = f"{s.vae_precision}, like the rest of the model on the CPU."
+    elif s.vae_precision == "fp32":
+        vae_reason = (f"fp32: diffusers advises the Wan VAE in fp32 for clean decodes; it costs only "
+                      f"{_gb(vae_m)} ({_count(vae_params)} parameters).")
+    else:
+        fp32 = _vae_activation_mb(facts, request.width, request.height, request.num_frames, True, "fp32")
+        vae_reason = (f"{s.vae_precision}: even tiled, an fp32 decode would need {_gb(fp32 + 2 * vae_m)}, "
+                      f"more than fits beside the rest; {s.vae_precision} halves it.")
+
+    # placement
+    placement_reason = _placement_reason(facts, machine, o, ev, precision, usable, fits)
+    if retry_from is not None:
+        placement_reason = (f"{placement_reason} Chosen for the retry after running out of memory with "
+                            f"{_PLACEMENT_NAMES[retry_from.placement.value].lower()}.")
+
+    # tiling and slicing
+    untiled = _vae_activation_mb(facts, request.width, request.height, request.num_frames, False, s.vae_precision)
+    tiled = _vae_activation_mb(facts, request.width, request.height, request.num_frames, True, s.vae_precision)
+    size = f"{request.width}x{request.height} with {request.num_frames} frames"
+    if "tiling" in o.said:
+        tiling_reason = (f"{'On' if s.tiling else 'Off'} ({o.said['tiling']}, your setting): "
+                         f"decoding {size} needs about {_gb(tiled if s.tiling else untiled)}.")
+    elif retry_from is not None and s.tiling and not retry_from.vae_tiling.value:
+        tiling_reason = (f"On for the retry after running out of memory: decoding {size} in 256 px tiles "
+                         f"needs about {_gb(tiled)} instead of {_gb(untiled)}.")
+    elif s.tiling:
+        tiling_reason = (f"On: decoding {size} in one piece would need {_gb(untiled)}; "
+                         f"in 256 px tiles about {_gb(tiled)}.")
+    else:
+        tiling_reason = f"Off: decoding {size} in one piece needs about {_gb(untiled)}, which fits."
+    slicing = o.slicing if o.slicing is not None else s.tiling
+    if "slicing" in o.said:
+        slicing_reason = f"{'On' if slicing else 'Off'} ({o.said['slicing']}, your setting)."
+    else:
+        slicing_reason = (f"{'On' if slicing else 'Off'}: slicing decodes one video of a batch at a time; "
+                          "with one video per prompt it changes nothing, so it follows tiling.")
+
+    # attention
+    if o.attention:
+        attention = Choice(o.attention, f"{o.attention} ({o.said['attention']}, your setting).")
+    elif cpu:
+        attention = Choice("native", "native: PyTorch's built-in attention (SDPA); the other kernels need a GPU.")
+    else:
+        attention = Choice("native", "native: PyTorch's built-in attention (SDPA) picks a memory-efficient "
+                                     "kernel by itself (flash attention on RTX 30 series and newer); "
+                                     "nothing to install.")
+
+    # text encoder
+    te_m = e.weights_mb.get("text_encoder", 0.0)
+    if cpu:
+        te_reason = "No: everything runs on the CPU already."
+    elif "te_cpu" in o.said:
+        te_reason = f"{'Yes' if s.te_cpu else 'No'} ({o.said['te_cpu']}, your setting)."
+    elif s.te_cpu and s.placement == "balanced":
+        te_reason = (f"Yes: no GPU has room for the text encoder ({_gb(te_m)} in {precision}) beside the "
+                     "components placed before it; it encodes the prompt on the CPU (about half a minute) "
+                     "and only the embeddings move.")
+    elif s.te_cpu:
+        on_gpu = _evaluate(facts, machine, request, precision, replace(s, te_cpu=False))
+        te_reason = (f"Yes: with the text encoder ({_gb(te_m)} in {precision}) on the GPU the peak would be "
+                     f"{_gb(on_gpu.estimate.peak_vram_mb)} ({_gb(usable)} usable); encoding the prompt on the "
+                     "CPU takes longer (about half a minute) and only the embeddings move.")
+    elif te_m:
+        when = "beside the rest" if s.placement in ("all_on_device", "balanced") else "while it encodes the prompt"
+        te_reason = f"No: the text encoder ({_gb(te_m)} in {precision}) fits on the GPU {when}."
+    else:
+        te_reason = "No: this model has no text encoder to place."
+
+    notes = list(o.notes)
+    if not facts.wan:
+        notes.append("Only the weights are counted: activations are estimated for Wan models only.")
+    if facts.assumed:
+        notes.append(f"Counted {', '.join(facts.assumed)} at the usual size: the model folder does not have "
+                     f"{'it' if len(facts.assumed) == 1 else 'them'}.")
+    device_map = ev.device_map if s.placement == "balanced" else None
+    return OptimizationPlan(
+        device=machine.device,
+        precision=Choice(precision, precision_reason),
+        vae_precision=Choice(s.vae_precision, vae_reason),
+        placement=Choice(s.placement, placement_reason),
+        vae_tiling=Choice(s.tiling, tiling_reason),
+        vae_slicing=Choice(slicing, slicing_reason),
+        attention_backend=attention,
+        text_encoder_on_cpu=Choice(s.te_cpu, te_reason),
+        group_offload_type=s.group_type if s.placement == "group_offload" else None,
+        estimate=e, fits=fits, refusal=refusal, request=request,
+        gpu_index=gpu.index if gpu is not None else None,
+        usable_vram_mb=usable, usable_ram_mb=machine.usable_ram,
+        device_map=device_map, max_memory_mb=ev.max_memory if s.placement == "balanced" else None,
+        notes=tuple(notes), remedy=remedy)
+
+
+def _placement_reason(facts: _Facts, machine: _Machine, o: _Overrides, ev: _Eval, precision: str,
+                      usable: float | None, fits: bool) -> str:
+    s, e = ev.setup, ev.estimate
+    total = sum(e.weights_mb.values())
+    if not fits:
+        where = f"{_gb(e.peak_vram_mb)} on the GPU and " if machine.device == "cuda" else ""
+        return (f"{_PLACEMENT_NAMES[s.placement]}: the closest this machine comes, at about {where}"
+                f"{_gb(e.peak_ram_mb)} of RAM; it does not fit (see why below).")
+    if machine.device == "cpu":
+        base = (f"All on the CPU: this computer has no GPU that torch can use, so the model runs in RAM "
+                f"({_gb(total)} of weights in {precision}).")
+        return base
+    gpu = machine.gpus[0]
+    has = f"your GPU has {_gb(gpu.total_mb)} ({_gb(usable or 0)} usable)"
+    name = _PLACEMENT_NAMES[s.placement]
+    if "placement" in o.said and (o.placement == s.placement or o.allowed):
+        return f"{name} ({o.said['placement']}, your setting): peak about {_gb(e.peak_vram_mb)}; {has}."
+    experts = [n for n in facts.experts]
+    expert_m = max((e.weights_mb[n] for n in experts), default=0.0)
+    what = _weights_phrase(facts)
+    if s.placement == "all_on_device":
+        return (f"{name}: the weights ({_gb(total - (e.weights_mb.get('text_encoder', 0.0) if s.te_cpu else 0.0))}"
+                f" in {precision}) and a denoising step ({_gb(e.activations_mb)}) fit; {has}.")
+    if s.placement == "balanced":
+        spread = ", ".join(f"{n} on GPU {d.split(':')[1]}" for n, d in (ev.device_map or {}).items() if d != "cpu")
+        return (f"{name}: {what} need {_gb(total)}, more than one GPU's {_gb(usable or 0)} usable; "
+                f"{spread}.")
+    if s.placement == "model_offload":
+        moved = {k: v for k, v in e.weights_mb.items() if not (k == "text_encoder" and s.te_cpu)}
+        largest = max(moved, key=lambda k: moved[k])
+        return (f"{name}: {what} need {_gb(total)} in {precision}; {has}. Each part moves to the GPU only "
+                f"while it runs (the largest, {largest}, {_gb(e.weights_mb[largest])}): "
+                f"peak about {_gb(e.peak_vram_mb)}.")
+    one = "one expert" if len(experts) > 1 else "the transformer"
+    if s.placement == "group_offload":
+        unit = "a block at a time" if s.group_type != "leaf_level" else "a layer at a time"
+        return (f"{name}: {one} alone needs {_gb(expert_m)} in {precision} plus {_gb(e.activations_mb)} for a "
+                f"denoising step; {has}. Its weights stream from RAM {unit}: peak about {_gb(e.peak_vram_mb)}.")
+    return (f"{name}: even block by block it does not fit ({has}); every layer moves to the GPU only while "
+            f"it runs (slowest): peak about {_gb(e.peak_vram_mb)}.")
+
+
+def _weights_phrase(facts: _Facts) -> str:
+    n = len(facts.experts)
+    size = f"{facts.parameters[facts.experts[0]] / 1e9:.0f}B" if facts.experts else ""
+    if n == 2:
+        return f"the two {size} experts, the text encoder and the VAE"
+    return "the transformer, text encoder and VAE"
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+def _gb(mb: float | None) -> str:
+    """MiB as a person reads it: "681 MB", "3.4 GB", "27 GB"."""
+    mb = float(mb or 0.0)
+    if mb < 1000:
+        return f"{mb:.0f} MB" if mb >= 1 else f"{mb:.2f} MB"
+    gb = mb / 1024
+    return f"{gb:.1f} GB" if gb < 10 else f"{gb:.0f} GB"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.1f} B" if n >= 1e9 else f"{n / 1e6:.0f} M" if n >= 1e6 else f"{n:,}"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
