@@ -112,6 +112,7 @@ class WanPipelineWrapper:
         self.load_seconds = load_seconds
         self.hardware = hardware
         self._lock = threading.Lock()
+        self._placed: tuple[str, bool] | None = None  # placement hooks in force (applied once)
 
     # --- the memory plan ---------------------------------------------------------------
 
@@ -119,7 +120,7 @@ class WanPipelineWrapper:
         """Place the components as the plan says (on a fresh pipeline or after removing hooks)."""
         pipe = self.pipeline
         placement = plan.placement.value
-        if plan.device == "cuda":
+        if plan.device == "cuda" and (placement, plan.text_encoder_on_cpu.value) != self._placed:
             excluded = ["text_encoder"] if plan.text_encoder_on_cpu.value else []
             if placement == "all_on_device":
                 for name, module in pipe.components.items():
@@ -133,6 +134,7 @@ class WanPipelineWrapper:
                 pipe.enable_sequential_cpu_offload()
             elif placement == "group_offload":
                 self._group_offload(plan, excluded)
+            self._placed = (placement, plan.text_encoder_on_cpu.value)
         vae = getattr(pipe, "vae", None)
         if vae is not None:
             (vae.enable_tiling if plan.vae_tiling.value else vae.disable_tiling)()
@@ -168,6 +170,7 @@ class WanPipelineWrapper:
         if hasattr(pipe, "remove_all_hooks"):
             pipe.remove_all_hooks()
         pipe.to("cpu")
+        self._placed = None
         _free_memory()
 
     # --- generation --------------------------------------------------------------------
@@ -264,7 +267,7 @@ class WanPipelineWrapper:
             plan = replace(plan, vae_tiling=Choice(True, "VAE decoded in tiles (you asked for chunked processing)."),
                            vae_slicing=Choice(True, "VAE decoded one video at a time (you asked for chunked processing)."))
         if plan.fits:
-            if plan.placement.value != self.plan.placement.value:
+            if self._placed is not None and plan.placement.value != self._placed[0]:
                 self._reset_placement()
             self._apply_plan(plan)
         return plan

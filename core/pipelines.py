@@ -94,8 +94,7 @@ class PipelineManager:
                            f"Upgrade diffusers: pip install -U \"diffusers>={needed}\".")
         present = {c.name for c in report.components if c.present}
         missing = [c for c in REQUIRED_COMPONENTS.get(name, ()) if c not in present]
-        if report.experts >= 2 and "transformer_2" not in present:
-            missing.append("transformer_2")
+        missing += [c.name for c in report.components if not c.present and c.name not in missing]
         if missing:
             raise WanError(f"{name} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
                            "missing from this model folder.",

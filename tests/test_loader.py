@@ -195,3 +195,17 @@ def test_weights_that_do_not_fit_the_config_are_explained(demo_copy: Path) -> No
     with pytest.raises(WanError) as info:
         WanPipelineLoader().load_wan_pipeline(demo_copy)
     assert "transformer" in info.value.message
+
+
+def test_generate_command(demo_models_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+    out = tmp_path / "cli.mp4"
+    result = run_cli("generate", str(demo_models_dir / "wan22_ti2v_5b"), "--prompt", "a paper boat",
+                     "--size", "64x32", "--frames", "5", "--steps", "2", "--seed", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out) and read_video_info(out).frames == 5
+    assert "Step 2/2" in result.stderr and "Traceback" not in result.stderr
+    bad = run_cli("generate", str(demo_models_dir / "wan22_ti2v_5b"), "--prompt", "x", "--size", "48x32")
+    assert bad.returncode == 2 and "multiple of 32" in bad.stderr and "Loading" not in bad.stderr
+    missing = run_cli("generate", str(tmp_path / "nowhere"), "--prompt", "x")
+    assert missing.returncode == 2 and "Not found" in missing.stderr
