@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import __version__
+from core.components import WEIGHTLESS
 from core.detector import inspect
 from core.errors import WanError, explain
 from core.generation import GenerationConfig, GenerationResult, ResolvedSettings, resolve
@@ -34,7 +35,6 @@ from core.report import Layout, ModelReport, Severity
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 ProgressCallback = Callable[[str, float], None]
-WEIGHTLESS = ("tokenizer", "scheduler", "image_processor", "feature_extractor")
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
