@@ -544,12 +544,14 @@ def _family_name(family: ArchitectureType) -> str:
 def _wan_checks(d: _Draft, task: str | None, version: str | None) -> None:
     """Consistency between the parts of a Wan model."""
     main = d.experts[0]
-    if len(d.experts) == 2 and d.experts[0].shape_key != d.experts[1].shape_key:
+    # With a shard missing an expert's tensors are partial: the shard finding says it already.
+    experts_whole = all(c.complete for c in d.components if c.name.startswith("transformer"))
+    if len(d.experts) == 2 and experts_whole and d.experts[0].shape_key != d.experts[1].shape_key:
         d.findings.append(Finding(ERROR, "expert_mismatch",
                                   f"The two experts differ in shape ({_facts_str(d.experts[0])} vs {_facts_str(d.experts[1])}); "
                                   "they come from different models.",
                                   "Download transformer_2 (the low-noise expert) of the same model again."))
-    elif len(d.expert_tensors) == 2 and all(d.expert_tensors):
+    elif len(d.expert_tensors) == 2 and experts_whole and all(d.expert_tensors):
         a, b = d.expert_tensors
         same = a.keys() == b.keys() and list(map(_SHAPE, a.values())) == list(map(_SHAPE, map(b.__getitem__, a)))
         if not same:

@@ -102,6 +102,8 @@ def status(report: ModelReport) -> str:
     n = len(report.errors)
     if n:
         return f"{n} problem{'s' if n != 1 else ''} to fix"
+    if report.loadable and report.layout is Layout.WAN_ORIGINAL:
+        return "complete; convert it with Fix to load it"
     if report.loadable:
         return "ready to load"
     return "not recognised as a model"
@@ -150,7 +152,7 @@ def render_text(report: ModelReport, indent: str = "") -> str:
                              f"{format_size(c.size_bytes):>10}  {c.dtype or NONE:<8} "
                              f"{format_parameters(c.parameters):>9}  {state}")
     for f in report.findings:
-        where = f" [{display_name(f.path)}]" if f.path else ""
+        where = f" [{display_name(f.path)}]" if f.path and display_name(f.path) not in f.message else ""
         lines.append(f"{indent}  {MARK[f.severity]} {f.severity.value}: {f.message}{where}")
         if f.remedy:
             lines.append(f"{indent}      → {f.remedy}")

@@ -318,3 +318,9 @@ def test_a_component_folder_on_its_own(a14b: Path) -> None:
     assert "only_a_part" in codes(report) and "model_index.json" in finding(report, "only_a_part").remedy
     vae = inspect(a14b / "vae")
     assert vae.vae_z_dim == 16 and not vae.loadable
+
+
+def test_a_missing_shard_is_not_mistaken_for_mismatched_experts(a14b: Path) -> None:
+    sorted((a14b / "transformer").glob("*.safetensors"))[2].unlink()
+    report = inspect(a14b)
+    assert "shard_missing" in codes(report) and "expert_mismatch" not in codes(report)
