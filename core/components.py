@@ -193,11 +193,49 @@ def read_component_folder(src: FileSource, name: str, declared: tuple[str | None
                   or config.get("tokenizer_class") or config.get("image_processor_type") or declared_class)
     if not isinstance(class_name, str):
         class_name = declared_class
+    if name not in WEIGHTLESS:
+        findings.extend(_declared_class_problems(name, (library, declared_class), class_name,
+                                                 library_of(config) or library, folder_files))
     reading = read_weights(src, name, name, class_name, library, config, needs_weights=name not in WEIGHTLESS)
     reading.findings[:0] = findings
     if findings:
         reading.component = _replace(reading.component, complete=False)
     return reading
+
+
+# The weight file names each library's from_pretrained looks for.
+WEIGHT_STEMS = {"diffusers": "diffusion_pytorch_model", "transformers": "model"}
+
+
+def library_of(config: dict[str, Any]) -> str | None:
+    """Which library wrote a component's config.json."""
+    if "_class_name" in config or "_diffusers_version" in config:
+        return "diffusers"
+    if "architectures" in config or "model_type" in config:
+        return "transformers"
+    return None
+
+
+def _declared_class_problems(name: str, declared: tuple[str | None, str | None], class_name: str | None,
+                             library: str | None, folder_files: list[FileEntry]) -> list[Finding]:
+    """model_index.json naming another class than the folder holds, or weights under a name the library skips."""
+    found: list[Finding] = []
+    declared_library, declared_class = declared
+    if declared_class and class_name and (declared_class, declared_library) != (class_name, library):
+        found.append(Finding(
+            ERROR, "component_class_mismatch",
+            f"model_index.json loads {name}/ as {declared_library}.{declared_class}, but the folder holds a "
+            f"{library}.{class_name}; it would not load, or load with random weights.",
+            "Run Fix (`python -m core fix PATH`) to name the right class.", name))
+    stem = WEIGHT_STEMS.get(library or "")
+    weights = [posixpath.basename(e.path) for e in folder_files
+               if e.path.endswith(".safetensors") and posixpath.dirname(e.path) == name]
+    if stem and weights and not any(w.startswith(stem + ".") or w.startswith(stem + "-") for w in weights):
+        found.append(Finding(
+            ERROR, "weights_misnamed",
+            f"{library} looks for {stem}*.safetensors in {name}/, but the weights there are named "
+            f"{', '.join(sorted(weights)[:2])}.", "Run Fix to rename them (nothing is copied).", name))
+    return found
 
 
 def _first(value: Any) -> Any:

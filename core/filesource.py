@@ -27,7 +27,8 @@ MAX_DEPTH = 8               # folder levels below the root
 MAX_TEXT_BYTES = 16 * 2**20  # the largest JSON config we are willing to read
 
 # Folders that never hold model parts and can be huge (a git checkout's objects, caches).
-SKIPPED_DIRS = frozenset({".git", "__pycache__", ".cache", "node_modules", ".venv", ".locks"})
+SKIPPED_DIRS = frozenset({".git", "__pycache__", ".cache", "node_modules", ".venv", ".locks",
+                          ".wan_compat_backup"})  # Fix's backups of replaced files
 
 
 def display_name(path: str) -> str:
