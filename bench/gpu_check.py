@@ -84,7 +84,6 @@ def transformer_check(tmp: Path, width: int, height: int, frames: int, steps: in
     estimate = plan.estimate
     scale = (layers or 30) / 30  # the estimate's weights are for all 30 layers
     estimated = estimate.weights_mb["transformer"] * scale + estimate.activations_mb
-    del model
     return {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "size": f"{width}x{height}x{frames}", "latent_tokens": tokens, "estimate_tokens": estimate.latent_tokens,
             "seconds_per_step": round(seconds, 3), "weights_mb": round(weights_mb, 1),

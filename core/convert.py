@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from core import signals
+from core.atomic import fsync_dir
 from core.convert_keys import (COMFY_PREFIXES, DIT_DIFFUSERS_MARK, DIT_MARK, IGNORED_TENSORS, T5_TO_UMT5,
                                TOKENIZER_CLASS, TOKENIZER_MAX_FILE, TOKENIZER_NEEDS_ONE_OF, UMT5_IDENTITY, UMT5_MARK,
                                VAE22_TO_DIFFUSERS, WAN22_VAE_MARK, WAN_T5_MARK, WAN_VAE_MARK, RenameTable,
@@ -174,7 +175,7 @@ class ConversionPlan:
             if os.path.lexists(target):
                 raise WanError(f"{target} appeared while converting.", "Move it away and run the conversion again.")
             os.rename(partial, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except BaseException as exc:
             shutil.rmtree(partial, ignore_errors=True)
             if isinstance(exc, (WanError, KeyboardInterrupt, SystemExit)):
@@ -1010,24 +1011,11 @@ def _remove_stale_partials(target: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
         elif path.is_dir():
-            _fsync_dir(path)
-    _fsync_dir(folder)
+            fsync_dir(path)
+    fsync_dir(folder)

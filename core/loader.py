@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +28,7 @@ from core.components import WEIGHTLESS
 from core.detector import inspect
 from core.errors import WanError, explain
 from core.generation import GenerationConfig, GenerationResult, ResolvedSettings, resolve
+from core.monitor import GENERATION, LOAD, track
 from core.report import Layout, ModelReport, Severity
 
 # Fewer allocator gaps on the GPU (the caching allocator reserved 1.3-1.4x its peaks in our
@@ -180,10 +181,18 @@ class WanPipelineWrapper:
         """Generate one video and write it as an MP4; never raises for a problem a person can act on.
 
         ``cancel`` (a threading.Event) stops after the current step and writes nothing.
-        Problems are in ``result.errors``; ``result.output_path`` is the MP4.
+        Problems are in ``result.errors``; ``result.output_path`` is the MP4. Every call,
+        failed or cancelled ones included, is recorded in the performance history (core.monitor).
         """
+        with _recorded_generation(self, config) as op:
+            result = self._generate_video(config, progress_callback, cancel)
+            _record_result(op, result)
+        return result
+
+    def _generate_video(self, config: GenerationConfig, progress_callback: ProgressCallback | None,
+                        cancel: threading.Event | None) -> GenerationResult:
         progress = _quiet(progress_callback)
-        frames, result = self.generate_frames(config, progress, cancel)
+        frames, result = self._frames(config, progress, cancel)
         if not result.success:
             return result
         from core.video import write_mp4
@@ -205,8 +214,16 @@ class WanPipelineWrapper:
         """Generate the frames ([F, H, W, 3] floats in 0..1) without writing a file: (frames, result).
 
         Validation, the memory plan for this request, progress, cancel and the one retry
-        with a stronger plan after running out of memory all happen here.
+        with a stronger plan after running out of memory all happen here. Every call is
+        recorded in the performance history (core.monitor).
         """
+        with _recorded_generation(self, config) as op:
+            frames, result = self._frames(config, progress_callback, cancel)
+            _record_result(op, result)
+        return frames, result
+
+    def _frames(self, config: GenerationConfig, progress_callback: ProgressCallback | None,
+                cancel: threading.Event | None) -> tuple[Any, GenerationResult]:
         progress = _quiet(progress_callback)
         settings, errors = resolve(config, self.report)
         if errors:
@@ -391,6 +408,27 @@ def _smaller(s: ResolvedSettings) -> str:
     return f"{fewer} frames or a smaller size such as {max(16, s.width // 2 // 16 * 16)}x{max(16, s.height // 2 // 16 * 16)}"
 
 
+def _recorded_generation(wrapper: WanPipelineWrapper, config: GenerationConfig) -> Any:
+    """core.monitor's ``track`` for one generation, with what is known before it runs."""
+    return track(GENERATION, report=wrapper.report, plan=wrapper.plan, hardware=wrapper.hardware,
+                 width=config.width, height=config.height, frames=config.num_frames,
+                 steps=config.num_inference_steps)
+
+
+def _record_result(op: Any, result: GenerationResult) -> None:
+    """Give the monitor a generation's own stage timings; a failure or cancel is success False."""
+    meta = result.metadata
+    op.set(stage_seconds=result.seconds, seconds_per_step=result.seconds_per_step, cancelled=result.cancelled,
+           error="; ".join(result.errors)[:500] or None)
+    if result.plan:
+        op.set(plan=result.plan)
+    if result.width and result.height:
+        op.set(width=result.width, height=result.height, frames=meta.get("num_frames") or result.frames)
+    if meta.get("num_inference_steps"):
+        op.set(steps=meta["num_inference_steps"])
+    op.success = result.success
+
+
 def _free_memory() -> None:
     gc.collect()
     try:
@@ -410,8 +448,19 @@ class WanPipelineLoader:
         """Load a diffusers-layout Wan model and apply the memory plan.
 
         Raises ValueError ("... not a Wan architecture ...") for other models, and WanError
-        with a plain message and remedy for anything else that stops loading.
+        with a plain message and remedy for anything else that stops loading. Every call,
+        failed ones included, is recorded in the performance history (core.monitor).
         """
+        with track(LOAD, model=Path(str(model_path)).name) as op:
+            wrapper = self._load(model_path, trust_remote_code, apply_optimizations, optimization_config,
+                                 progress_callback)
+            op.set(report=wrapper.report, plan=wrapper.plan, hardware=wrapper.hardware,
+                   stage_seconds={"total": wrapper.load_seconds})
+        return wrapper
+
+    def _load(self, model_path: str | os.PathLike[str], trust_remote_code: bool, apply_optimizations: bool,
+              optimization_config: dict[str, Any] | None, progress_callback: ProgressCallback | None
+              ) -> WanPipelineWrapper:
         progress = _quiet(progress_callback)
         start = time.perf_counter()
         progress("Checking the model", 0)

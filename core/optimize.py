@@ -1082,7 +1082,6 @@ def _build(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _O
     cpu = machine.device == "cpu"
     gpu = machine.gpu
     usable = machine.usable_vram[gpu.index] if gpu is not None else None
-    mine = " (your setting)"
 
     # VAE precision
     vae_m = e.weights_mb.get("vae", 0.0)

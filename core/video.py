@@ -63,6 +63,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from core.atomic import fsync_dir
 from core.errors import WanError
 
 ProgressCallback = Callable[[str, float], None]
@@ -155,7 +156,7 @@ def write_mp4(frames: Any, path: str | os.PathLike[str], fps: int,
             raise WanError(f"{path.name} could not be replaced: it may be open in another program.",
                            "Close the program that shows it, or save under another name.", str(exc)) from exc
         done = True
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise _os_error(exc, path) from exc
     finally:
@@ -479,22 +480,6 @@ def _write_file(path: Path, text: str, sync: bool) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "r+b") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames durable (POSIX; Windows has no directory handles for this)."""
-    if sys.platform.startswith("win"):
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:
