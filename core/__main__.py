@@ -1,7 +1,8 @@
-"""The command line: ``python -m core check|doctor|demo ...``.
+"""The command line: ``python -m core check|fix|generate|doctor|perf|demo ...``.
 
 Exit codes: 0 success (for ``check``: the model is complete and consistent), 1 the model
-or machine has problems, 2 bad arguments or a path that cannot be read.
+or machine has problems (for ``perf``: a slowdown was found), 2 bad arguments or a path
+that cannot be read or written.
 """
 
 from __future__ import annotations
@@ -28,6 +29,68 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(render_text(report))
     return 0 if report.loadable else 1
+
+
+_PART_FLAGS = (("transformer", "--transformer"), ("transformer_2", "--transformer-2"), ("vae", "--vae"),
+               ("text_encoder", "--text-encoder"), ("tokenizer", "--tokenizer"))
+
+
+def _fix(args: argparse.Namespace) -> int:
+    """Show the fix plan (a dry run), or with --apply carry it out; 0 = ready to load afterwards."""
+    from core import fix
+    parts = {name: getattr(args, name) for name, _ in _PART_FLAGS}
+    if args.assemble:
+        missing = [flag for name, flag in _PART_FLAGS if name in ("transformer", "vae", "text_encoder") and not parts[name]]
+        missing += [] if args.out else ["--out"]
+        if args.path or missing or args.undo:
+            print("fix --assemble takes no PATH and needs --transformer, --vae, --text-encoder and --out"
+                  + (f" (missing: {', '.join(missing)})." if missing else "."), file=sys.stderr)
+            return 2
+    elif not args.path or any(parts.values()):
+        print("fix needs a PATH (the model folder or file); --transformer, --vae, ... go with --assemble.",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.undo:
+            return _fix_result(args, fix.undo_fix(args.path))
+        if args.assemble:
+            fix_plan = fix.assemble(transformer=parts["transformer"], transformer_2=parts["transformer_2"],
+                                    vae=parts["vae"], text_encoder=parts["text_encoder"],
+                                    tokenizer=parts["tokenizer"], out=args.out)
+        else:
+            from core.detector import inspect
+            fix_plan = fix.plan(inspect(args.path), out=args.out)
+    except OSError as exc:  # the path itself: missing, unreadable
+        err = explain(exc)
+        print(f"{err.message} {err.remedy}".strip(), file=sys.stderr)
+        return 2
+    if not args.apply or fix_plan.is_empty:
+        if args.json:
+            print(json.dumps(fix_plan.to_dict(), indent=2))
+        else:
+            print("\n".join(fix_plan.describe()))
+            if not fix_plan.is_empty:
+                print("\nThis was a dry run: nothing was changed. Run again with --apply to make these changes.")
+        return 0 if fix_plan.is_empty and fix.is_ready(fix_plan.report_before) else 1
+    if not args.json:
+        print("\n".join(fix_plan.describe()) + "\n")
+    return _fix_result(args, fix_plan.execute(progress_callback=ProgressBar()))
+
+
+def _fix_result(args: argparse.Namespace, result) -> int:
+    from core.report_text import render_text
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in result.fixes_applied:
+            print(f"Done: {line}")
+        if result.backup_dir:
+            print(f"Backups and the record of this fix: {result.backup_dir}")
+        for line in result.errors:
+            print(f"Problem: {line}", file=sys.stderr)
+        if result.report_after is not None:
+            print("\nModel Check afterwards:\n" + render_text(result.report_after))
+    return 0 if result.ok else 1
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -116,6 +179,26 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perf(args: argparse.Namespace) -> int:
+    from core.monitor import get_performance_monitor, render_text
+    monitor = get_performance_monitor()
+    if args.csv:
+        try:
+            monitor.export_csv(args.csv)
+        except OSError as exc:
+            print(f"Cannot write the CSV file {args.csv}: {exc.strerror or exc}.", file=sys.stderr)
+            return 2
+    summary = monitor.get_performance_summary()
+    alerts = monitor.detect_performance_regressions()
+    rows = monitor.optimization_effectiveness()
+    if args.json:
+        print(json.dumps({"summary": summary, "alerts": [a.to_dict() for a in alerts], "effectiveness": rows},
+                         indent=2))
+    else:
+        print(render_text(monitor.db_path, summary, alerts, rows))
+    return 1 if alerts else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from core import demo
     return demo.main(args.rest)
@@ -128,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", help="a model folder, a .safetensors file, a Hugging Face cache folder, or a folder of models")
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
     check.set_defaults(run=_check)
+    fix = sub.add_parser("fix", help="repair a model folder (shows the plan; --apply makes the changes) or convert it")
+    fix.add_argument("path", nargs="?", help="the model folder or file (not with --assemble)")
+    fix.add_argument("--apply", action="store_true", help="make the changes (without it nothing is changed)")
+    fix.add_argument("--out", default=None, help="where a conversion writes (default: PATH-diffusers beside PATH)")
+    fix.add_argument("--json", action="store_true", help="print the plan (or the result) as one JSON object")
+    fix.add_argument("--undo", action="store_true", help="undo the last fix of PATH from its backups")
+    fix.add_argument("--assemble", action="store_true", help="assemble single files (ComfyUI style) into --out")
+    for name, flag in _PART_FLAGS:
+        fix.add_argument(flag, dest=name, default=None,
+                         help=f"with --assemble: the {name.replace('_', ' ')} {'folder' if name == 'tokenizer' else 'file'}")
+    fix.set_defaults(run=_fix)
     doctor = sub.add_parser("doctor", help="check this machine: Python, torch, GPU, memory, disk, libraries")
     doctor.add_argument("--json", action="store_true", help="print the result as one JSON object")
     doctor.add_argument("--config", default=None, help="config.yaml to read (default: the one beside app.py)")
@@ -149,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--offload", choices=("auto", "none", "model", "group", "sequential"), default=None)
     gen.add_argument("--out", default=None, help="the MP4 to write (default: a new file in the outputs folder)")
     gen.set_defaults(run=_generate)
+    perf = sub.add_parser("perf", help="speed and memory history of loads and generations, and slowdowns")
+    perf.add_argument("--json", action="store_true", help="print {summary, alerts, effectiveness} as one JSON object")
+    perf.add_argument("--csv", default=None, metavar="FILE", help="also write every recorded run to FILE")
+    perf.set_defaults(run=_perf)
     demo = sub.add_parser("demo", help="write small random-weight Wan pipelines (for self-tests)", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(run=_demo)

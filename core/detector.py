@@ -32,7 +32,7 @@ from core import signals
 from core.components import (PICKLE_SUFFIXES, PartReading, read_component_folder, read_json,
                              read_safetensors, read_weights)
 from core.dit import DitFacts, dit_facts, dit_facts_from_tensors, vae_z_dim_from_tensors, wan_version
-from core.filesource import FileEntry, FileSource, LocalSource, SubSource, display_name
+from core.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSource, LocalSource, SubSource, display_name
 from core.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from core.safetensors_header import TensorInfo
 
@@ -60,7 +60,26 @@ def inspect(path: str | os.PathLike[str] | FileSource, *, name_hint: str | None 
     scan = [Finding(WARNING, "scan_truncated" if src.truncated else "scan_problem", p,
                     "Point the check at the model folder itself." if src.truncated else "")
             for p in src.problems]
+    scan += _interrupted_fixes(src)
     return replace(report, findings=tuple(scan) + report.findings, bytes_read=src.bytes_read)
+
+
+def _interrupted_fixes(src: FileSource) -> list[Finding]:
+    """A Fix that was stopped half-way leaves its journal open: say so, and how to finish it."""
+    found = []
+    for entry in src.files:
+        parts = entry.path.split("/")
+        if len(parts) < 3 or parts[-3] != BACKUP_DIR or parts[-1] != JOURNAL_NAME:
+            continue
+        journal, _ = read_json(src, entry.path, "A Fix journal")
+        if isinstance(journal, dict) and journal.get("state") == "applying":
+            model = "/".join(parts[:-3]) or "."
+            found.append(Finding(ERROR, "fix_interrupted",
+                                 f"A repair of {display_name(model)} was interrupted (started "
+                                 f"{journal.get('started', 'earlier')}); some of its files are changed, others not yet.",
+                                 "Run `python -m core fix PATH --apply` to finish it, or `--undo` to go back.",
+                                 entry.path))
+    return found
 
 
 @contextmanager

@@ -27,8 +27,10 @@ MAX_DEPTH = 8               # folder levels below the root
 MAX_TEXT_BYTES = 16 * 2**20  # the largest JSON config we are willing to read
 
 # Folders that never hold model parts and can be huge (a git checkout's objects, caches).
-SKIPPED_DIRS = frozenset({".git", "__pycache__", ".cache", "node_modules", ".venv", ".locks",
-                          ".wan_compat_backup"})  # Fix's backups of replaced files
+SKIPPED_DIRS = frozenset({".git", "__pycache__", ".cache", "node_modules", ".venv", ".locks"})
+# Fix's backups of replaced files: of these only the journals are listed (an interrupted fix).
+BACKUP_DIR = ".wan_compat_backup"
+JOURNAL_NAME = "journal.json"
 
 
 def display_name(path: str) -> str:
@@ -123,6 +125,9 @@ class LocalSource:
                             if item.is_dir():  # follows links; loops are caught by seen_dirs
                                 if item.name in SKIPPED_DIRS:
                                     continue
+                                if item.name == BACKUP_DIR:
+                                    found.extend(self._journals(item.path, rel))
+                                    continue
                                 if depth + 1 > MAX_DEPTH:
                                     self.problems.append(f"Not looking deeper than {MAX_DEPTH} folders: {display_name(rel)}.")
                                     continue
@@ -135,6 +140,20 @@ class LocalSource:
                             self.problems.append(f"Cannot read {display_name(rel)}: {exc.strerror or exc}.")
             except OSError as exc:
                 self.problems.append(f"Cannot list folder {display_name(rel_dir or '.')}: {exc.strerror or exc}.")
+        return found
+
+    @staticmethod
+    def _journals(backup_dir: str, rel: str) -> list[FileEntry]:
+        """``<backup>/<time>/journal.json`` files: Model Check tells of an unfinished fix."""
+        found = []
+        try:
+            with os.scandir(backup_dir) as it:
+                for run in it:
+                    journal = os.path.join(run.path, JOURNAL_NAME)
+                    if run.is_dir() and not run.name.startswith(".") and os.path.isfile(journal):  # not partials
+                        found.append(FileEntry(f"{rel}/{run.name}/{JOURNAL_NAME}", os.path.getsize(journal)))
+        except OSError:
+            pass
         return found
 
     def _abs(self, path: str) -> str:

@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from core.atomic import atomic_rename, atomic_write_bytes, dumps_json, fsync_dir, temp_path_for
 from core.components import WEIGHT_STEMS, library_of
 from core.errors import WanError, explain
+from core.filesource import BACKUP_DIR, JOURNAL_NAME
 from core.report import Finding, Layout, ModelReport, Severity
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,8 +82,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ProgressCallback = Callable[[str, float], None]
 
-BACKUP_DIR = ".wan_compat_backup"
-JOURNAL_NAME = "journal.json"
 LOCK_NAME = ".lock"
 SMALL_FILE_LIMIT = 16 * 2**20   # files larger than this are never copied or rewritten
 PAUSE_ENV = "WAN_COMPAT_FIX_PAUSE_AFTER"

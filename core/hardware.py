@@ -69,8 +69,8 @@ class HardwareInfo:
 def probe(use_torch: bool = False) -> HardwareInfo:
     """Look at GPUs (NVML), RAM and CPUs (psutil); never fails, never imports torch.
 
-    With ``use_torch=True`` and torch already imported, torch's version, CUDA build and
-    (when NVML found no GPU, e.g. ROCm) its devices are added.
+    With ``use_torch=True`` and torch already imported, torch's version and CUDA build are
+    added, and the GPUs are the ones torch can use when that differs from what NVML lists.
     """
     problems: list[str] = []
     gpus, driver, driver_cuda = _nvml_gpus(problems)
@@ -78,7 +78,11 @@ def probe(use_torch: bool = False) -> HardwareInfo:
     torch_version = cuda_version = None
     if use_torch and "torch" in sys.modules:
         torch_version, cuda_version, torch_gpus = _torch_facts_here(problems)
-        if not gpus:
+        # What torch can use decides where the model runs (ROCm, CUDA_VISIBLE_DEVICES, a CPU build).
+        if torch_version is not None and len(torch_gpus) != len(gpus):
+            if gpus and not torch_gpus:
+                problems.append(f"The driver shows {len(gpus)} GPU(s) but torch cannot use them: a CPU-only "
+                                "build of torch, or CUDA_VISIBLE_DEVICES hides them.")
             gpus = torch_gpus
     return HardwareInfo(gpus=gpus, ram_total_mb=ram_total, ram_free_mb=ram_free,
                         cpu_count=os.cpu_count(), torch_version=torch_version,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Loads and generations in tests record into a throwaway history, never the user's.
+os.environ.setdefault("WAN_COMPAT_HISTORY_DB",
+                      os.path.join(tempfile.mkdtemp(prefix="wan_compat_history_"), "history.db"))
 
 REPO = Path(__file__).resolve().parent.parent
 

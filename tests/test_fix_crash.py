@@ -107,8 +107,13 @@ def test_killed_fix_leaves_before_or_planned_and_the_next_run_completes(point: s
         if point.startswith("temp:"):
             leftovers = list(folder.rglob("*.wan_compat_tmp"))
             assert len(leftovers) == 1  # the killed write; its target still holds the old content
+    # Model Check tells of the unfinished fix rather than calling a half-way folder healthy
+    report = inspect(folder)
+    assert ("fix_interrupted" in {f.code for f in report.findings}) == bool(journals)
+    if journals:
+        assert not report.loadable
     # the next plan finishes exactly the interrupted fix, then nothing is left
-    p = fix.plan(inspect(folder))
+    p = fix.plan(report)
     if journals:
         assert [a.code for a in p.actions] == ["finish_interrupted_fix"], p.describe()
     result = p.execute()
