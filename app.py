@@ -73,17 +73,43 @@ def settings(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def build_ui(models_dir: str | os.PathLike[str] | None = None) -> Any:
-    """The Gradio Blocks of the whole app (not yet launched)."""
+def build_ui(models_dir: str | os.PathLike[str] | None = None, config: Any = None) -> Any:
+    """The Gradio Blocks of the whole app (not yet launched).
+
+    ``config``: the AppConfig whose folders the tabs use (None: config.yaml / WAN_COMPAT_CONFIG);
+    ``models_dir`` overrides its models folder.
+    """
     import gradio as gr
 
+    from wan_ui import common
+    from wan_ui.fix import build_fix_tab, plan_fix
+    from wan_ui.generate import build_generate_tab, on_load
     from wan_ui.model_check import build_model_check_tab
+    from wan_ui.performance import build_performance_tab
 
+    ctx = common.configure(config, models_dir)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\n{TAGLINE}", elem_id="wc-title")
-        with gr.Tabs():
-            with gr.Tab("Model Check", id="model-check"):
-                build_model_check_tab(models_dir=models_dir)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Model Check", id="model-check", elem_id="wc-tab-check"):
+                check = build_model_check_tab(models_dir=ctx.models_dir)
+            with gr.Tab("Fix", id="fix", elem_id="wc-tab-fix"):
+                fix = build_fix_tab()
+            with gr.Tab("Generate", id="generate", elem_id="wc-tab-generate"):
+                generate = build_generate_tab()
+            with gr.Tab("Performance", id="performance", elem_id="wc-tab-performance") as perf_tab:
+                perf = build_performance_tab()
+        # Model Check -> Fix on the same folder
+        check.open_fix.click(lambda path: (gr.Tabs(selected="fix"), path), inputs=check.path,
+                             outputs=[tabs, fix.path], api_visibility="private").then(
+            plan_fix, inputs=fix.plan_inputs, outputs=fix.plan_outputs, api_visibility="private")
+        # the history after every generation, and whenever the tab is opened
+        for event in (generate.generate_event, generate.self_test_event):
+            event.then(perf.refresh, inputs=perf.kind, outputs=perf.outputs, api_visibility="private")
+        perf_tab.select(perf.refresh, inputs=perf.kind, outputs=perf.outputs, api_visibility="private")
+        demo.load(on_load, outputs=generate.load_outputs(), api_visibility="private")
+    # Checks, fixes and the history stay responsive while a video is generated (its own limit).
+    demo.queue(default_concurrency_limit=4)
     return demo
 
 
@@ -99,14 +125,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in cfg.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
 
+    # core.monitor and core.loader read these: the same history and settings as the app
+    # (a history database named in the environment still wins, as it does for the CLI).
+    os.environ.setdefault("WAN_COMPAT_HISTORY_DB", str(cfg.history_db))
+    if cfg.source is not None:
+        os.environ["WAN_COMPAT_CONFIG"] = str(cfg.source)
+
     from wan_ui.render import CSS
 
-    demo = build_ui(models_dir=cfg.models_dir)
+    demo = build_ui(models_dir=cfg.models_dir, config=cfg)
     try:
         _app, local_url, _share = demo.launch(
             server_name=cfg.host, server_port=cfg.port, auth=cfg.auth_pair,
             inbrowser=cfg.open_browser, share=False, ssr_mode=False, quiet=True,
-            prevent_thread_lock=True, css=CSS)
+            prevent_thread_lock=True, css=CSS, allowed_paths=[str(cfg.outputs_dir)],
+            max_file_size="2gb")  # uploads: a .zip of a small model, starting images
     except OSError as exc:
         print(f"Wan Compat cannot start: port {cfg.port} on {cfg.host} is not free ({exc}). "
               f"Close the program using it, or choose another with --port or `port` in config.yaml.",

@@ -161,20 +161,42 @@ def launch_chromium(playwright: Any, **kwargs: Any) -> Any:
                                       args=CHROMIUM_ARGS, **kwargs)
 
 
+_SHARED: dict[str, Any] = {"playwright": None, "browser": None, "users": 0}
+
+
 @contextmanager
 def chromium_browser() -> Iterator[Any]:
-    """A Playwright Browser on Debian's chromium, closed afterwards (skips when unavailable)."""
+    """A Playwright Browser on Debian's chromium (skips when unavailable).
+
+    One browser is shared by everyone who holds it at the same time (Playwright's sync API
+    allows one instance per thread, and test modules with their own fixtures overlap); it is
+    closed when the last holder lets go.
+    """
     reason = browser_skip_reason()
     if reason:
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    if _SHARED["browser"] is None:
+        from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        browser = launch_chromium(pw)
+        pw = sync_playwright().start()
         try:
-            yield browser
-        finally:
-            browser.close()
+            _SHARED["browser"] = launch_chromium(pw)
+        except BaseException:
+            pw.stop()
+            raise
+        _SHARED["playwright"] = pw
+    _SHARED["users"] += 1
+    try:
+        yield _SHARED["browser"]
+    finally:
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            browser, pw = _SHARED["browser"], _SHARED["playwright"]
+            _SHARED.update(browser=None, playwright=None)
+            try:
+                browser.close()
+            finally:
+                pw.stop()
 
 
 @contextmanager

@@ -1,7 +1,17 @@
-"""The Model Check tab: a path in, a readable report out.
+"""The Model Check tab: a path, a dropped folder or a .zip in; report cards out.
 
-:func:`check_path` is a plain function (no Gradio in it) that the Check button calls and
-that the API exposes as ``/check``::
+Three ways in, one report:
+
+- a path typed or pasted (``check_path``, API ``/check``);
+- a folder dropped on the page, described in the browser without uploading weights
+  (``check_manifest``, API ``/check_manifest``; see :mod:`wan_ui.dropzone`);
+- a ``.zip`` of a small model, unpacked with size limits and path checks (``check_zip``,
+  API ``/check_zip``).
+
+The report is rendered as cards: what the model is and whether it is complete, each finding
+with its remedy, and whether it fits this computer with which memory plan
+(``core.optimize.plan_for``). The JSON can be downloaded, and a button opens the Fix tab on
+the same folder. A System fold shows ``core.doctor``'s checks of this computer::
 
     from gradio_client import Client
     client = Client("http://127.0.0.1:7860/", download_files=False)
@@ -11,22 +21,37 @@ that the API exposes as ``/check``::
 (``download_files=False``: gradio_client 2.7 against Gradio 6 mistakes any dict with a
 ``"path"`` string, as the report has, for a file to download, and fails with 403.)
 
-It never raises: a missing path, an unreadable file or a bug becomes a plain sentence with a
-remedy, and the traceback sits behind a closed "Technical details" fold.
+Nothing here raises: a missing path, an unreadable file or a bug becomes a plain sentence with
+a remedy, and the traceback sits behind a closed "Technical details" fold.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from pathlib import Path
+import shutil
+import stat
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import gradio as gr
 
 from core.errors import WanError, explain
-from wan_ui.render import render_error, render_prompt, render_report
+from wan_ui import common, dropzone
+from wan_ui.render import (
+    render_doctor,
+    render_error,
+    render_fit,
+    render_prompt,
+    render_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +60,11 @@ INTRO = ("Point Wan Compat at a model folder, a Hugging Face cache folder, a fol
          "models or a single `.safetensors` file. It reads only the configs and the file headers, "
          "never the weights, so even a 100 GB model is checked in about a second.")
 MAX_PATH_CHARS = 4096
+MAX_MANIFEST_CHARS = 64 * 2**20         # the JSON a browser may send for a dropped folder
+ZIP_MAX_BYTES = 2 * 2**30               # unpacked size of an uploaded .zip
+ZIP_MAX_FILES = 10_000
+ZIP_MAX_RATIO = 200                     # unpacked/packed for one member larger than 10 MB: a zip bomb
+ZIP_KEEP = 3                            # unpacked uploads kept (older ones are deleted)
 
 
 def clean_path(text: str | None) -> str:
@@ -54,6 +84,20 @@ def clean_path(text: str | None) -> str:
     return os.path.expanduser(path) if path else ""
 
 
+def _report_outputs(report: Any, source: str = "path", note: str = "") -> tuple[str, dict[str, Any]]:
+    """(report cards as HTML, report.to_dict() with ``source``) for any way in."""
+    html = render_report(report)
+    if note:
+        html = html.replace('<div class="wc-report">', f'<div class="wc-report"><p class="wc-note">{note}</p>', 1)
+    try:
+        html += render_fit(report, common.default_plan(report))
+    except Exception as exc:  # noqa: BLE001 - the fit is advice; the report stands without it
+        log.warning("No memory plan for %s: %s", report.path, exc)
+    data = report.to_dict()
+    data["source"] = source
+    return html, data
+
+
 def check_path(path: str) -> tuple[str, dict[str, Any]]:
     """Inspect ``path`` and return (the report as HTML, ``report.to_dict()``).
 
@@ -68,10 +112,14 @@ def check_path(path: str) -> tuple[str, dict[str, Any]]:
             raise WanError(f"That path is {len(target):,} characters long, too long to be a path.",
                            "Paste only the path of the model folder or file.")
         os.stat(target)  # not found, permission denied, a link loop: said plainly by explain()
-        from core.detector import inspect  # imported when first needed; reads no weights
+        from core.detector import (
+            inspect,  # imported when first needed; reads no weights
+        )
 
         report = inspect(target)
-        return render_report(report), report.to_dict()
+        if report.is_wan and not report.is_collection:
+            common.remember(target)
+        return _report_outputs(report, "path")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence, never a traceback
         err = explain(exc)
         if not isinstance(exc, (OSError, WanError)):
@@ -79,7 +127,199 @@ def check_path(path: str) -> tuple[str, dict[str, Any]]:
         return render_error(err, target), {"error": err.message, "remedy": err.remedy, "path": target}
 
 
-def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> None:
+def check_manifest(manifest_json: str) -> tuple[str, dict[str, Any]]:
+    """Inspect a folder described by a browser (see :mod:`wan_ui.dropzone`): names, sizes, JSON, headers."""
+    text = manifest_json or ""
+    if not text.strip():
+        return render_prompt(), {}
+    try:
+        if len(text) > MAX_MANIFEST_CHARS:
+            raise WanError(f"The folder description is {len(text) / 2**20:.0f} MB, more than a model's "
+                           "configs and headers take.",
+                           "Drop the model folder itself, not a folder of many other files.")
+        try:
+            manifest = json.loads(text)
+        except ValueError as exc:
+            raise WanError("The browser sent a folder description that is not valid JSON.",
+                           "Drop the folder again; if it keeps failing, type its path instead.", str(exc)) from exc
+        from core.detector import inspect
+        from core.filesource import ManifestSource
+
+        source = ManifestSource(manifest)
+        report = inspect(source)
+        html, data = _report_outputs(report, "manifest", dropzone.describe_sent(manifest))
+        data["received_bytes"] = len(text)
+        data["manifest_files"] = len(source.files)
+        return html, data
+    except Exception as exc:  # noqa: BLE001
+        err = explain(exc)
+        if not isinstance(exc, (OSError, WanError, ValueError)):
+            log.warning("Model Check of a dropped folder failed", exc_info=exc)
+        return render_error(err, "dropped folder"), {"error": err.message, "remedy": err.remedy,
+                                                     "path": "dropped folder"}
+
+
+# --- .zip uploads ---------------------------------------------------------------------------
+
+_ZIP_LOCK = threading.Lock()
+_ZIP_DIRS: list[str] = []
+
+
+def _safe_member(name: str) -> PurePosixPath | None:
+    """The member's relative path, or None when it would land outside the folder (zip-slip)."""
+    clean = name.replace("\\", "/")
+    if not clean or clean.startswith("/") or (len(clean) > 1 and clean[1] == ":"):
+        return None
+    parts = [p for p in clean.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        return None
+    return PurePosixPath(*parts)
+
+
+def extract_zip(archive: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+                max_bytes: int = ZIP_MAX_BYTES, max_files: int = ZIP_MAX_FILES) -> Path:
+    """Unpack ``archive`` into ``dest`` safely; returns the model folder inside.
+
+    Refuses (WanError, nothing left behind in ``dest``) members that point outside ``dest``
+    (absolute paths, ``..``, drive letters), links, more than ``max_files`` members, more than
+    ``max_bytes`` unpacked (counted while writing, not trusted from the header) and members that
+    unpack to more than ZIP_MAX_RATIO times their packed size (zip bombs).
+    """
+    dest = Path(dest)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise WanError("That file is not a readable .zip archive.",
+                       "Make the .zip again (right-click the model folder: Compress / Send to ZIP), "
+                       "or type the folder's path instead.", str(exc)) from exc
+    limit_words = f"{max_bytes / 2**30:.0f} GB" if max_bytes >= 2**30 else f"{max_bytes / 2**20:.0f} MB"
+    with zf:
+        members = zf.infolist()
+        if len(members) > max_files:
+            raise WanError(f"The .zip holds {len(members):,} files; a model has far fewer (limit {max_files:,}).",
+                           "Zip only the model folder.")
+        declared = sum(m.file_size for m in members)
+        if declared > max_bytes:
+            raise WanError(f"The .zip unpacks to {declared / 2**30:.1f} GB, more than the {limit_words} "
+                           "allowed for uploads.",
+                           "Uploads are for small models; for a large one type its folder's path, or drop the "
+                           "folder on the page (only its headers are read).")
+        written = 0
+        try:
+            for m in members:
+                rel = _safe_member(m.filename)
+                if rel is None:
+                    raise WanError(f"The .zip contains a path that points outside its folder: {m.filename!r}.",
+                                   "This archive is unsafe to unpack; make the .zip again from the model folder.")
+                mode = (m.external_attr >> 16) & 0o170000
+                if mode == stat.S_IFLNK:
+                    raise WanError(f"The .zip contains a link ({m.filename}); links are not unpacked.",
+                                   "Make the .zip again without links (copy the real files into the folder).")
+                target = dest.joinpath(*rel.parts)
+                if m.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                if m.file_size > 10 * 2**20 and m.file_size > ZIP_MAX_RATIO * max(1, m.compress_size):
+                    raise WanError(f"{m.filename} would unpack to {m.file_size / 2**20:.0f} MB from "
+                                   f"{m.compress_size / 2**10:.0f} KB: that looks like a zip bomb.",
+                                   "Do not use this archive.")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(m) as src, open(target, "wb") as out:
+                    while True:
+                        chunk = src.read(2**20)
+                        if not chunk:
+                            break
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise WanError(f"The .zip unpacks to more than the {limit_words} allowed for uploads.",
+                                           "Type the model folder's path instead.")
+                        out.write(chunk)
+        except zipfile.BadZipFile as exc:
+            raise WanError("The .zip archive is damaged.", "Make the .zip again.", str(exc)) from exc
+    entries = [p for p in dest.iterdir() if p.name != "__MACOSX"]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return dest
+
+
+def check_zip(file: Any) -> tuple[str, dict[str, Any]]:
+    """Unpack an uploaded .zip (limits as in :func:`extract_zip`) and inspect what is inside."""
+    path = file.get("path") if isinstance(file, dict) else file
+    if not path:
+        return render_prompt(), {}
+    name = Path(str(path)).name
+    dest = Path(tempfile.mkdtemp(prefix="wan-compat-zip-"))
+    try:
+        if not str(path).lower().endswith(".zip"):
+            raise WanError(f"{name} is not a .zip file.", "Upload a .zip of the model folder.")
+        folder = extract_zip(path, dest)
+        from core.detector import inspect
+
+        report = inspect(str(folder))
+        with _ZIP_LOCK:
+            _ZIP_DIRS.append(str(dest))
+            while len(_ZIP_DIRS) > ZIP_KEEP:
+                shutil.rmtree(_ZIP_DIRS.pop(0), ignore_errors=True)
+        from html import escape
+        return _report_outputs(report, "zip", escape(f"Unpacked from {name} into {folder}."))
+    except Exception as exc:  # noqa: BLE001
+        shutil.rmtree(dest, ignore_errors=True)
+        err = explain(exc)
+        if not isinstance(exc, (OSError, WanError)):
+            log.warning("Model Check of an uploaded .zip failed", exc_info=exc)
+        return render_error(err, name), {"error": err.message, "remedy": err.remedy, "path": name}
+
+
+# --- after a check: the JSON download and the Fix button ------------------------------------
+
+def after_check(data: dict[str, Any] | None) -> tuple[Any, Any]:
+    """Offer the report as a JSON file, and the Fix tab when the report is of a folder on this computer."""
+    if not data or "error" in data or not data.get("path"):
+        return gr.update(value=None, interactive=False), gr.update(interactive=False, value="Open in Fix")
+    folder = tempfile.mkdtemp(prefix="wan-compat-report-")
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(data["path"])).name) or "model"
+    file = Path(folder) / f"{stem}-report.json"
+    file.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    local = data.get("source") == "path" and os.path.exists(str(data["path"]))
+    label = "Open in Fix" if local or data.get("source") == "path" else "Open in Fix (needs the folder's path)"
+    return gr.update(value=str(file), interactive=True), gr.update(interactive=local, value=label)
+
+
+# --- the System fold: core.doctor -------------------------------------------------------------
+
+_DOCTOR: tuple[float, str] | None = None
+_DOCTOR_LOCK = threading.Lock()
+DOCTOR_TTL_S = 120.0
+
+
+def system_check(force: bool = False) -> str:
+    """core.doctor's checks of this computer as HTML (cached for two minutes)."""
+    global _DOCTOR
+    with _DOCTOR_LOCK:
+        if not force and _DOCTOR is not None and time.monotonic() - _DOCTOR[0] < DOCTOR_TTL_S:
+            return _DOCTOR[1]
+        try:
+            from core.doctor import run_doctor
+            html = render_doctor(run_doctor(common.context().config))
+        except Exception as exc:  # noqa: BLE001
+            err = explain(exc)
+            return render_error(err)
+        _DOCTOR = (time.monotonic(), html)
+        return html
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+@dataclass
+class ModelCheckTab:
+    """The components app.py wires to the other tabs."""
+
+    path: Any
+    report_json: Any
+    open_fix: Any
+
+
+def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> ModelCheckTab:
     """Add the Model Check controls to the current ``gr.Blocks`` / ``gr.Tab`` context.
 
     ``models_dir``: when it is an existing folder, a button checks it in one click.
@@ -97,13 +337,39 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> N
         with gr.Row():
             folder_button = gr.Button(f"Check my models folder: {folder}", variant="secondary",
                                       size="sm", scale=0, elem_id="wc-check-models-dir")
+    with gr.Row(equal_height=True):
+        with gr.Column(scale=3, min_width=320):
+            gr.HTML(dropzone.html(), elem_id=dropzone.DROP_ID, js_on_load=dropzone.JS)
+        with gr.Column(scale=2, min_width=240):
+            zip_file = gr.File(label="…or upload a .zip of a small model", file_types=[".zip"], type="filepath",
+                               elem_id="wc-zip", height=150)
+    manifest_box = gr.Textbox(visible="hidden", lines=2, elem_id=dropzone.MANIFEST_ID, label="manifest")
+    manifest_send = gr.Button("send manifest", visible="hidden", elem_id=dropzone.SEND_ID)
     report_html = gr.HTML(render_prompt(), elem_id="wc-report", js_on_load=None)
+    with gr.Row():
+        download = gr.DownloadButton("Download the report (JSON)", interactive=False, size="sm", scale=0,
+                                     elem_id="wc-report-download")
+        open_fix = gr.Button("Open in Fix", interactive=False, size="sm", scale=0, min_width=260,
+                             elem_id="wc-open-fix")
     with gr.Accordion("Report as JSON", open=False, elem_id="wc-json-fold"):
         report_json = gr.JSON(value={}, show_label=False, elem_id="wc-json")
+    with gr.Accordion("System: is this computer ready?", open=False, elem_id="wc-system") as system:
+        system_html = gr.HTML('<p class="wc-prompt">Checking Python, torch, the GPU, memory, disk and '
+                              "libraries…</p>", elem_id="wc-system-report", js_on_load=None)
+        again = gr.Button("Check again", size="sm", elem_id="wc-system-again")
 
+    outputs = [report_html, report_json]
+    after = dict(fn=after_check, inputs=report_json, outputs=[download, open_fix], api_visibility="private")
     gr.on([check_button.click, path_box.submit], check_path, inputs=path_box,
-          outputs=[report_html, report_json], api_name="check", show_progress="minimal")
+          outputs=outputs, api_name="check", show_progress="minimal").then(**after)
+    manifest_send.click(check_manifest, inputs=manifest_box, outputs=outputs, api_name="check_manifest",
+                        show_progress="minimal").then(**after)
+    zip_file.upload(check_zip, inputs=zip_file, outputs=outputs, api_name="check_zip",
+                    show_progress="minimal").then(**after)
     if folder_button is not None:
         folder_button.click(lambda: str(folder), outputs=path_box, api_visibility="private").then(
-            check_path, inputs=path_box, outputs=[report_html, report_json],
-            api_visibility="private", show_progress="minimal")
+            check_path, inputs=path_box, outputs=outputs, api_visibility="private",
+            show_progress="minimal").then(**after)
+    system.expand(system_check, outputs=system_html, api_visibility="private")
+    again.click(lambda: system_check(force=True), outputs=system_html, api_name="doctor")
+    return ModelCheckTab(path=path_box, report_json=report_json, open_fix=open_fix)

@@ -19,9 +19,23 @@ import os
 from html import escape
 
 from core.errors import WanError
-from core.report import ArchitectureType, ComponentReport, Finding, ModelReport, Severity
-from core.report_text import (ARCHITECTURE_NAMES, LAYOUT_NAMES, NONE, TASK_NAMES, VAE_NAMES, format_parameters,
-                              format_size, headline)
+from core.report import (
+    ArchitectureType,
+    ComponentReport,
+    Finding,
+    ModelReport,
+    Severity,
+)
+from core.report_text import (
+    ARCHITECTURE_NAMES,
+    LAYOUT_NAMES,
+    NONE,
+    TASK_NAMES,
+    VAE_NAMES,
+    format_parameters,
+    format_size,
+    headline,
+)
 
 A = ArchitectureType
 
@@ -40,7 +54,7 @@ CSS = """
 .wc-report { display: flex; flex-direction: column; gap: 14px; --wc-label: var(--neutral-600); }
 .dark .wc-report { --wc-label: var(--neutral-400); }
 .wc-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
-  padding: 14px 18px; background: var(--background-fill-primary); }
+  padding: 14px 18px; background: var(--background-fill-primary); overflow-x: auto; }
 .wc-headline { display: flex; align-items: center; gap: 10px; font-size: 1.15em;
   font-weight: 600; margin: 0 0 4px 0; line-height: 1.35; }
 .wc-path { color: var(--wc-label); font-family: var(--font-mono);
@@ -281,3 +295,216 @@ def _footer(report: ModelReport) -> str:
         return ""
     return (f'<p class="wc-footer">Read {escape(format_size(report.bytes_read))} of configs and '
             "file headers; no weights were loaded.</p>")
+
+
+# --- the rest of the app: plans, progress, results, the doctor -----------------------------
+# (Pure string building as above; the tab modules call these.)
+
+CSS += """
+.wc-fit { margin-top: 14px; }
+.wc-plan-lines { margin: 6px 0 0 0; padding-left: 1.2em; font-size: 0.9em; }
+.wc-plan-lines li { margin: 2px 0; }
+.wc-sub { color: var(--wc-label); font-size: 0.9em; margin: 0; }
+.wc-progress { display: flex; flex-direction: column; gap: 6px; }
+.wc-progress-head { display: flex; justify-content: space-between; align-items: baseline; gap: 10px; }
+.wc-stage { font-weight: 600; }
+.wc-pct { font-variant-numeric: tabular-nums; color: var(--wc-label); }
+.wc-bar { height: 10px; border-radius: 999px; background: var(--background-fill-secondary);
+  border: 1px solid var(--border-color-primary); overflow: hidden; }
+.wc-bar-fill { height: 100%; background: var(--color-accent); transition: width 0.25s ease; }
+.wc-bar-fill.wc-bar-done { background: #22a050; }
+.wc-bar-fill.wc-bar-bad { background: #d93636; }
+.wc-facts { display: flex; flex-wrap: wrap; gap: 6px 14px; font-size: 0.9em; margin: 0; padding: 0;
+  list-style: none; font-variant-numeric: tabular-nums; }
+.wc-facts li b { font-weight: 600; }
+.wc-log { font-family: var(--font-mono); font-size: 0.8em; color: var(--wc-label); margin: 0 0 10px 0;
+  white-space: pre-wrap; word-break: break-all; }
+.wc-dice-col { align-self: flex-end; }
+/* Gradio widens the grid to the number of items; keep thumbnails small with one or two videos. */
+#wc-gen-gallery .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+.wc-note { margin: 4px 0 0 0; font-size: 0.9em; }
+.wc-model-info { margin: 2px 0 0 0; }
+.wc-drop { border: 2px dashed var(--border-color-primary); border-radius: var(--radius-lg);
+  padding: 18px; text-align: center; background: var(--background-fill-secondary); cursor: pointer;
+  transition: border-color 0.15s, background 0.15s; }
+.wc-drop.wc-drag { border-color: var(--color-accent); background: var(--background-fill-primary); }
+.wc-drop-title { font-weight: 600; margin: 0 0 4px 0; }
+.wc-drop-sub { font-size: 0.85em; color: var(--wc-label); margin: 0; }
+.wc-drop-status { font-size: 0.85em; margin: 8px 0 0 0; min-height: 1.2em; }
+.wc-drop button { margin-top: 8px; }
+.wc-checklist { list-style: none; padding: 0; margin: 0; display: flex; flex-direction: column; gap: 8px; }
+.wc-checklist li { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 8px 12px;
+  background: var(--background-fill-secondary); }
+.wc-check-box { font-weight: 700; margin-right: 6px; }
+.wc-files { font-family: var(--font-mono); font-size: 0.8em; color: var(--wc-label); margin: 4px 0 0 0;
+  word-break: break-all; }
+.wc-doctor-row td:first-child { white-space: nowrap; }
+.wc-alert { border-left: 4px solid #e0a000; padding: 6px 12px; background: var(--background-fill-secondary);
+  border-radius: 4px; margin: 0 0 8px 0; }
+.wc-gen-buttons button { min-width: 0; }
+#wc-fix-undo { white-space: nowrap; }
+"""
+
+
+def _badge_card(tone: str, badge: str, title: str, body: str = "") -> str:
+    return (f'<div class="wc-report"><div class="wc-card wc-{tone}">'
+            f'<p class="wc-headline"><span class="wc-badge">{escape(badge)}</span>'
+            f'<span>{escape(title)}</span></p>{body}</div></div>')
+
+
+def render_notice(message: str, tone: str = "unknown", badge: str = "i") -> str:
+    """A one-line card: tone is "ok", "bad" or "unknown"."""
+    return _badge_card(tone, badge, message)
+
+
+def render_sentences(title: str, sentences: list[str], details: str = "", badge: str = "✗",
+                     tone: str = "bad") -> str:
+    """A card with a headline and plain sentences (e.g. what blocks a generation)."""
+    body = "".join(f'<p class="wc-remedy">{escape(s)}</p>' for s in sentences)
+    if details:
+        body += ('<details class="wc-details"><summary>Technical details</summary>'
+                 f"<pre>{escape(details)}</pre></details>")
+    return _badge_card(tone, badge, title, body)
+
+
+def _plan_headline(plan) -> str:
+    from wan_ui.common import placement_words  # no gradio there either
+    e = plan.estimate
+    if plan.device == "cuda":
+        use = f"peak about {_gib(e.peak_vram_mb)} of GPU memory ({_gib(plan.usable_vram_mb or 0)} usable)"
+    else:
+        use = f"needs about {_gib(e.peak_ram_mb)} of RAM"
+        if plan.usable_ram_mb:
+            use += f" ({_gib(plan.usable_ram_mb)} available)"
+    words = placement_words(plan)
+    return f"{words[:1].upper()}{words[1:]} — {use}"
+
+
+def _gib(mb: float) -> str:
+    mb = float(mb or 0.0)
+    if mb < 1000:
+        return f"{mb:.0f} MB" if mb >= 1 else f"{mb:.2f} MB"
+    gb = mb / 1024
+    return f"{gb:.1f} GB" if gb < 10 else f"{gb:.0f} GB"
+
+
+def render_plan(plan, title: str | None = None) -> str:
+    """An OptimizationPlan: fits or not, the estimate and one reason per choice."""
+    if plan is None:
+        return render_notice("Choose a Wan model to see its memory plan for this computer.")
+    r = plan.request
+    size = f"{r.width}x{r.height}, {r.num_frames} frames, {r.num_inference_steps} steps"
+    lines = "".join(f"<li>{escape(line)}</li>" for line in plan.summary_lines())
+    if plan.fits:
+        badge, tone = "✓ Fits", "ok"
+    else:
+        badge, tone = "✗ Does not fit", "bad"
+    body = f'<p class="wc-path">{escape(title or "Memory plan")}: {escape(size)}</p>'
+    if not plan.fits and plan.remedy:
+        body += f'<p class="wc-remedy"><b>What to do:</b> {escape(plan.remedy)}</p>'
+    body += f'<ul class="wc-plan-lines">{lines}</ul>'
+    return _badge_card(tone, badge, _plan_headline(plan), body)
+
+
+def render_fit(report: ModelReport, plan) -> str:
+    """The Model Check card "Fits this machine?" for one Wan model (empty for others)."""
+    if plan is None or report.is_collection or not report.is_wan:
+        return ""
+    html = render_plan(plan, title="On this computer at the model's default settings")
+    return html.replace('<div class="wc-report">', '<div class="wc-report wc-fit">', 1)
+
+
+def render_model_info(report: ModelReport | None, badge: tuple[str, str] | None = None) -> str:
+    """One line for the Generate tab: what the chosen model is, its task and its fit badge."""
+    if report is None:
+        return '<p class="wc-prompt">Choose a model above, or type the path of a model folder.</p>'
+    tone, words = badge or ("unknown", "")
+    task = ""
+    if report.task:
+        short, long = TASK_NAMES.get(report.task, (report.task, ""))
+        task = f"{short} ({long})" if long else short
+    sub = " · ".join(x for x in (task, LAYOUT_NAMES[report.layout], report.registry_id or "") if x)
+    return (f'<div class="wc-report wc-model-info"><div class="wc-card wc-{tone}">'
+            f'<p class="wc-headline"><span class="wc-badge">{escape(words)}</span>'
+            f"<span>{escape(headline(report))}</span></p>"
+            f'<p class="wc-path">{escape(report.path)}</p><p class="wc-sub">{escape(sub)}</p></div></div>')
+
+
+def render_progress(view) -> str:
+    """The live progress panel of a generation (``view``: wan_ui.generate.ProgressView)."""
+    pct = max(0.0, min(100.0, float(view.percent or 0.0)))
+    fill = "wc-bar-fill" + (" wc-bar-done" if view.state == "done" else
+                            " wc-bar-bad" if view.state in ("failed", "cancelled") else "")
+    facts = []
+    if view.step is not None and view.steps:
+        facts.append(f"<li>Step <b>{view.step}</b> of <b>{view.steps}</b></li>")
+    if view.expert:
+        facts.append(f"<li>{escape(view.expert)}</li>")
+    if view.seconds_per_step:
+        facts.append(f"<li><b>{escape(view.seconds_per_step)}</b> s/step</li>")
+    if view.eta:
+        facts.append(f"<li>ETA <b>{escape(view.eta)}</b></li>")
+    if view.elapsed is not None:
+        facts.append(f"<li>{view.elapsed:.0f} s elapsed</li>")
+    log = "\n".join(view.log[-5:])
+    return (f'<div class="wc-progress" data-state="{escape(view.state)}">'
+            f'<div class="wc-progress-head"><span class="wc-stage">{escape(view.stage)}</span>'
+            f'<span class="wc-pct">{pct:.0f}%</span></div>'
+            f'<div class="wc-bar" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" '
+            f'aria-valuemax="100"><div class="{fill}" style="width:{pct:.1f}%"></div></div>'
+            f'<ul class="wc-facts">{"".join(facts)}</ul>'
+            f'<pre class="wc-log">{escape(log)}</pre></div>')
+
+
+def render_result(result: dict) -> str:
+    """The card under a finished (or failed, or cancelled) generation."""
+    if not result:
+        return ""
+    if result.get("cancelled"):
+        return render_notice("Cancelled after the current step; no video was written.", "unknown", "■ Cancelled")
+    if not result.get("success"):
+        errors = result.get("errors") or ["The generation failed."]
+        return render_sentences("The video could not be made.", list(errors), result.get("details", ""))
+    s = result.get("settings") or {}
+    model = s.get("model") or os.path.basename(str(s.get("model_path") or result.get("model_path") or ""))
+    facts = [f"{result.get('width')}x{result.get('height')}", f"{result.get('frames')} frames",
+             f"{s.get('num_inference_steps', '?')} steps", f"seed {s.get('seed', '?')}",
+             f"{result.get('fps')} fps"]
+    if result.get("seconds_per_step") is not None:
+        facts.append(f"{result['seconds_per_step']:.2f} s/step")
+    total = (result.get("seconds") or {}).get("total")
+    if total is not None:
+        facts.append(f"{total:.1f} s in all")
+    peak = result.get("peak_vram_mb")
+    facts.append(f"peak GPU memory {_gib(peak)}" if peak is not None else
+                 f"peak RAM {_gib(result.get('peak_ram_mb') or 0)}")
+    if model:
+        facts.insert(0, model)
+    body = (f'<p class="wc-path">{escape(str(result.get("output_path") or ""))}</p>'
+            f'<p class="wc-sub">{escape(" · ".join(facts))}</p>')
+    for w in result.get("warnings") or []:
+        body += f'<p class="wc-note">Note: {escape(w)}</p>'
+    prompt = s.get("prompt") or ""
+    return _badge_card("ok", "✓ Done", f"“{prompt[:120]}”" if prompt else "Video ready", body)
+
+
+def render_doctor(report) -> str:
+    """core.doctor's DoctorReport as a table: each check, its status and remedy."""
+    marks = {"ok": '<span class="wc-yes">✓</span>', "warning": '<span class="wc-no">!</span>',
+             "error": '<span class="wc-no">✗</span>'}
+    rows = []
+    for c in report.checks:
+        remedy = (f'<div class="wc-remedy"><b>What to do:</b> {escape(c.remedy)}</div>' if c.remedy else "")
+        rows.append(f'<tr class="wc-doctor-row"><td class="wc-mark">{marks.get(c.status, "?")}</td>'
+                    f"<td>{escape(c.name)}</td><td>{escape(c.summary)}{remedy}</td></tr>")
+    errors = sum(c.status == "error" for c in report.checks)
+    warnings = sum(c.status == "warning" for c in report.checks)
+    if errors:
+        tone, badge, title = "bad", "✗ Problems", f"{errors} problem(s) and {warnings} warning(s) on this computer"
+    elif warnings:
+        tone, badge, title = "unknown", "! Warnings", f"Ready, with {warnings} warning(s)"
+    else:
+        tone, badge, title = "ok", "✓ Ready", "This computer is ready"
+    table = ('<table class="wc-table"><thead><tr><th class="wc-mark"></th><th>Check</th><th>Result</th>'
+             f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return _badge_card(tone, badge, title, table)

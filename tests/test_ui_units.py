@@ -1,0 +1,330 @@
+"""The app's tab functions without a browser: zip uploads, manifests, progress, fix, plans, history.
+
+Run: HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False .venv/bin/python -m pytest -q tests/test_ui_units.py
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import stat
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from core.config import load_config
+from core.errors import WanError
+from wan_ui import common
+from wan_ui.generate import ProgressView, stage_of
+from wan_ui.model_check import check_manifest, check_zip, extract_zip
+from wan_ui.render import render_plan, render_progress, render_result
+
+
+@pytest.fixture()
+def app_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(f"models_dir: {tmp_path / 'models'}\noutputs_dir: {tmp_path / 'outputs'}\n"
+                        f"history_db: {tmp_path / 'data' / 'history.db'}\nopen_browser: false\n")
+    (tmp_path / "models").mkdir()
+    monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(tmp_path / "data" / "history.db"))
+    cfg = load_config(cfg_file)
+    common.configure(cfg)
+    yield cfg
+    common.configure(load_config(cfg_file))
+
+
+@pytest.fixture(scope="module")
+def demo_t2v(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from core.demo import write_demo_model
+    out = tmp_path_factory.getbasetemp() / "wan_demo_models"
+    return write_demo_model("wan21_t2v", out)
+
+
+def manifest_of(folder: Path) -> dict:
+    """What the browser's drop zone sends (see wan_ui/dropzone.py)."""
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        entry = {"path": path.relative_to(folder).as_posix(), "size": path.stat().st_size}
+        if path.suffix == ".json" and path.stat().st_size < 2**20 and path.name != "tokenizer.json":
+            entry["text"] = path.read_text()
+        elif path.suffix == ".safetensors":
+            with open(path, "rb") as fh:
+                prefix = fh.read(8)
+                entry["head_b64"] = base64.b64encode(prefix + fh.read(struct.unpack("<Q", prefix)[0])).decode()
+        files.append(entry)
+    return {"name": folder.name, "files": files}
+
+
+# --- .zip uploads ---------------------------------------------------------------------------
+
+def _zip(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        if link is not None:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return path
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt", "C:/evil.txt", "..\\evil.txt"])
+def test_zip_slip_is_refused(tmp_path: Path, name: str) -> None:
+    archive = _zip(tmp_path / "bad.zip", {"model/config.json": b"{}", name: b"x"})
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(WanError, match="points outside its folder"):
+        extract_zip(archive, dest)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_links_and_sizes_are_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(WanError, match="contains a link"):
+        extract_zip(_zip(tmp_path / "link.zip", {"m/a.json": b"{}"}, link="m/passwd"), dest)
+    with pytest.raises(WanError, match="allowed for uploads"):
+        extract_zip(_zip(tmp_path / "big.zip", {"m/w.bin": b"\0" * 5000}), dest, max_bytes=4000)
+    with pytest.raises(WanError, match="zip bomb"):
+        extract_zip(_zip(tmp_path / "bomb.zip", {"m/w.bin": b"\0" * (12 * 2**20)}), dest)
+    with pytest.raises(WanError, match="holds 3 files"):
+        extract_zip(_zip(tmp_path / "many.zip", {f"m/{i}": b"" for i in range(3)}), dest, max_files=2)
+    with pytest.raises(WanError, match="not a readable .zip"):
+        (tmp_path / "not.zip").write_text("hello")
+        extract_zip(tmp_path / "not.zip", dest)
+
+
+def test_zip_of_a_demo_model_is_checked(tmp_path: Path, demo_t2v: Path, app_config) -> None:
+    archive = Path(shutil.make_archive(str(tmp_path / "wan21_t2v"), "zip", demo_t2v.parent, demo_t2v.name))
+    html, data = check_zip(str(archive))
+    assert data["source"] == "zip" and data["architecture_type"] == "wan_t2v" and data["loadable"]
+    assert "Wan 2.1 T2V — diffusers layout — ready to load" in html
+    assert "Unpacked from wan21_t2v.zip" in html
+    html, data = check_zip(str(tmp_path / "missing.zip"))
+    assert data["error"] and "Traceback" not in html.split("<details")[0]
+
+
+# --- a dropped folder's manifest -------------------------------------------------------------
+
+def test_manifest_of_a_sparse_full_size_model(tmp_path: Path, app_config) -> None:
+    from tests.sparse.diffusers_layout import write_diffusers_layout
+    from tests.sparse.specs import BY_KEY
+
+    folder = write_diffusers_layout(BY_KEY["wan22_t2v_a14b"], tmp_path / "Wan2.2-T2V-A14B-Diffusers")
+    manifest = manifest_of(folder)
+    manifest["browser"] = {"sent_bytes": 600_000, "total_bytes": 126_000_000_000, "files": 43}
+    text = json.dumps(manifest)
+    html, data = check_manifest(text)
+    assert data["source"] == "manifest" and data["received_bytes"] == len(text) < 2_000_000
+    assert data["registry_id"] == "Wan-AI/Wan2.2-T2V-A14B-Diffusers" and data["loadable"]
+    assert "Wan 2.2 T2V A14B (two experts) — diffusers layout — ready to load" in html
+    assert "no weights were uploaded" in html
+    assert "On this computer at the model&#x27;s default settings" in html  # the fit card
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("{not json", "not valid JSON"),
+    ('{"files": 3}', "must be an object with a list of files"),
+])
+def test_bad_manifests_give_sentences(text: str, expected: str, app_config) -> None:
+    html, data = check_manifest(text)
+    assert expected in data["error"] and expected in html.replace("&#x27;", "'")
+
+
+def test_empty_manifest_gives_the_prompt(app_config) -> None:
+    html, data = check_manifest("")
+    assert data == {} and "Type or paste" in html
+
+
+# --- live progress --------------------------------------------------------------------------
+
+def test_progress_view_reads_the_loader_messages() -> None:
+    view = ProgressView()
+    view.update("Loading transformer (WanTransformer3DModel, 57.2 GB)", 20.0, "Loading")
+    assert view.stage == "Loading the model" and view.step is None
+    view.update("Step 3/40 · high-noise expert · 12.50 s/step · ETA 7m 55s", 12.0, "Generating")
+    assert (view.stage, view.step, view.steps, view.expert) == ("Denoising", 3, 40, "high-noise expert")
+    assert (view.seconds_per_step, view.eta) == ("12.50", "7m 55s")
+    view.update("Step 4/4 · 0.05 s/step · ETA 0s", 90.0, "Generating")
+    assert view.expert == "" and view.step == 4
+    view.update("Decoding the video (VAE)", 91.0, "Generating")
+    assert view.stage == "Decoding the video (VAE)" and view.step == 4  # the step facts stay
+    html = render_progress(view)
+    assert 'aria-valuenow="91"' in html and "Step <b>4</b> of <b>4</b>" in html
+    assert stage_of("Encoding video: frame 3 of 9") == "Writing the MP4"
+    view.update("<script>x</script>", 1, "Generating")
+    assert "<script>" not in render_progress(view)
+
+
+def test_result_cards() -> None:
+    failed = render_result({"success": False, "errors": ["The prompt is empty: <b>describe</b> it."],
+                            "details": "Traceback (most recent call last): ..."})
+    assert "The video could not be made." in failed and "&lt;b&gt;describe&lt;/b&gt;" in failed
+    assert "<details" in failed and "Traceback" not in failed.split("<details")[0]
+    assert "Cancelled after the current step" in render_result({"cancelled": True})
+    ok = render_result({"success": True, "output_path": "/o/v.mp4", "width": 64, "height": 64, "frames": 9,
+                        "fps": 16, "seconds_per_step": 0.25, "seconds": {"total": 3.0}, "peak_ram_mb": 600,
+                        "settings": {"prompt": "a cat", "num_inference_steps": 4, "seed": 7, "model_path": "/models/m"}})
+    assert "m · 64x64 · 9 frames · 4 steps · seed 7 · 16 fps · 0.25 s/step · 3.0 s in all · peak RAM 600 MB" in ok
+    assert "Choose a Wan model" in render_plan(None)
+
+
+# --- the Generate form ------------------------------------------------------------------------
+
+def test_select_model_shows_the_fields_each_model_needs(tmp_path: Path, app_config) -> None:
+    from core.demo import write_demo_model
+    from wan_ui.generate import select_model, update_plan
+
+    out = tmp_path.parent / "wan_demo_models"
+    a14b = write_demo_model("wan22_t2v_a14b", out)
+    ti2v = write_demo_model("wan22_ti2v_5b", out)
+    fields = select_model(str(a14b))
+    info, size, width, height, frames, steps, guidance, guidance_2, image, _last, image_row = fields
+    assert "Wan 2.2 T2V (two experts)" in info and "✓ fits" in info
+    assert (width, height, frames, steps) == (1280, 720, 81, 40)    # the registry's A14B defaults
+    assert "1280x720" in size["choices"] and guidance_2["visible"] is True and image["visible"] is False
+    assert guidance["label"] == "Guidance (high-noise expert)"
+    fields = select_model(str(ti2v))
+    assert fields[7]["visible"] is False and fields[8]["visible"] is True and fields[10]["visible"] is True
+    assert "optional" in fields[8]["label"]
+    plan = update_plan(str(a14b), 64, 64, 9, 4, 5.0, "fp32", "auto", "on", "auto")
+    assert "✓ Fits" in plan and "64x64, 9 frames, 4 steps" in plan
+    assert "precision=fp32, your setting" in plan and "vae_tiling=True, your setting" in plan
+    missing = select_model(str(tmp_path / "nope"))[0]
+    assert "Not found" in missing
+
+
+@pytest.mark.filterwarnings("ignore:A video is already being generated")
+def test_a_second_generation_is_told_to_wait(app_config) -> None:
+    from wan_ui import generate
+
+    assert generate._RUN_LOCK.acquire(blocking=False)
+    try:
+        html, video, result = next(generate.generate("/x", "p", "", 64, 64, 9, 4, 5, 3, 1, None, None,
+                                                     "auto", "auto", "auto", "auto"))
+    finally:
+        generate._RUN_LOCK.release()
+    assert result["busy"] and "only one runs at a time" in html
+
+
+def test_generation_problems_are_sentences_before_any_loading(tmp_path: Path, demo_t2v: Path, app_config) -> None:
+    from wan_ui import generate
+
+    *_, last = generate.generate(str(demo_t2v), "", "", 70, 64, 10, 4, 5, None, 1, None, None,
+                                 "auto", "auto", "auto", "auto")
+    html, video, result = last
+    assert not result["success"] and video is None
+    errors = " ".join(result["errors"])
+    assert "The prompt is empty" in errors and "multiple of 16" in errors and "4k+1" in errors
+    *_, last = generate.generate(str(tmp_path / "gone"), "a cat", "", 64, 64, 9, 4, 5, None, 1, None, None,
+                                 "auto", "auto", "auto", "auto")
+    assert last[2]["errors"][0].startswith("Not found")
+    assert not generate.is_busy()
+
+
+# --- the Fix tab ------------------------------------------------------------------------------
+
+def test_fix_plan_apply_and_undo(tmp_path: Path, demo_t2v: Path, app_config) -> None:
+    from wan_ui.fix import apply_fix, plan_fix, undo_last
+
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_t2v, broken)
+    (broken / "model_index.json").unlink()
+    html, before, data, plan = plan_fix(str(broken))
+    assert "1 change to make in place" in html and "☐" in html and "writes model_index.json" in html
+    assert "1 problem to fix" in before and data["actions"][0]["code"] == "rebuild_model_index"
+    updates = list(apply_fix(str(broken), "", plan))
+    progress, plan_html, after, result = updates[-1]
+    assert result["ok"] and Path(result["backup_dir"]).is_dir()
+    assert "ready to load" in after and "✓" in plan_html and "Fixed: the model is ready to load." in progress
+    assert (broken / "model_index.json").is_file()
+    html, after, data = undo_last(str(broken))
+    assert "Undone" in html and not (broken / "model_index.json").exists()
+    html, _before, data, plan = plan_fix(str(tmp_path / "nowhere"))
+    assert plan is None and data["error"].startswith("Not found")
+
+
+def test_fix_tab_converts_an_original_layout_with_progress_per_tensor(tmp_path: Path, app_config) -> None:
+    pytest.importorskip("torch")
+    from tests.test_convert import write_tiny_original
+    from wan_ui.fix import apply_fix, plan_fix
+
+    source = tmp_path / "tiny-t2v21"
+    write_tiny_original("t2v21", source)
+    html, _before, data, plan = plan_fix(str(source))
+    target = tmp_path / "tiny-t2v21-diffusers"
+    for expected in ("Convert into a new folder", "Output folder", str(target), "Disk space needed",
+                     "Free on that disk", "✓ enough", "Convert the transformer"):
+        assert expected in html, expected
+    assert data["conversion"] is not None and not target.exists()
+    updates = list(apply_fix(str(source), "", plan))
+    assert any("transformer: blocks.0." in u[0] for u in updates[:-1])      # per tensor, while it runs
+    progress, _plan, after, result = updates[-1]
+    assert result["ok"] and result["output_path"] == str(target) and "ready to load" in after
+    assert "Converted model:" in progress
+
+
+# --- recent paths, overrides, the picker ---------------------------------------------------------
+
+def test_recent_paths_are_kept_newest_first(tmp_path: Path, app_config) -> None:
+    for i in range(12):
+        common.remember(str(tmp_path / f"m{i}"))
+    common.remember(str(tmp_path / "m3"))
+    recent = common.recent_paths()
+    assert recent[0] == str(tmp_path / "m3") and len(recent) == common.RECENT_MAX
+    assert common.context().recent_file.parent == Path(app_config.history_db).parent
+    common.context().recent_file.write_text("{broken")
+    assert common.recent_paths() == []
+
+
+def test_overrides_from_the_advanced_fold() -> None:
+    assert common.overrides_from("auto", "auto", "auto", "auto") == {}
+    assert common.overrides_from("bf16", "group", "on", "off") == {
+        "precision": "bf16", "offload": "group", "vae_tiling": True, "text_encoder_on_cpu": False}
+
+
+def test_model_picker_lists_wan_models_with_fit_badges(tmp_path: Path, demo_t2v: Path, app_config) -> None:
+    shutil.copytree(demo_t2v, Path(app_config.models_dir) / "wan21_t2v")
+    (Path(app_config.models_dir) / "notes").mkdir()
+    choices = common.model_choices()
+    assert [Path(c.path).name for c in choices] == ["wan21_t2v"]
+    assert "Wan 2.1 T2V · T2V · ✓ fits" in choices[0].label
+
+
+# --- the history --------------------------------------------------------------------------------
+
+def test_history_view_reads_the_monitor(app_config) -> None:
+    from core.monitor import get_performance_monitor
+    from wan_ui.performance import history_view, refresh
+
+    monitor = get_performance_monitor()
+    assert monitor.db_path == Path(app_config.history_db)
+    for seconds in (0.5, 0.52, 0.49):
+        with monitor.track("generation", model="demo", width=64, height=64, frames=9, steps=4) as op:
+            op.set(seconds_per_step=seconds)
+    view = history_view("generation")
+    assert len(view["rows"]) == 3 and view["rows"][0]["model"] == "demo" and view["rows"][0]["result"] == "ok"
+    note, table, speed, memory, alerts, effect, csv, effect_note = refresh("all")
+    assert "3 run(s) recorded" in note and len(table) == 3 and len(speed) == 3
+    assert "No slowdowns found" in alerts
+    assert Path(csv["value"]).read_text().count("\n") == 4     # header + 3 runs
+
+
+def test_a_slowdown_is_shown_with_what_changed(app_config) -> None:
+    from core.monitor import get_performance_monitor
+    from wan_ui.performance import refresh
+
+    monitor = get_performance_monitor()
+    plan = {"device": "cpu", "placement": "all_on_device", "precision": "fp32", "vae_tiling": False}
+    for i, seconds in enumerate([0.50, 0.51, 0.49, 0.50, 0.52, 1.10, 1.12, 1.08]):
+        slow = i >= 5
+        with monitor.track("generation", model="demo", width=64, height=64, frames=9, steps=4,
+                           plan=dict(plan, vae_tiling=slow)) as op:
+            op.set(seconds_per_step=seconds)
+    assert monitor.detect_performance_regressions()
+    _note, _table, _speed, _memory, alerts, *_ = refresh("generation")
+    assert "slower" in alerts and "seconds per step · demo" in alerts
+    assert "What changed" in alerts and "plan.vae_tiling" in alerts and "False → True" in alerts

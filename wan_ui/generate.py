@@ -1,0 +1,731 @@
+"""The Generate tab: pick a model, set the prompt and size, see the memory plan, and watch it run.
+
+A generation runs in a worker thread; :func:`generate` is a generator that turns the worker's
+``progress_callback(message, percent)`` calls into live updates (stage, step i of n, the
+active expert, seconds per step, ETA, a bar). One generation runs at a time in the whole app
+(a lock); a second request is told so at once. Cancel stops after the current step.
+
+The API (``gradio_client``)::
+
+    client = Client("http://127.0.0.1:7860/", download_files=False)
+    html, video, result = client.predict(
+        "/models/Wan2.2-TI2V-5B-Diffusers", "A red fox in the snow", "", 1280, 704, 121, 50,
+        5.0, None, 42, None, None, "auto", "auto", "auto", "auto", api_name="/generate")
+    result["success"], result["output_path"], result["seconds_per_step"]
+
+torch and diffusers are imported by ``core.loader`` in the worker, on the first generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from core.errors import explain
+from wan_ui import common
+from wan_ui.render import (
+    render_model_info,
+    render_notice,
+    render_plan,
+    render_progress,
+    render_result,
+    render_sentences,
+)
+
+log = logging.getLogger(__name__)
+
+BUSY = ("A video is already being generated; only one runs at a time. Wait for it to finish, "
+        "or press Cancel on the page that started it.")
+PRECISION_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+OFFLOAD_CHOICES = [("auto", "auto"), ("none: everything on the GPU", "none"), ("model", "model"),
+                   ("group", "group"), ("sequential (slowest, least memory)", "sequential")]
+SWITCH_CHOICES = ["auto", "on", "off"]
+GALLERY_MAX = 24
+SELF_TEST = {"prompt": "Self-test: a short clip from a tiny random-weight model", "width": 64, "height": 64,
+             "frames": 9, "steps": 4, "guidance": 5.0, "seed": 42}
+
+# --- live progress --------------------------------------------------------------------------
+
+_STEP = re.compile(r"^Step (\d+)/(\d+)(?: · ([^·]+?))? · ([\d.]+) s/step · ETA (.+)$")
+
+
+@dataclass
+class ProgressView:
+    """What the progress panel shows; ``update`` reads one progress message."""
+
+    stage: str = "Starting"
+    percent: float = 0.0
+    state: str = "running"              # running, done, failed, cancelled
+    step: int | None = None
+    steps: int | None = None
+    expert: str = ""
+    seconds_per_step: str = ""
+    eta: str = ""
+    elapsed: float | None = None
+    log: list[str] = field(default_factory=list)
+    phase: str = ""
+
+    def update(self, message: str, percent: float, phase: str = "") -> None:
+        self.log.append(message)
+        del self.log[:-50]
+        self.percent = percent
+        if phase and phase != self.phase:
+            self.phase = phase
+            self.step = self.steps = None
+            self.expert = self.seconds_per_step = self.eta = ""
+        m = _STEP.match(message)
+        if m:
+            self.stage = "Denoising"
+            self.step, self.steps = int(m.group(1)), int(m.group(2))
+            self.expert = (m.group(3) or "").strip()
+            self.seconds_per_step, self.eta = m.group(4), m.group(5).strip()
+            return
+        self.stage = stage_of(message, phase)
+
+
+def stage_of(message: str, phase: str = "") -> str:
+    """A short stage name for a progress message."""
+    for prefix, stage in (("Loading", "Loading the model"), ("Loaded", "Loading the model"),
+                          ("Checking", "Checking the model"), ("Applying the memory plan", "Loading the model"),
+                          ("Encoding the prompt", "Encoding the prompt"), ("Decoding", "Decoding the video (VAE)"),
+                          ("Encoding video", "Writing the MP4"), ("Finishing video", "Writing the MP4"),
+                          ("Saving video", "Writing the MP4"), ("Saved video", "Writing the MP4"),
+                          ("Done", "Done"), ("Ran out of", "Retrying with less memory"),
+                          ("Building the demo", "Building the demo model"), ("wan", "Building the demo model")):
+        if message.startswith(prefix):
+            return stage
+    return phase or "Working"
+
+
+# --- one generation at a time ---------------------------------------------------------------
+
+_DONE = object()
+_RUN_LOCK = threading.Lock()
+_CURRENT: "_Job | None" = None
+_LOADED: tuple[tuple[Any, ...], Any] | None = None   # (key, wrapper): the last model loaded
+_EVER_LOADED: list[tuple[Any, ...]] = []
+
+
+@dataclass
+class _Job:
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: "queue.Queue[Any]" = field(default_factory=queue.Queue)
+    result: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def progress(self, phase: str) -> Callable[[str, float], None]:
+        return lambda message, percent: self.events.put((str(message), float(percent), phase))
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything the Generate form holds."""
+
+    path: str
+    prompt: str
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    guidance_2: float | None = None
+    seed: int | None = None
+    image: str | None = None
+    last_image: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def is_busy() -> bool:
+    return _RUN_LOCK.locked()
+
+
+def cancel_generation() -> str:
+    """Ask the running generation to stop after its current step."""
+    job = _CURRENT
+    if job is None or not _RUN_LOCK.locked():
+        return "Nothing is being generated."
+    job.cancel.set()
+    return "Cancelling: the generation stops after the current step."
+
+
+def _int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(round(float(value)))
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _image_path(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        return value.get("path")
+    return str(value)
+
+
+def _load(path: str, overrides: dict[str, Any], progress: Callable[[str, float], None]) -> Any:
+    """The loaded pipeline for (path, overrides): the last one when it matches, else a fresh load."""
+    global _LOADED
+    folder = Path(path)
+    try:
+        stamp = (folder / "model_index.json").stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    key = (os.path.abspath(path), json.dumps(overrides, sort_keys=True), stamp)
+    if _LOADED is not None and _LOADED[0] == key:
+        progress("Using the model already loaded", 100)
+        return _LOADED[1]
+    first = _LOADED is None and not _EVER_LOADED
+    _LOADED = None                      # let the previous model's memory go first
+    if first:
+        progress("Loading the model (the first time this also starts PyTorch: a few seconds more)", 0)
+    from core.loader import WanPipelineLoader
+    wrapper = WanPipelineLoader().load_wan_pipeline(path, optimization_config=overrides, progress_callback=progress)
+    _LOADED = (key, wrapper)
+    _EVER_LOADED.append(key)
+    return wrapper
+
+
+def unload(path: str | None = None) -> None:
+    """Forget the loaded model (all, or the one at ``path``), e.g. after Fix changed its folder."""
+    global _LOADED
+    if _LOADED is not None and (path is None or _LOADED[0][0] == os.path.abspath(path)):
+        _LOADED = None
+
+
+def _fail(message: str, remedy: str = "", details: str = "") -> dict[str, Any]:
+    return {"success": False, "errors": [f"{message} {remedy}".strip()], "details": details}
+
+
+def _run(job: _Job, req: Request) -> dict[str, Any]:
+    """The worker: check, plan, load, generate, record. Returns the result as plain JSON values."""
+    from core.generation import GenerationConfig, resolve
+    from core.video import default_output_path
+
+    ctx = common.context()
+    path = req.path
+    if not path:
+        return _fail("Choose a model first.", "Pick one in the list, or type the path of a model folder.")
+    job.progress("Checking")("Checking the model", 0)
+    try:
+        os.stat(path)
+        report = common.inspect_cached(path)
+    except Exception as exc:  # noqa: BLE001
+        err = explain(exc)
+        return _fail(err.message, err.remedy, err.details)
+    if report.is_collection:
+        return _fail(f"{path} holds {len(report.models)} models.", "Choose one of them in the list.")
+    if not report.is_wan:
+        return _fail(f"{Path(path).name} is not a Wan model ({report.architecture_type.value}).",
+                     "Choose a Wan 2.1 or 2.2 model; Model Check tells what a folder holds.")
+    if report.errors:
+        first = report.errors[0]
+        more = f" ({len(report.errors) - 1} more problem(s).)" if len(report.errors) > 1 else ""
+        return _fail(f"The model cannot be loaded: {first.message}{more}",
+                     first.remedy or "Open it in Model Check and Fix.")
+    config = GenerationConfig(
+        prompt=req.prompt, negative_prompt=req.negative_prompt or None, num_frames=req.num_frames,
+        width=req.width, height=req.height, num_inference_steps=req.steps, guidance_scale=req.guidance,
+        guidance_scale_2=req.guidance_2 if report.experts >= 2 else None, seed=req.seed,
+        image=req.image, last_image=req.last_image)
+    settings, errors = resolve(config, report)
+    if errors:
+        return {"success": False, "errors": errors}
+    from core.optimize import OptimizationRequest
+    request = OptimizationRequest(width=settings.width, height=settings.height, num_frames=settings.num_frames,
+                                  num_inference_steps=settings.num_inference_steps,
+                                  guidance=settings.guidance_scale > 1, overrides=dict(req.overrides))
+    plan = common.plan(report, request)
+    if plan is not None and not plan.fits:
+        return _fail(plan.refusal or "This request does not fit this computer.",
+                     plan.remedy or "Choose a smaller size or fewer frames, or a stronger offload setting.")
+    try:
+        wrapper = _load(path, dict(req.overrides), job.progress("Loading"))
+    except ValueError as exc:
+        return _fail(str(exc), "")
+    except Exception as exc:  # noqa: BLE001 - WanError and anything else become a sentence
+        err = explain(exc)
+        return _fail(err.message, err.remedy, err.details)
+    if job.cancel.is_set():
+        return {"success": False, "cancelled": True, "errors": ["Cancelled; no video was written."]}
+    output = default_output_path(ctx.outputs_dir, settings.prompt, settings.seed)
+    from dataclasses import replace
+    result = wrapper.generate(replace(config, output_path=str(output)), progress_callback=job.progress("Generating"),
+                              cancel=job.cancel)
+    common.remember(path)
+    out = {
+        "success": result.success, "cancelled": result.cancelled, "output_path": result.output_path,
+        "frames": result.frames, "width": result.width, "height": result.height, "fps": result.fps,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "seconds_per_step": result.seconds_per_step, "peak_ram_mb": result.peak_ram_mb,
+        "peak_vram_mb": result.peak_vram_mb, "errors": list(result.errors), "warnings": list(result.warnings),
+        "model_path": report.path, "settings": _settings_of(result.metadata, req),
+        "details": str(result.metadata.get("details", "")) if not result.success else "",
+    }
+    return out                      # core.loader recorded the run in the performance history
+
+
+def _settings_of(metadata: dict[str, Any], req: Request) -> dict[str, Any]:
+    """What "reuse these settings" needs (the model path and the form's Advanced choices too)."""
+    keep = ("prompt", "negative_prompt", "num_frames", "width", "height", "num_inference_steps",
+            "guidance_scale", "guidance_scale_2", "seed", "fps", "model_path", "model")
+    out = {k: metadata.get(k) for k in keep if k in metadata}
+    out.setdefault("model_path", req.path)
+    out["overrides"] = dict(req.overrides)
+    plan = metadata.get("plan") or {}
+    if plan:
+        out["plan"] = {k: (plan.get(k) or {}).get("value") for k in
+                       ("precision", "placement", "vae_tiling", "text_encoder_on_cpu")}
+    return out
+
+
+def _start(req: Request, prepare: Callable[[_Job], Request] | None = None) -> _Job | None:
+    """Start the worker, or None when another generation holds the lock."""
+    global _CURRENT
+    if not _RUN_LOCK.acquire(blocking=False):
+        return None
+    job = _Job()
+    _CURRENT = job
+
+    def work() -> None:
+        try:
+            request = prepare(job) if prepare is not None else req
+            job.result = _run(job, request)
+        except Exception as exc:  # noqa: BLE001 - the worker never dies silently
+            err = explain(exc)
+            log.warning("Generation failed", exc_info=exc)
+            job.result = _fail(err.message, err.remedy, err.details)
+        finally:
+            _RUN_LOCK.release()
+            job.events.put(_DONE)
+
+    threading.Thread(target=work, name="wan-compat-generate", daemon=True).start()
+    return job
+
+
+def _stream(job: _Job) -> Iterator[tuple[Any, Any, Any]]:
+    """Yield (progress HTML, video, result) as the worker reports; the last one has the result."""
+    view = ProgressView()
+    finished = False
+    try:
+        while not finished:
+            try:
+                item = job.events.get(timeout=0.5)
+            except queue.Empty:
+                view.elapsed = time.monotonic() - job.started
+                yield render_progress(view), gr.skip(), gr.skip()
+                continue
+            batch = [item]
+            while True:                      # coalesce a burst of messages into one update
+                try:
+                    batch.append(job.events.get_nowait())
+                except queue.Empty:
+                    break
+            for entry in batch:
+                if entry is _DONE:
+                    finished = True
+                    continue
+                message, percent, phase = entry
+                view.update(message, percent, phase)
+            view.elapsed = time.monotonic() - job.started
+            if not finished:
+                yield render_progress(view), gr.skip(), gr.skip()
+    finally:
+        if not finished:                     # the page went away: stop the worker after this step
+            job.cancel.set()
+    result = job.result
+    if result.get("cancelled"):
+        view.state, view.stage = "cancelled", "Cancelled"
+    elif result.get("success"):
+        view.state, view.stage, view.percent = "done", "Done", 100.0
+    else:
+        view.state, view.stage = "failed", "Stopped"
+    progress_html = render_progress(view) + render_result(result)
+    yield progress_html, result.get("output_path") if result.get("success") else None, result
+
+
+def generate(path: str, prompt: str, negative_prompt: str, width: Any, height: Any, frames: Any, steps: Any,
+             guidance: Any, guidance_2: Any, seed: Any, image: Any, last_image: Any, precision: str,
+             offload: str, vae_tiling: str, text_encoder_on_cpu: str) -> Iterator[tuple[Any, Any, Any]]:
+    """The Generate button (API ``/generate``): yields (progress HTML, video path, result dict)."""
+    from wan_ui.model_check import clean_path
+    req = Request(path=clean_path(path), prompt=prompt or "", negative_prompt=negative_prompt or "",
+                  width=_int(width), height=_int(height), num_frames=_int(frames), steps=_int(steps),
+                  guidance=_float(guidance), guidance_2=_float(guidance_2), seed=_int(seed),
+                  image=_image_path(image), last_image=_image_path(last_image),
+                  overrides=common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu))
+    job = _start(req)
+    if job is None:
+        gr.Warning(BUSY)
+        yield render_notice(BUSY, "unknown", "Busy"), gr.skip(), {"success": False, "busy": True, "errors": [BUSY]}
+        return
+    yield from _stream(job)
+
+
+def self_test() -> Iterator[tuple[Any, Any, Any]]:
+    """Build the smallest demo model (no download) and generate a short clip with it (API ``/self_test``)."""
+    ctx = common.context()
+
+    def prepare(job: _Job) -> Request:
+        from core.demo import write_demo_model
+        progress = job.progress("Building")
+        progress("Building the demo model (tiny random weights, nothing is downloaded)", 0)
+        folder = write_demo_model(common.DEMO_MODEL, ctx.demo_dir, progress_callback=progress)
+        common.forget(str(ctx.demo_dir))
+        return Request(path=str(folder), prompt=SELF_TEST["prompt"], width=SELF_TEST["width"],
+                       height=SELF_TEST["height"], num_frames=SELF_TEST["frames"], steps=SELF_TEST["steps"],
+                       guidance=SELF_TEST["guidance"], seed=SELF_TEST["seed"])
+
+    job = _start(Request(path="", prompt=""), prepare)
+    if job is None:
+        gr.Warning(BUSY)
+        yield render_notice(BUSY, "unknown", "Busy"), gr.skip(), {"success": False, "busy": True, "errors": [BUSY]}
+        return
+    yield from _stream(job)
+
+
+# --- the form -------------------------------------------------------------------------------
+
+def _size_label(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def select_model(path: str) -> tuple[Any, ...]:
+    """A model was chosen: its info line and the form's defaults (size presets, frames, steps, guidance)."""
+    from wan_ui.model_check import clean_path
+    target = clean_path(path)
+    keep = (gr.skip(),) * 10
+    if not target:
+        return (render_model_info(None), *keep)
+    try:
+        os.stat(target)
+        report = common.inspect_cached(target)
+    except Exception as exc:  # noqa: BLE001
+        err = explain(exc)
+        return (render_sentences(err.message, [err.remedy] if err.remedy else []), *keep)
+    if report.is_collection:
+        return (render_notice(f"This folder holds {len(report.models)} models; choose one of them in the list.",
+                              "unknown", "?"), *keep)
+    plan = None
+    try:
+        plan = common.default_plan(report)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("No plan for %s: %s", target, exc)
+    info = render_model_info(report, common.fit_badge(report, plan))
+    entry = common.defaults(report)
+    from core.generation import FALLBACK, IMAGE_TASKS, OPTIONAL_IMAGE_TASKS
+    default = entry.default_size if entry else FALLBACK["size"]
+    sizes = list(dict.fromkeys([_size_label(default)] + [_size_label(s) for s in (entry.sizes if entry else ())]))
+    two = report.experts >= 2
+    image_task = report.task in IMAGE_TASKS | OPTIONAL_IMAGE_TASKS
+    image_label = "Starting image" + (" (optional)" if report.task in OPTIONAL_IMAGE_TASKS else "")
+    guidance = entry.guidance if entry else FALLBACK["guidance"]
+    guidance_2 = (entry.guidance_2 if entry and entry.guidance_2 is not None else guidance)
+    return (info,
+            gr.update(choices=sizes, value=_size_label(default)),
+            default[0], default[1],
+            entry.frames if entry else FALLBACK["frames"],
+            entry.steps if entry else FALLBACK["steps"],
+            gr.update(value=guidance, label="Guidance (high-noise expert)" if two else "Guidance"),
+            gr.update(value=guidance_2, visible=two),
+            gr.update(visible=image_task, label=image_label),
+            gr.update(visible=report.task == "flf2v"),
+            gr.update(visible=image_task))
+
+
+def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, guidance: Any, precision: str,
+                offload: str, vae_tiling: str, text_encoder_on_cpu: str) -> str:
+    """The memory plan for the form as it stands (shown before the run)."""
+    from wan_ui.model_check import clean_path
+    target = clean_path(path)
+    if not target:
+        return render_plan(None)
+    try:
+        report = common.inspect_cached(target)
+        if report.is_collection or not report.is_wan:
+            return render_plan(None)
+        from core.optimize import OptimizationRequest
+        entry = common.defaults(report)
+        w, h = _int(width), _int(height)
+        if not w or not h:
+            w, h = entry.default_size if entry else (832, 480)
+        request = OptimizationRequest(
+            width=w, height=h, num_frames=max(1, _int(frames) or (entry.frames if entry else 81)),
+            num_inference_steps=max(1, _int(steps) or (entry.steps if entry else 50)),
+            guidance=(_float(guidance) or 0) > 1,
+            overrides=common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu))
+        return render_plan(common.plan(report, request), title="Memory plan for this computer")
+    except Exception as exc:  # noqa: BLE001 - the plan is advice; never break the form
+        err = explain(exc)
+        return render_sentences("The memory plan could not be worked out.", [err.message], err.details,
+                                badge="?", tone="unknown")
+
+
+def picker_update(selected: str | None = None) -> Any:
+    """The model picker's choices (models folder, demo models, recent paths), with fit badges."""
+    choices = [(c.label, c.path) for c in common.model_choices()]
+    paths = [p for _, p in choices]
+    value = selected if selected in paths else None
+    return gr.update(choices=choices, value=value)
+
+
+def gallery_items() -> tuple[list[tuple[str, str]], list[str]]:
+    """Earlier outputs, newest first: (gallery value, paths)."""
+    folder = common.context().outputs_dir
+    try:
+        videos = sorted((p for p in folder.glob("*.mp4") if p.is_file()),
+                        key=lambda p: p.stat().st_mtime, reverse=True)[:GALLERY_MAX]
+    except OSError:
+        videos = []
+    items = []
+    for video in videos:
+        caption = video.stem
+        try:
+            meta = json.loads(video.with_suffix(".json").read_text(encoding="utf-8"))
+            caption = f"{meta.get('prompt', '')[:60]} · {meta.get('width')}x{meta.get('height')} · seed {meta.get('seed')}"
+        except (OSError, ValueError, AttributeError):
+            pass
+        items.append((str(video), caption))
+    return items, [p for p, _ in items]
+
+
+def refresh_gallery() -> tuple[Any, list[str]]:
+    items, paths = gallery_items()
+    return gr.update(value=items or None), paths
+
+
+def show_earlier(paths: list[str], evt: gr.SelectData) -> tuple[Any, Any, Any]:
+    """A gallery item was chosen: show it with its settings."""
+    try:
+        video = Path(paths[evt.index])
+    except (IndexError, TypeError):
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        meta = json.loads(video.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    keep = ("prompt", "negative_prompt", "num_frames", "width", "height", "num_inference_steps",
+            "guidance_scale", "guidance_scale_2", "seed", "fps", "model_path", "model")
+    settings = {k: meta.get(k) for k in keep if k in meta}
+    result = {"success": True, "output_path": str(video), "width": meta.get("width"), "height": meta.get("height"),
+              "frames": meta.get("num_frames"), "fps": meta.get("fps"), "settings": settings}
+    return str(video), result, render_result(result)
+
+
+def reuse_settings(result: dict | None) -> tuple[Any, ...]:
+    """Put a video's settings back into the form (model, prompt, size, frames, steps, guidance, seed)."""
+    s = (result or {}).get("settings") or {}
+    if not s:
+        gr.Info("There are no settings to reuse yet: generate a video or pick one from the gallery.")
+        return (gr.skip(),) * 10
+
+    def value(key: str) -> Any:
+        return s[key] if s.get(key) is not None else gr.skip()
+
+    return (value("model_path"), value("prompt"), value("negative_prompt"), value("width"), value("height"),
+            value("num_frames"), value("num_inference_steps"), value("guidance_scale"), value("guidance_scale_2"),
+            value("seed"))
+
+
+def roll_seed() -> int:
+    return random.randrange(0, 2**31)
+
+
+def apply_size(size: str) -> tuple[Any, Any]:
+    m = re.match(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$", size or "")
+    if not m:
+        return gr.skip(), gr.skip()
+    return int(m.group(1)), int(m.group(2))
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+@dataclass
+class GenerateTab:
+    """The components other tabs and app.py wire to."""
+
+    path: Any
+    picker: Any
+    gallery: Any
+    gallery_paths: Any
+    generate_event: Any
+    self_test_event: Any
+    result: Any
+
+    def load_outputs(self) -> list[Any]:
+        """What :func:`on_load` fills when the page opens."""
+        return [self.picker, self.gallery, self.gallery_paths]
+
+
+def build_generate_tab() -> GenerateTab:
+    """Add the Generate controls to the current Blocks/Tab context."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=420):
+            picker = gr.Dropdown(label="Model", choices=[], value=None, elem_id="wc-gen-model",
+                                 info="Wan models in your models folder and ones you used lately, "
+                                      "with whether each fits this computer.")
+            with gr.Row(equal_height=True):
+                path = gr.Textbox(label="Model folder", show_label=False, container=False, scale=6,
+                                  placeholder="…or type the path of a model folder and press Enter",
+                                  max_lines=1, elem_id="wc-gen-path")
+                refresh = gr.Button("↻ Rescan the models folder", scale=0, min_width=220, size="sm",
+                                    elem_id="wc-gen-refresh")
+            info = gr.HTML(render_model_info(None), elem_id="wc-gen-info", js_on_load=None)
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="wc-gen-prompt",
+                                placeholder="What the video shows, e.g. A red fox running through fresh snow, "
+                                            "morning light")
+            negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="wc-gen-negative",
+                                  placeholder="What to keep out (optional), e.g. blurry, text, watermark")
+            with gr.Row(visible=False) as image_row:
+                image = gr.Image(label="Starting image", type="filepath", visible=False, elem_id="wc-gen-image",
+                                 height=200)
+                last_image = gr.Image(label="Last frame", type="filepath", visible=False,
+                                      elem_id="wc-gen-last-image", height=200)
+            with gr.Row():
+                size = gr.Dropdown(label="Size preset", choices=[], value=None, scale=2, elem_id="wc-gen-size")
+                width = gr.Number(label="Width", value=832, precision=0, minimum=16, scale=1, elem_id="wc-gen-width")
+                height = gr.Number(label="Height", value=480, precision=0, minimum=16, scale=1,
+                                   elem_id="wc-gen-height")
+            with gr.Row():
+                frames = gr.Number(label="Frames (4k+1)", value=81, precision=0, minimum=1, step=4,
+                                   elem_id="wc-gen-frames")
+                steps = gr.Number(label="Steps", value=50, precision=0, minimum=1, elem_id="wc-gen-steps")
+                guidance = gr.Number(label="Guidance", value=5.0, minimum=0, step=0.5, elem_id="wc-gen-guidance")
+                guidance_2 = gr.Number(label="Guidance (low-noise expert)", value=3.0, minimum=0, step=0.5,
+                                       visible=False, elem_id="wc-gen-guidance-2")
+            with gr.Row(equal_height=False):
+                seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, scale=4, elem_id="wc-gen-seed")
+                with gr.Column(scale=1, min_width=150, elem_classes=["wc-dice-col"]):
+                    dice = gr.Button("Random seed", size="sm", elem_id="wc-gen-seed-dice")
+            with gr.Accordion("Advanced: memory plan settings", open=False, elem_id="wc-gen-advanced"):
+                with gr.Row():
+                    precision = gr.Dropdown(label="Precision", choices=PRECISION_CHOICES, value="auto",
+                                            elem_id="wc-gen-precision")
+                    offload = gr.Dropdown(label="Offload", choices=OFFLOAD_CHOICES, value="auto",
+                                          elem_id="wc-gen-offload")
+                with gr.Row():
+                    tiling = gr.Radio(label="VAE tiling", choices=SWITCH_CHOICES, value="auto",
+                                      elem_id="wc-gen-tiling")
+                    te_cpu = gr.Radio(label="Text encoder on the CPU", choices=SWITCH_CHOICES, value="auto",
+                                      elem_id="wc-gen-te-cpu")
+            plan_html = gr.HTML(render_plan(None), elem_id="wc-gen-plan", js_on_load=None)
+            with gr.Row(elem_classes=["wc-gen-buttons"]):
+                go = gr.Button("Generate", variant="primary", scale=3, elem_id="wc-gen-go")
+                stop = gr.Button("Cancel", variant="stop", scale=1, interactive=False, elem_id="wc-gen-cancel")
+                test = gr.Button("Self-test", variant="secondary", scale=1, elem_id="wc-gen-self-test")
+        with gr.Column(scale=4, min_width=360):
+            progress = gr.HTML("", elem_id="wc-gen-progress", js_on_load=None)
+            video = gr.Video(label="Video", interactive=False, elem_id="wc-gen-video", height=360)
+            with gr.Row():
+                reuse = gr.Button("Reuse these settings", size="sm", elem_id="wc-gen-reuse")
+            with gr.Accordion("Settings of this video", open=False, elem_id="wc-gen-settings-fold"):
+                result = gr.JSON(value={}, show_label=False, elem_id="wc-gen-result")
+            gallery_paths = gr.State([])
+            gallery = gr.Gallery(label="Earlier videos (from the outputs folder)", columns=4, height=240,
+                                 allow_preview=False, object_fit="cover", elem_id="wc-gen-gallery",
+                                 interactive=False)
+
+    form = [path, prompt, negative, width, height, frames, steps, guidance, guidance_2, seed, image, last_image,
+            precision, offload, tiling, te_cpu]
+    model_fields = [info, size, width, height, frames, steps, guidance, guidance_2, image, last_image, image_row]
+    plan_inputs = [path, width, height, frames, steps, guidance, precision, offload, tiling, te_cpu]
+
+    selected = gr.State("")         # the model the form was last filled for
+    refresh.click(picker_update, inputs=picker, outputs=picker, api_visibility="private")
+    picker.input(lambda p: p or gr.skip(), inputs=picker, outputs=path, api_visibility="private").then(
+        select_new_model, inputs=[path, selected], outputs=[*model_fields, selected],
+        api_visibility="private").then(update_plan, inputs=plan_inputs, outputs=plan_html, api_visibility="private")
+    gr.on([path.submit, path.blur], select_new_model, inputs=[path, selected], outputs=[*model_fields, selected],
+          api_visibility="private").then(update_plan, inputs=plan_inputs, outputs=plan_html,
+                                         api_visibility="private")
+    size.input(apply_size, inputs=size, outputs=[width, height], api_visibility="private").then(
+        update_plan, inputs=plan_inputs, outputs=plan_html, api_visibility="private")
+    gr.on([width.input, height.input, frames.input, steps.input, guidance.input, precision.input,
+           offload.input, tiling.input, te_cpu.input], update_plan, inputs=plan_inputs, outputs=plan_html,
+          api_name="plan", show_progress="hidden", trigger_mode="always_last")
+    dice.click(roll_seed, outputs=seed, api_visibility="private")
+    gr.on([width.input, height.input], lambda: None, outputs=size, api_visibility="private", queue=False)
+
+    def running() -> tuple[Any, Any, Any]:
+        return gr.update(interactive=False), gr.update(interactive=True), gr.update(interactive=False)
+
+    def idle() -> tuple[Any, Any, Any]:
+        return gr.update(interactive=True), gr.update(interactive=False), gr.update(interactive=True)
+
+    buttons = [go, stop, test]
+    gen_event = go.click(running, outputs=buttons, api_visibility="private", queue=False).then(
+        generate, inputs=form, outputs=[progress, video, result], api_name="generate",
+        concurrency_limit=2, concurrency_id="generate", show_progress="hidden")
+    gen_event.then(idle, outputs=buttons, api_visibility="private", queue=False).then(
+        refresh_gallery, outputs=[gallery, gallery_paths], api_visibility="private")
+    test_event = test.click(running, outputs=buttons, api_visibility="private", queue=False).then(
+        self_test, outputs=[progress, video, result], api_name="self_test", concurrency_limit=2,
+        concurrency_id="generate", show_progress="hidden")
+    test_event.then(idle, outputs=buttons, api_visibility="private", queue=False).then(
+        refresh_gallery, outputs=[gallery, gallery_paths], api_visibility="private").then(
+        picker_update, inputs=picker, outputs=picker, api_visibility="private")
+    stop.click(_cancel_clicked, outputs=None, api_name="cancel", queue=False)
+    reuse.click(reuse_settings, inputs=result,
+                outputs=[path, prompt, negative, width, height, frames, steps, guidance, guidance_2, seed],
+                api_visibility="private").then(
+        select_model_keep_form, inputs=path, outputs=[info, guidance_2, image, last_image, image_row, selected],
+        api_visibility="private").then(update_plan, inputs=plan_inputs, outputs=plan_html,
+                                       api_visibility="private")
+    gallery.select(show_earlier, inputs=gallery_paths, outputs=[video, result, progress], api_visibility="private")
+    return GenerateTab(path=path, picker=picker, gallery=gallery, gallery_paths=gallery_paths,
+                       generate_event=gen_event, self_test_event=test_event, result=result)
+
+
+def _cancel_clicked() -> str:
+    message = cancel_generation()
+    gr.Info(message)
+    return message
+
+
+def select_new_model(path: str, selected: str) -> tuple[Any, ...]:
+    """select_model, unless the form was already filled for this path (a blur after Enter, say):
+    then the person's changes to size, frames and steps stay."""
+    from wan_ui.model_check import clean_path
+    target = clean_path(path)
+    if target and target == selected:
+        return (*(gr.skip(),) * 11, selected)
+    return (*select_model(path), target)
+
+
+def select_model_keep_form(path: str) -> tuple[Any, ...]:
+    """Like select_model, but only the info line and which inputs show (the form keeps its values)."""
+    from wan_ui.model_check import clean_path
+    out = select_model(path)
+    info, guidance_2, image, last_image, image_row = out[0], out[7], out[8], out[9], out[10]
+    if isinstance(guidance_2, dict):
+        guidance_2 = gr.update(visible=guidance_2.get("visible"))
+    return info, guidance_2, image, last_image, image_row, clean_path(path)
+
+
+def on_load() -> tuple[Any, Any, list[str]]:
+    """When the page opens: the model picker and the gallery."""
+    items, paths = gallery_items()
+    return picker_update(), gr.update(value=items or None), paths

@@ -1,0 +1,223 @@
+"""The Performance tab: the history of loads and generations, plots, slowdowns and what helped.
+
+Everything comes from ``core.monitor`` (SQLite; ``core.loader`` records every load and
+generation by itself). :func:`history_view` is the one call that reads it; the tab shows:
+
+- a table of recorded runs (time, type, model, size, frames, steps, duration, seconds per
+  step, peak RAM and GPU memory, plan, success);
+- seconds per step and peak memory over time, one line per model;
+- regression alerts: which metric got worse, by how much, and what changed (versions, plan);
+- optimization effectiveness: for otherwise equal runs, each plan's time and memory;
+- a CSV export of the whole history.
+
+API: ``client.predict("generation", api_name="/history")`` gives the table's rows as JSON
+(with the alerts and the effectiveness rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from typing import Any
+
+import gradio as gr
+
+from core.errors import explain
+from wan_ui.render import render_sentences
+
+log = logging.getLogger(__name__)
+
+TYPE_CHOICES = [("All operations", "all"), ("Generations", "generation"), ("Model loads", "load")]
+HISTORY_COLUMNS = ["time", "type", "model", "result", "size", "frames", "steps", "duration (s)", "s/step",
+                   "peak RAM (MB)", "peak GPU (MB)", "plan"]
+EFFECT_COLUMNS = ["model", "size", "frames", "steps", "plan", "runs", "median time (s)", "s/step",
+                  "peak RAM (MB)", "peak GPU (MB)", "time vs fastest"]
+MAX_ROWS = 500
+
+
+def _monitor() -> Any:
+    from core.monitor import get_performance_monitor
+    return get_performance_monitor()
+
+
+def _r(value: Any, digits: int = 2) -> Any:
+    return None if value is None else round(float(value), digits)
+
+
+def _outcome(o: Any) -> str:
+    if o.cancelled:
+        return "cancelled"
+    return "ok" if o.success else f"failed: {(o.error or '')[:80]}".rstrip(": ")
+
+
+def history_rows(operation_type: str = "all") -> list[dict[str, Any]]:
+    """Recorded runs, newest first, as plain rows (the table and the API)."""
+    kind = None if operation_type in (None, "", "all") else operation_type
+    ops = _monitor().operations(kind)
+    rows = []
+    for o in reversed(ops[-MAX_ROWS:]):
+        rows.append({
+            "time": datetime.fromtimestamp(o.started_at).strftime("%Y-%m-%d %H:%M:%S"),
+            "type": o.operation_type, "model": o.model or "", "size": o.size or "",
+            "frames": o.frames, "steps": o.steps, "duration (s)": _r(o.duration),
+            "s/step": _r(o.seconds_per_step, 3), "peak RAM (MB)": _r(o.memory_peak_mb, 0),
+            "peak GPU (MB)": _r(o.gpu_memory_peak_mb, 0), "plan": o.plan_label, "result": _outcome(o)})
+    return rows
+
+
+def _frames_for_plots(ops: list[Any]) -> tuple[Any, Any]:
+    """DataFrames for the two plots: seconds per step and peak memory over time, per model."""
+    import pandas as pd
+
+    speed, memory = [], []
+    for o in ops:
+        if not o.success or o.operation_type != "generation":
+            continue
+        when = datetime.fromtimestamp(o.started_at)
+        model = o.model or "unnamed model"
+        if o.seconds_per_step is not None:
+            speed.append({"time": when, "seconds per step": float(o.seconds_per_step), "model": model})
+        if o.gpu_memory_peak_mb is not None:
+            memory.append({"time": when, "peak memory (MB)": float(o.gpu_memory_peak_mb), "model": model,
+                           "memory": "GPU"})
+        if o.memory_peak_mb is not None:
+            memory.append({"time": when, "peak memory (MB)": float(o.memory_peak_mb), "model": model,
+                           "memory": "RAM"})
+    speed_df = pd.DataFrame(speed, columns=["time", "seconds per step", "model"])
+    memory_df = pd.DataFrame(memory, columns=["time", "peak memory (MB)", "model", "memory"])
+    if not memory_df.empty:
+        memory_df["model"] = memory_df["model"] + " · " + memory_df["memory"]
+    return speed_df, memory_df
+
+
+def render_alerts(alerts: list[Any]) -> str:
+    """Regression alerts as cards: the metric, the change and what changed."""
+    if not alerts:
+        return ('<div class="wc-report"><div class="wc-card wc-ok"><p class="wc-headline">'
+                '<span class="wc-badge">✓ No regressions</span><span>No slowdowns found</span></p>'
+                '<p class="wc-sub">The latest runs are as fast and as lean as the ones before. Runs are compared '
+                "with at least 3 earlier runs of the same model, size, frames, steps and plan.</p></div></div>")
+    parts = ['<div class="wc-report">']
+    for a in alerts:
+        changed = "".join(f"<li><code>{escape(str(k))}</code>: {escape(str(v[0]))} → {escape(str(v[1]))}</li>"
+                          for k, v in a.what_changed.items())
+        body = (f'<p class="wc-remedy">{escape(a.message)}</p>'
+                + (f'<p class="wc-h">What changed</p><ul class="wc-plan-lines">{changed}</ul>' if changed else
+                   '<p class="wc-note">No version, driver or plan setting changed: something else on the '
+                   "computer may be using it (other programs, thermal throttling).</p>"))
+        worse = "slower" if a.metric_name in ("duration", "seconds_per_step") else "more memory"
+        parts.append(f'<div class="wc-card wc-bad"><p class="wc-headline"><span class="wc-badge">'
+                     f"{escape(f'{a.change_percent:+.0f}% {worse}')}</span><span>"
+                     f"{escape(a.metric_name.replace('_', ' '))} · {escape(a.model or 'unnamed model')}"
+                     f"</span></p>{body}</div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def effectiveness_rows(operation_type: str | None = "generation") -> list[list[Any]]:
+    rows = []
+    for r in _monitor().optimization_effectiveness(operation_type):
+        rows.append([r.get("model") or "", r.get("size") or "", r.get("frames"), r.get("steps"), r.get("plan"),
+                     r.get("runs"), _r(r.get("median_duration")), _r(r.get("median_seconds_per_step"), 3),
+                     _r(r.get("median_memory_peak_mb"), 0), _r(r.get("median_gpu_memory_peak_mb"), 0),
+                     f"{r.get('time_vs_fastest', 1.0):.2f}x"])
+    return rows
+
+
+def history_view(operation_type: str = "all") -> dict[str, Any]:
+    """Everything the tab shows, as plain data (API ``/history``)."""
+    monitor = _monitor()
+    kind = None if operation_type in (None, "", "all") else operation_type
+    alerts = monitor.detect_performance_regressions(operation_type=kind)
+    return {"rows": history_rows(operation_type), "summary": monitor.get_performance_summary(kind),
+            "alerts": [a.to_dict() for a in alerts], "effectiveness": monitor.optimization_effectiveness(kind),
+            "database": str(monitor.db_path), "warnings": list(monitor.warnings)}
+
+
+def refresh(operation_type: str = "all") -> tuple[Any, ...]:
+    """Read the history and fill every part of the tab."""
+    try:
+        import pandas as pd
+
+        monitor = _monitor()
+        kind = None if operation_type in (None, "", "all") else operation_type
+        ops = monitor.operations(kind)
+        rows = history_rows(operation_type)
+        table = pd.DataFrame([[r[c] for c in HISTORY_COLUMNS] for r in rows], columns=HISTORY_COLUMNS)
+        if rows and all(r["peak GPU (MB)"] is None for r in rows):
+            table = table.drop(columns=["peak GPU (MB)"])          # a computer without a GPU
+        speed, memory = _frames_for_plots(ops)
+        alerts = render_alerts(monitor.detect_performance_regressions(operation_type=kind))
+        effect = pd.DataFrame(effectiveness_rows(kind), columns=EFFECT_COLUMNS)
+        summary = monitor.get_performance_summary(kind)
+        note = (f"{summary['operations']} run(s) recorded: {summary['succeeded']} succeeded, "
+                f"{summary['failed']} failed, {summary['cancelled']} cancelled. History file: {monitor.db_path}")
+        if monitor.warnings:
+            note += " — " + " ".join(monitor.warnings[-2:])
+        if not ops:
+            note = (f"No runs recorded yet. Generate a video (or press Self-test on the Generate tab) and "
+                    f"it appears here. History file: {monitor.db_path}")
+        csv_path = export_csv() if ops else None
+        effect_note = ("" if not effect.empty else
+                       "*No comparisons yet: run the same model, size, frames and steps with two different memory "
+                       "plans (Generate → Advanced) and they appear here.*")
+        return (note, table, speed, memory, alerts, gr.update(value=effect, visible=not effect.empty),
+                gr.update(value=csv_path, interactive=bool(ops)), effect_note)
+    except Exception as exc:  # noqa: BLE001 - the history is advice; say what went wrong
+        err = explain(exc)
+        log.warning("Performance history failed", exc_info=exc)
+        return (render_sentences(err.message, [err.remedy], err.details), gr.skip(), gr.skip(), gr.skip(),
+                gr.skip(), gr.skip(), gr.skip(), gr.skip())
+
+
+def export_csv() -> str:
+    """Write the whole history to a CSV file and return its path (for the download button)."""
+    folder = tempfile.mkdtemp(prefix="wan-compat-history-")
+    path = os.path.join(folder, f"wan-compat-history-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    _monitor().export_csv(path)
+    return path
+
+
+def build_performance_tab() -> Any:
+    """Add the Performance controls to the current Blocks/Tab context; returns the refresh callable
+    and its outputs so app.py can refresh after each generation."""
+    with gr.Row(equal_height=False):
+        kind = gr.Dropdown(label="Show", choices=TYPE_CHOICES, value="all", scale=3, elem_id="wc-perf-kind")
+        with gr.Column(scale=1, min_width=160):
+            again = gr.Button("Refresh", size="sm", elem_id="wc-perf-refresh")
+            csv_button = gr.DownloadButton("Export CSV", size="sm", elem_id="wc-perf-csv", interactive=False)
+    note = gr.Markdown("", elem_id="wc-perf-note")
+    with gr.Row():
+        speed = gr.ScatterPlot(x="time", y="seconds per step", color="model", title="Seconds per step",
+                               elem_id="wc-perf-speed", height=260, x_title="time", y_title="seconds per step",
+                               tooltip="all", x_axis_format="%b %d %H:%M")
+        memory = gr.ScatterPlot(x="time", y="peak memory (MB)", color="model", title="Peak memory",
+                                elem_id="wc-perf-memory", height=260, x_title="time", y_title="MB",
+                                tooltip="all", x_axis_format="%b %d %H:%M")
+    gr.Markdown("### Slowdowns", elem_classes=["wc-h"])
+    alerts = gr.HTML("", elem_id="wc-perf-alerts", js_on_load=None)
+    gr.Markdown("### History", elem_classes=["wc-h"])
+    table = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, elem_id="wc-perf-table", max_height=420)
+    gr.Markdown("### What each memory plan costs\nRuns that differ only in their plan (same model, size, "
+                "frames and steps), fastest first.", elem_classes=["wc-h"])
+    effect = gr.Dataframe(headers=EFFECT_COLUMNS, interactive=False, elem_id="wc-perf-effect")
+    effect_note = gr.Markdown("", elem_id="wc-perf-effect-note")
+    outputs = [note, table, speed, memory, alerts, effect, csv_button, effect_note]
+    gr.on([again.click, kind.change], refresh, inputs=kind, outputs=outputs, api_visibility="private")
+    gr.api(history_view, api_name="history")
+    gr.api(export_csv, api_name="export_csv")
+    return PerformanceTab(refresh=refresh, kind=kind, outputs=outputs)
+
+
+@dataclass
+class PerformanceTab:
+    """What app.py wires: ``refresh`` with ``kind`` as input fills ``outputs``."""
+
+    refresh: Any
+    kind: Any
+    outputs: list[Any]
