@@ -25,92 +25,47 @@ What is converted, and by whom:
   ``core.convert_keys`` (diffusers has no converter for them).
 - Tokenizer files copied from ``google/umt5-xxl/``; scheduler and ``model_index.json`` from
   the registry's defaults (shift, boundary_ratio, expand_timesteps).
-Before any weight is written, the converted names and shapes are checked against the
-diffusers / transformers class built on the ``meta`` device.
 
-Memory: tensors are read one at a time (safetensors by offset with plain reads; ``.pth``
-with ``torch.load(weights_only=True, mmap=True)``, re-opened every ``PTH_WINDOW_BYTES`` so
-that its mapped pages are let go) and written straight into the output shards, whose
-headers are known in advance: peak memory is about the largest tensor, not the model.
-
-Safety: a ``.pth`` is never unpickled beyond tensors (``weights_only=True``; a file that
-would run code is refused with a sentence). Everything is written into
-``.NAME.partial-PID`` beside the target and renamed to NAME only when complete; killed at
-any moment, the target is absent or complete, and a partial folder left by a dead process
-is removed by the next run. Free disk space is checked first.
-
-Test hook: ``WAN_COMPAT_CONVERT_PAUSE_AFTER=N`` makes ``execute`` print
-``WAN_COMPAT_CONVERT_PAUSED <N>`` to stderr after writing its N-th tensor and sleep
-(``WAN_COMPAT_CONVERT_PAUSE_SECONDS``, default 600) so that a test can kill it there;
-``=finish`` pauses when everything is written, just before the rename.
+Each step has its module:
+- :mod:`core.convert_read`: the sources, one tensor at a time (safetensors by offset; ``.pth``
+  only with ``torch.load(weights_only=True, mmap=True)``): peak memory is about the largest
+  tensor, not the model.
+- :mod:`core.convert_build`: each component's names, shapes and config, checked against its
+  diffusers / transformers class on the ``meta`` device before any weight is written.
+- :mod:`core.convert_write`: the shards, configs, tokenizer, scheduler and ``model_index.json``,
+  written into ``.NAME.partial-PID`` beside the target and renamed to NAME only when complete;
+  free disk space checked first; the ``WAN_COMPAT_CONVERT_PAUSE_AFTER`` test hook.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import Any
 
 from core import signals
-from core.atomic import fsync_dir
-from core.convert_keys import (COMFY_PREFIXES, DIT_DIFFUSERS_MARK, DIT_MARK, IGNORED_TENSORS, T5_TO_UMT5,
-                               TOKENIZER_CLASS, TOKENIZER_MAX_FILE, TOKENIZER_NEEDS_ONE_OF, UMT5_IDENTITY, UMT5_MARK,
-                               VAE22_TO_DIFFUSERS, WAN22_VAE_MARK, WAN_T5_MARK, WAN_VAE_MARK, RenameTable,
-                               rename, scheduler_config, transformer_config, umt5_config, vae21_config,
-                               vae22_config)
-from core.errors import WanError, explain
+from core.convert_build import _strip_prefix
+from core.convert_keys import (DIT_DIFFUSERS_MARK, IGNORED_TENSORS, TOKENIZER_CLASS, TOKENIZER_NEEDS_ONE_OF, UMT5_MARK,
+                               WAN_T5_MARK, WAN_VAE_MARK)
+# Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
+from core.convert_read import _FP8, PTH_WINDOW_BYTES, _Part, _read_json, _tokenizer_files  # noqa: F401
+from core.convert_write import (MAX_SHARD_BYTES, PAUSE_ENV, PAUSE_SECONDS_ENV, ProgressCallback,  # noqa: F401
+                                _free_bytes, _gb, _no_space, _Pipeline, _stale_partial_bytes, write_folder)
+from core.errors import WanError
 from core.report import Layout, ModelReport
-from core.safetensors_header import DTYPE_BYTES, HeaderError, read_header
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+from core.safetensors_header import HeaderError, read_header
 
 __all__ = ["ConversionPlan", "plan_assembly", "plan_conversion", "ProgressCallback"]
 
-ProgressCallback = Callable[[str, float], None]   # (message, percent 0..100)
-
-MAX_SHARD_BYTES = 5 * 10**9          # like save_pretrained(max_shard_size="5GB")
-PTH_WINDOW_BYTES = 1 << 30           # re-open a .pth after reading this much, to drop its mapped pages
-PAUSE_ENV = "WAN_COMPAT_CONVERT_PAUSE_AFTER"
-PAUSE_SECONDS_ENV = "WAN_COMPAT_CONVERT_PAUSE_SECONDS"
 T5_PTH = "models_t5_umt5-xxl-enc-bf16.pth"
 VAE_PTHS = ("Wan2.1_VAE.pth", "Wan2.2_VAE.pth")
 TOKENIZER_DIR = "google/umt5-xxl"
 SUPPORTED_TASKS = ("t2v", "ti2v", "i2v", "vace")
 _FALLBACK_BOUNDARY = {"t2v": 0.875, "i2v": 0.9, "vace": 0.875}
 
-# One table for the output of each role: folder, weights file stem, library and class.
-_DIFFUSERS, _TRANSFORMERS = "diffusers", "transformers"
-_STEM = {_DIFFUSERS: "diffusion_pytorch_model", _TRANSFORMERS: "model"}
-
 
 # --------------------------------------------------------------------------- the plan
-
-@dataclass(frozen=True)
-class _Part:
-    """One weights component to convert: where it comes from and what it becomes."""
-
-    role: str                       # transformer, transformer_2, vae, text_encoder
-    kind: str                       # dit, vae, t5
-    files: tuple[str, ...]          # .safetensors shards, or one .pth
-    label: str                      # how the source is named in messages
-    bytes_out: int
-    config: Mapping[str, Any] | None = None   # an original DiT's config.json
-
-
-@dataclass(frozen=True)
-class _Pipeline:
-    pipeline_class: str
-    boundary_ratio: float | None
-    expand_timesteps: bool
-    shift: float
-    tokenizer: str
-
 
 @dataclass(frozen=True)
 class ConversionPlan:
@@ -156,33 +111,8 @@ class ConversionPlan:
         if self.refusal:
             raise WanError(self.refusal)
         assert self.pipeline is not None
-        report = progress_callback or (lambda message, percent: None)
-        target = Path(self.target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(target)
-        if os.path.lexists(target):
-            raise WanError(f"{target} already exists.", "Move it away or choose another output folder.")
-        free = _free_bytes(target)
-        if self.bytes_needed > free:
-            raise WanError(_no_space(self.bytes_needed, free, target), "Free some space or choose another output folder.")
-        partial = target.parent / f".{target.name}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            partial.mkdir()
-            _Writer(self, partial, report).run()
-            _fsync_tree(partial)
-            _pause_if_asked("finish")
-            if os.path.lexists(target):
-                raise WanError(f"{target} appeared while converting.", "Move it away and run the conversion again.")
-            os.rename(partial, target)
-            fsync_dir(target.parent)
-        except BaseException as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            if isinstance(exc, (WanError, KeyboardInterrupt, SystemExit)):
-                raise
-            raise explain(exc) from exc
-        report(f"Converted into {target}", 100.0)
-        return target
+        return write_folder(Path(self.target), self.parts, self.pipeline, self.bytes_needed,
+                            progress_callback or (lambda message, percent: None))
 
 
 # --------------------------------------------------------------------------- planning
@@ -450,10 +380,6 @@ def _tokenizer_folder(folder: Path, what: str) -> Path:
     return folder.absolute()
 
 
-def _tokenizer_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.stat().st_size <= TOKENIZER_MAX_FILE)
-
-
 def _defaults(version: str | None, task: str | None, experts: int,
               registry_id: str | None) -> tuple[str, float | None, bool, float]:
     """(pipeline class, boundary_ratio, expand_timesteps, shift) from the registry's entry."""
@@ -475,511 +401,9 @@ def _defaults(version: str | None, task: str | None, experts: int,
     return pipeline, boundary, task == "ti2v", 12.0 if (experts == 2 and task == "t2v") else 5.0
 
 
-# --------------------------------------------------------------------------- reading tensors
-
-_ST_TO_TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-                "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-_FP8 = ("F8_E4M3", "F8_E5M2")
-
-
-def _torch_dtype(name: str) -> "torch.dtype":
-    import torch
-    if name not in _ST_TO_TORCH:
-        raise WanError(f"Tensors of type {name} cannot be converted.", "Use a float16, bfloat16 or float32 file.")
-    return getattr(torch, _ST_TO_TORCH[name])
-
-
-def _st_dtype(dtype: "torch.dtype") -> str:
-    name = str(dtype).removeprefix("torch.")
-    for st, tn in _ST_TO_TORCH.items():
-        if tn == name:
-            return st
-    raise WanError(f"Tensors of type {name} cannot be converted.", "Use a float16, bfloat16 or float32 file.")
-
-
-class _SafetensorsSource:
-    """Tensors of one or more .safetensors files, each read on its own by offset (no mmap)."""
-
-    def __init__(self, files: tuple[str, ...]) -> None:
-        self._handles: list[Any] = []
-        self._where: dict[str, tuple[Any, int, int, str, tuple[int, ...]]] = {}
-        self.specs: dict[str, tuple[str, tuple[int, ...]]] = {}
-        try:
-            self._open(files)
-        except BaseException:
-            self.close()
-            raise
-
-    def _open(self, files: tuple[str, ...]) -> None:
-        for path in files:
-            try:
-                header = read_header(path)
-            except HeaderError as exc:
-                raise WanError(f"{Path(path).name} is not a readable safetensors file: {exc}.",
-                               "Download it again.") from None
-            if os.path.getsize(path) < header.expected_file_size:
-                raise WanError(f"{Path(path).name} is shorter than its header says (an interrupted download).",
-                               "Delete it and download it again.")
-            fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
-            self._handles.append(fh)
-            base = 8 + header.header_size
-            for name, info in header.tensors.items():
-                self._where[name] = (fh, base + info.start, info.end - info.start, info.dtype, info.shape)
-                self.specs[name] = (info.dtype, info.shape)
-
-    def read(self, name: str) -> "torch.Tensor":
-        import torch
-        fh, offset, n, dtype, shape = self._where[name]
-        buf = torch.empty(n, dtype=torch.uint8)
-        view = memoryview(buf.numpy())
-        done = 0
-        while done < n:
-            fh.seek(offset + done)
-            got = fh.readinto(view[done:])
-            if not got:
-                raise WanError(f"{Path(fh.name).name} ended early while reading {name}.", "Download it again.")
-            done += got
-        return buf.view(_torch_dtype(dtype)).reshape(shape)
-
-    def close(self) -> None:
-        for fh in self._handles:
-            fh.close()
-
-
-class _PickleSource:
-    """The tensors of a ``torch.save`` file, loaded only with ``weights_only=True, mmap=True``.
-
-    The file is re-opened after every ``PTH_WINDOW_BYTES`` read, so that the pages already
-    copied out are unmapped and do not pile up in this process's memory.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._state: dict[str, Any] | None = _load_pth(path)
-        self.specs = {k: (_st_dtype(t.dtype), tuple(t.shape)) for k, t in self._state.items()}
-        self._read = 0
-
-    def read(self, name: str) -> "torch.Tensor":
-        if self._state is None or self._read > PTH_WINDOW_BYTES:
-            self._state = None   # the last reference to the old mapping: it is unmapped here
-            self._state = _load_pth(self.path)
-            self._read = 0
-        tensor = self._state[name]
-        self._read += tensor.numel() * tensor.element_size()
-        return tensor
-
-    def close(self) -> None:
-        self._state = None
-
-
-def _load_pth(path: str) -> dict[str, Any]:
-    """A state dict from a .pth with ``torch.load(weights_only=True, mmap=True)``; never more."""
-    import pickle
-
-    import torch
-    name = Path(path).name
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"PK\x03\x04":
-            raise WanError(f"{name} is not a PyTorch checkpoint archive (torch.save zip), so it was not opened.",
-                           "Download it again from the model's page.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
-        raise WanError(f"{name} holds more than tensors: loading it would run code stored in it, so it was not "
-                       f"loaded ({first}).",
-                       "Delete it and download the official file again; do not load it with other tools either.") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise WanError(f"{name} cannot be read ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}); "
-                       "it is damaged or incompletely downloaded.", "Delete it and download it again.") from None
-    if isinstance(obj, dict) and len(obj) == 1 and isinstance(next(iter(obj.values())), dict):
-        obj = next(iter(obj.values()))   # {"state_dict": {...}} or {"model": {...}}
-    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                       for k, v in obj.items()):
-        raise WanError(f"{name} is not a state dict of named tensors.", "Download it again from the model's page.")
-    return obj
-
-
-def _open(part: _Part) -> _SafetensorsSource | _PickleSource:
-    if part.files[0].endswith(".pth"):
-        return _PickleSource(part.files[0])
-    return _SafetensorsSource(part.files)
-
-
-# --------------------------------------------------------------------------- mapping names
-
-@dataclass(frozen=True)
-class _Out:
-    """One output tensor: its name, dtype and shape, and how to make it from the source."""
-
-    name: str
-    src: str
-    dtype: str
-    shape: tuple[int, ...]
-    view: tuple[tuple[int, ...], tuple[int, ...], int] | None = None   # as_strided of the source tensor
-    scale: str | None = None                                          # a ComfyUI fp8 scale to multiply by
-
-    @property
-    def nbytes(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return int(n * DTYPE_BYTES[self.dtype])
-
-
-@dataclass(frozen=True)
-class _Component:
-    folder: str
-    library: str
-    class_name: str
-    config: dict[str, Any]
-    outputs: tuple[_Out, ...]
-
-
-def _strip_prefix(specs: Mapping[str, tuple[str, tuple[int, ...]]], mark: str) -> str:
-    for prefix in ("", *COMFY_PREFIXES, "first_stage_model.", "vae."):
-        if prefix + mark in specs:
-            return prefix
-    return ""
-
-
-def _fp8_plan(specs: Mapping[str, tuple[str, tuple[int, ...]]], prefix: str
-              ) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
-    """Names without ``prefix`` -> (dtype, shape), leaving out ComfyUI's fp8 scales; and
-    plain weight name -> the source name of its ``scale_weight``."""
-    plain: dict[str, tuple[str, tuple[int, ...]]] = {}
-    scales: dict[str, str] = {}
-    for name, spec in specs.items():
-        if not name.startswith(prefix) or name.endswith(IGNORED_TENSORS):
-            continue
-        short = name[len(prefix):]
-        if short.endswith(".scale_weight"):
-            scales[short[: -len(".scale_weight")] + ".weight"] = name
-        else:
-            plain[short] = spec
-    return plain, scales
-
-
-def _out_dtype(dtype: str) -> str:
-    return "BF16" if dtype in _FP8 else dtype
-
-
-def _traced(converter: Callable[[dict[str, Any]], dict[str, Any]],
-            plain: Mapping[str, tuple[str, tuple[int, ...]]]) -> dict[str, tuple[str, Any]]:
-    """Run a diffusers converter on meta tensors: new name -> (old name, as_strided view or None).
-
-    Renamed tensors come back as the very same objects; split or reshaped ones as views of
-    them, whose shape, stride and offset are replayed on the real tensor.
-    """
-    import torch
-    meta = {k: torch.empty(shape, dtype=_torch_dtype(dtype), device="meta") for k, (dtype, shape) in plain.items()}
-    by_id = {id(t): k for k, t in meta.items()}
-    converted = converter(dict(meta))
-    traced: dict[str, tuple[str, Any]] = {}
-    for new, t in converted.items():
-        if id(t) in by_id:
-            traced[new] = (by_id[id(t)], None)
-        elif getattr(t, "_base", None) is not None and id(t._base) in by_id:
-            traced[new] = (by_id[id(t._base)], (tuple(t.shape), tuple(t.stride()), t.storage_offset()))
-        else:
-            raise WanError(f"diffusers' converter computes {new} in a way that cannot be streamed.",
-                           "Report this model; download its -Diffusers version meanwhile.")
-    return traced
-
-
-def _renamed(table: RenameTable, plain: Mapping[str, tuple[str, tuple[int, ...]]], what: str) -> dict[str, tuple[str, Any]]:
-    out: dict[str, tuple[str, Any]] = {}
-    unknown = []
-    for name in plain:
-        new = rename(name, table)
-        if new is None:
-            unknown.append(name)
-        elif new in out:   # e.g. both shared.weight and encoder.embed_tokens.weight: the same tied tensor
-            continue
-        else:
-            out[new] = (name, None)
-    if unknown:
-        raise WanError(f"The {what} has tensors this tool does not know: {', '.join(unknown[:3])}"
-                       f"{' ...' if len(unknown) > 3 else ''}.", "Check that the file is the right part of a Wan model.")
-    return out
-
-
-def _component(part: _Part, specs: Mapping[str, tuple[str, tuple[int, ...]]]) -> tuple[_Component, Any]:
-    """Names, shapes and config of one converted component, checked against its class (built on
-    the meta device, and returned)."""
-    if part.kind == "dit":
-        from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
-        prefix = _strip_prefix(specs, DIT_MARK)
-        plain, scales = _fp8_plan(specs, prefix)
-        try:
-            config = transformer_config({k: s for k, (_, s) in plain.items()}, part.config)
-        except (KeyError, ValueError) as exc:
-            raise WanError(f"{part.label}: {exc if isinstance(exc, ValueError) else f'{exc} is missing'}",
-                           "Check that the file is a whole Wan transformer.") from None
-        mapping = _traced(convert_wan_transformer_to_diffusers, plain)
-        vace = "vace_layers" in config
-        library, cls = _DIFFUSERS, "WanVACETransformer3DModel" if vace else "WanTransformer3DModel"
-    elif part.kind == "vae":
-        prefix = _strip_prefix(specs, WAN_VAE_MARK)
-        plain, scales = _fp8_plan(specs, prefix)
-        shapes = {k: s for k, (_, s) in plain.items()}
-        if WAN22_VAE_MARK in plain:
-            config, mapping = vae22_config(shapes), _renamed(VAE22_TO_DIFFUSERS, plain, "Wan2.2 VAE")
-        else:
-            from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
-            config, mapping = vae21_config(shapes), _traced(convert_wan_vae_to_diffusers, plain)
-        library, cls = _DIFFUSERS, "AutoencoderKLWan"
-    else:
-        prefix = ""
-        plain, scales = _fp8_plan(specs, prefix)
-        original = WAN_T5_MARK in plain
-        shapes = {k: s for k, (_, s) in plain.items()}
-        config = umt5_config(shapes, original)
-        mapping = _renamed(T5_TO_UMT5 if original else UMT5_IDENTITY, plain, "text encoder")
-        library, cls = _TRANSFORMERS, "UMT5EncoderModel"
-    outputs = []
-    for new, (old, view) in mapping.items():
-        dtype, shape = plain[old]
-        outputs.append(_Out(new, prefix + old, _out_dtype(dtype), tuple(view[0]) if view else shape,
-                            view, scales.get(old)))
-    comp = _Component(part.role, library, cls, config, tuple(outputs))
-    return comp, _check_against_class(comp, part.label)
-
-
-def _empty_model(comp: _Component) -> Any:
-    """The component's class built on the meta device: names, shapes and config, no memory."""
-    import torch
-    if comp.library == _TRANSFORMERS:
-        import transformers
-        config = transformers.UMT5Config(**comp.config)
-        with torch.device("meta"):
-            return getattr(transformers, comp.class_name)(config)
-    import diffusers
-    with torch.device("meta"):
-        return getattr(diffusers, comp.class_name)(**comp.config)
-
-
-def _check_against_class(comp: _Component, label: str) -> Any:
-    model = _empty_model(comp)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    tied = set(getattr(model, "_tied_weights_keys", None) or ())
-    mine = {o.name: o.shape for o in comp.outputs}
-    missing = [k for k in expected if k not in mine and k not in tied]
-    extra = [k for k in mine if k not in expected]
-    wrong = [k for k in mine if k in expected and mine[k] != expected[k]]
-    if missing or extra or wrong:
-        detail = (f"{len(missing)} missing (e.g. {missing[0]})" if missing else "") + \
-                 (f"{'; ' if missing else ''}{len(extra)} unexpected (e.g. {extra[0]})" if extra else "") + \
-                 (f"{'; ' if missing or extra else ''}{len(wrong)} of the wrong shape (e.g. {wrong[0]} "
-                  f"{mine[wrong[0]]} instead of {expected[wrong[0]]})" if wrong else "")
-        raise WanError(f"{label} does not convert into a complete {comp.class_name}: {detail}.",
-                       "The file is damaged, incomplete or not the part it was named as; download it again.")
-    return model
-
-
-# --------------------------------------------------------------------------- writing
-
-class _Writer:
-    """Carries out a plan into the partial folder: weights, configs, tokenizer, scheduler, index."""
-
-    def __init__(self, plan: ConversionPlan, folder: Path, report: ProgressCallback) -> None:
-        self.plan = plan
-        self.folder = folder
-        self.report = report
-        self.total = max(1, sum(p.bytes_out for p in plan.parts))
-        self.done = 0
-        self.tensors = 0
-        pause = os.environ.get(PAUSE_ENV, "").strip()
-        self.pause_after = int(pause) if pause.isdigit() else None
-
-    def run(self) -> None:
-        planned = []
-        for part in self.plan.parts:          # every name and shape checked before any weight is written
-            source = _open(part)
-            try:
-                planned.append(_component(part, source.specs))
-            finally:
-                source.close()
-        components = [comp for comp, _ in planned]
-        self._check_pair(components)
-        for part, (comp, model) in zip(self.plan.parts, planned):
-            source = _open(part)
-            try:
-                self._write_component(comp, model, source, part)
-            finally:
-                source.close()
-        self._write_rest(components)
-
-    def _check_pair(self, comps: list[_Component]) -> None:
-        dits = [c for c in comps if c.folder.startswith("transformer")]
-        te = next((c for c in comps if c.folder == "text_encoder"), None)
-        if dits and te and dits[0].config["text_dim"] != te.config["d_model"]:
-            raise WanError(f"The text encoder gives {te.config['d_model']}-wide embeddings but the transformer expects "
-                           f"{dits[0].config['text_dim']}.", "Use the umT5-XXL text encoder that came with the model.")
-
-    def _write_component(self, comp: _Component, model: Any, source: Any, part: _Part) -> None:
-        folder = self.folder / comp.folder
-        folder.mkdir()
-        if comp.library == _DIFFUSERS:
-            model.save_config(folder)
-        else:
-            model.config.architectures = [comp.class_name]
-            model.config.dtype = _ST_TO_TORCH.get(comp.outputs[0].dtype, "float32")
-            model.config.save_pretrained(folder)
-        stem = _STEM[comp.library]
-        shards = _split(comp.outputs, MAX_SHARD_BYTES)
-        names = ([f"{stem}.safetensors"] if len(shards) == 1 else
-                 [f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)])
-        weight_map: dict[str, str] = {}
-        for file_name, shard in zip(names, shards):
-            self._write_shard(folder / file_name, shard, source, part)
-            weight_map.update({o.name: file_name for o in shard})
-        if len(shards) > 1:
-            index = {"metadata": {"total_size": sum(o.nbytes for o in comp.outputs)}, "weight_map": weight_map}
-            _write_json(folder / f"{stem}.safetensors.index.json", index)
-
-    def _write_shard(self, path: Path, shard: list[_Out], source: Any, part: _Part) -> None:
-        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        for o in shard:
-            header[o.name] = {"dtype": o.dtype, "shape": list(o.shape), "data_offsets": [offset, offset + o.nbytes]}
-            offset += o.nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)
-        with open(path, "wb") as fh:
-            fh.write(len(raw).to_bytes(8, "little"))
-            fh.write(raw)
-            for o in shard:
-                tensor = _materialise(o, source)
-                if tensor.numel():
-                    fh.write(memoryview(tensor.reshape(-1).view(_torch_dtype("U8")).numpy()))
-                del tensor
-                self._tick(o, part)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def _tick(self, out: _Out, part: _Part) -> None:
-        self.done += out.nbytes
-        self.tensors += 1
-        self.report(f"{part.role}: {out.name}", min(99.0, 100.0 * self.done / self.total))
-        if self.pause_after is not None and self.tensors == self.pause_after:
-            _pause_if_asked(str(self.tensors))
-
-    def _write_rest(self, comps: list[_Component]) -> None:
-        pipe = self.plan.pipeline
-        assert pipe is not None
-        self.report("Copying the tokenizer and writing the scheduler and model_index.json", 99.0)
-        tok = self.folder / "tokenizer"
-        tok.mkdir()
-        for f in _tokenizer_files(Path(pipe.tokenizer)):
-            shutil.copyfile(f, tok / f.name)
-        config = _read_json(tok / "tokenizer_config.json")
-        config = config if isinstance(config, dict) else {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-        config["tokenizer_class"] = TOKENIZER_CLASS
-        _write_json(tok / "tokenizer_config.json", config)
-        from diffusers import UniPCMultistepScheduler
-        UniPCMultistepScheduler(**scheduler_config(pipe.shift)).save_config(self.folder / "scheduler")
-        _write_json(self.folder / "model_index.json", _model_index(pipe, comps))
-
-
-def _model_index(pipe: _Pipeline, comps: list[_Component]) -> dict[str, Any]:
-    import diffusers
-    by_folder = {c.folder: [c.library, c.class_name] for c in comps}
-    index: dict[str, Any] = {"_class_name": pipe.pipeline_class, "_diffusers_version": diffusers.__version__}
-    if pipe.pipeline_class == "WanImageToVideoPipeline":
-        index.update(image_encoder=[None, None], image_processor=[None, None])
-    index.update(
-        boundary_ratio=pipe.boundary_ratio,
-        scheduler=[_DIFFUSERS, "UniPCMultistepScheduler"],
-        text_encoder=by_folder["text_encoder"],
-        tokenizer=[_TRANSFORMERS, TOKENIZER_CLASS],
-        transformer=by_folder["transformer"],
-        transformer_2=by_folder.get("transformer_2", [None, None]),
-        vae=by_folder["vae"],
-    )
-    if pipe.pipeline_class != "WanVACEPipeline":
-        index["expand_timesteps"] = pipe.expand_timesteps
-    return dict(sorted(index.items()))
-
-
-def _materialise(out: _Out, source: Any) -> "torch.Tensor":
-    """The output tensor: read, viewed, dequantised or cast as planned; contiguous."""
-    import torch
-    tensor = source.read(out.src)
-    if out.view is not None:
-        tensor = tensor.as_strided(*out.view)
-    target = _torch_dtype(out.dtype)
-    if out.scale is not None:
-        scale = source.read(out.scale).to(torch.float32)
-        tensor = (tensor.to(torch.float32) * scale).to(target)
-    elif tensor.dtype != target:
-        tensor = tensor.to(target)
-    tensor = tensor.contiguous()
-    if tuple(tensor.shape) != out.shape:
-        raise WanError(f"{out.src} has shape {tuple(tensor.shape)}, not {out.shape} as planned.", "Download the file again.")
-    return tensor
-
-
-def _split(outputs: tuple[_Out, ...], limit: int) -> list[list[_Out]]:
-    """Shards in source order; within a shard, wider dtypes first so that every tensor is aligned."""
-    shards: list[list[_Out]] = [[]]
-    size = 0
-    for o in outputs:
-        if shards[-1] and size + o.nbytes > limit:
-            shards.append([])
-            size = 0
-        shards[-1].append(o)
-        size += o.nbytes
-    return [sorted(s, key=lambda o: -DTYPE_BYTES[o.dtype]) for s in shards]
-
-
-# --------------------------------------------------------------------------- small helpers
-
-def _pause_if_asked(point: str) -> None:
-    if os.environ.get(PAUSE_ENV, "").strip() != point:
-        return
-    print(f"WAN_COMPAT_CONVERT_PAUSED {point}", file=sys.stderr, flush=True)
-    time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "600")))
-
-
 def _tensor_bytes_out(header: Any) -> int:
     return sum(int((t.end - t.start) * (2 if t.dtype in _FP8 else 1)) for n, t in header.tensors.items()
                if not n.endswith((".scale_weight", *IGNORED_TENSORS)))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
-
-
-def _no_space(needed: int, free: int, target: Path) -> str:
-    return (f"The converted model needs {_gb(needed)} ({needed:,} bytes) but only {_gb(free)} ({free:,} bytes) "
-            f"is free on the disk of {target.parent}.")
-
-
-def _existing_ancestor(path: Path) -> Path:
-    for p in (path, *path.parents):
-        if p.exists():
-            return p
-    return Path(os.sep)
-
-
-def _free_bytes(target: Path) -> int:
-    try:
-        return shutil.disk_usage(_existing_ancestor(Path(target).parent)).free
-    except OSError:
-        return 0
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -988,34 +412,3 @@ def _is_within(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _stale_partials(target: Path) -> Iterator[Path]:
-    """``.NAME.partial-PID`` folders beside ``target`` whose process no longer runs."""
-    import psutil
-    parent = Path(target).parent
-    if not parent.is_dir():
-        return
-    for p in parent.glob(f".{Path(target).name}.partial-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
-            yield p
-
-
-def _stale_partial_bytes(target: Path) -> int:
-    return sum(f.stat().st_size for p in _stale_partials(target) for f in p.rglob("*") if f.is_file())
-
-
-def _remove_stale_partials(target: Path) -> None:
-    for p in list(_stale_partials(target)):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-        elif path.is_dir():
-            fsync_dir(path)
-    fsync_dir(folder)

@@ -247,10 +247,18 @@ def test_fix_plan_apply_and_undo(tmp_path: Path, demo_t2v: Path, app_config) -> 
     assert plan is None and data["error"].startswith("Not found")
 
 
-def test_fix_tab_converts_an_original_layout_with_progress_per_tensor(tmp_path: Path, app_config) -> None:
+def test_fix_tab_converts_an_original_layout_with_progress_per_tensor(tmp_path: Path, app_config,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")
+    from core import convert
     from tests.test_convert import write_tiny_original
     from wan_ui.fix import apply_fix, plan_fix
+
+    # A tiny conversion can finish between two refreshes of the page; the conversion's own
+    # test hook holds it for a second after its third tensor, so that one refresh is sure
+    # to fall while it runs.
+    monkeypatch.setenv(convert.PAUSE_ENV, "3")
+    monkeypatch.setenv(convert.PAUSE_SECONDS_ENV, "1")
 
     source = tmp_path / "tiny-t2v21"
     write_tiny_original("t2v21", source)

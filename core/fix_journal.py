@@ -1,0 +1,410 @@
+"""Carrying out a FixPlan in place: backups, the journal, the lock, recovery and undo.
+
+:class:`FixResult` is what executing returns (``core.fix.FixPlan.execute`` and
+:func:`undo_fix`); :func:`is_ready` says whether a report is a loadable diffusers model.
+
+Safety: before anything changes, every file that will be replaced (small files only;
+weights are never copied, only renamed) is copied to ``.wan_compat_backup/<time>/files/``
+inside the model folder, beside a ``journal.json`` holding the planned contents. Every write
+is atomic (temporary file, fsync, rename). If the process dies half-way, the next plan of
+that folder is ``finish_interrupted_fix``, which brings it to exactly the planned state
+(``undo_fix`` restores the backups instead). A dry run only reads.
+
+Test hook: ``WAN_COMPAT_FIX_PAUSE_AFTER=<point>`` makes ``execute`` print
+``WAN_COMPAT_FIX_PAUSED <point>`` to stderr and sleep (``WAN_COMPAT_FIX_PAUSE_SECONDS``,
+default 60) at that point, so a test can SIGKILL it there. Points: ``backup`` (backups
+written, journal not yet committed), ``N`` (after action N; ``0`` = journal committed, no
+action yet) and ``temp:N`` (inside action N's first write, temporary file complete, not yet
+renamed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from core.atomic import atomic_rename, atomic_write_bytes, fsync_dir, temp_path_for
+from core.errors import WanError, explain
+from core.filesource import BACKUP_DIR, JOURNAL_NAME
+from core.report import Layout, ModelReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.fix_plan import FixAction, FixPlan
+
+ProgressCallback = Callable[[str, float], None]
+
+LOCK_NAME = ".lock"
+SMALL_FILE_LIMIT = 16 * 2**20   # files larger than this are never copied or rewritten
+PAUSE_ENV = "WAN_COMPAT_FIX_PAUSE_AFTER"
+PAUSE_SECONDS_ENV = "WAN_COMPAT_FIX_PAUSE_SECONDS"
+
+
+# --------------------------------------------------------------------------- the result
+
+@dataclass(frozen=True)
+class FixResult:
+    """What ``FixPlan.execute`` did."""
+
+    fixes_applied: list[str]
+    backup_dir: str | None
+    errors: list[str]
+    report_after: ModelReport | None
+    output_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """No errors and the model (or the converted one) is ready to load."""
+        return not self.errors and self.report_after is not None and is_ready(self.report_after)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fixes_applied": list(self.fixes_applied), "backup_dir": self.backup_dir,
+                "errors": list(self.errors), "output_path": self.output_path, "ok": self.ok,
+                "report_after": self.report_after.to_dict() if self.report_after else None}
+
+
+def is_ready(report: ModelReport) -> bool:
+    """A Wan model in the diffusers layout that Model Check finds complete: the loader takes it."""
+    return report.is_wan and report.layout is Layout.DIFFUSERS and report.loadable
+
+
+def _inspect(path: str | os.PathLike[str]) -> ModelReport:
+    from core.detector import inspect
+    return inspect(path)
+
+
+# --------------------------------------------------------------------------- executing in place
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha_file(path: Path) -> str | None:
+    """sha256 of a small file; for a large one a signature of its size and time (never read)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    if st.st_size > SMALL_FILE_LIMIT:
+        return _stat_sig(path)
+    return _sha(path.read_bytes())
+
+
+def _stat_sig(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"stat:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _pause(point: str) -> None:
+    """The crash-test hook (see the module docstring)."""
+    if os.environ.get(PAUSE_ENV) == point:
+        sys.stderr.write(f"WAN_COMPAT_FIX_PAUSED {point}\n")
+        sys.stderr.flush()
+        time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "60")))
+
+
+class _Lock:
+    """One fix at a time per folder: ``.wan_compat_backup/.lock`` holds the owner's process id."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / BACKUP_DIR
+        self.path = self.dir / LOCK_NAME
+        self.created_dir = False
+
+    def __enter__(self) -> "_Lock":
+        if not self.dir.exists():
+            self.dir.mkdir()
+            self.created_dir = True
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise WanError(f"Another fix is running on this folder (process {pid}).",
+                                   "Wait for it to finish, then plan again.") from None
+                self.path.unlink(missing_ok=True)  # left by a process that died
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+        raise WanError("Could not take the fix lock.", "Try again.")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()  # only when empty: nothing was backed up
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        import psutil
+        return psutil.pid_exists(pid)
+    except ImportError:  # pragma: no cover - psutil is a requirement
+        return True
+
+
+def _check_preconditions(root: Path, p: FixPlan) -> None:
+    changed = []
+    for rel, sig in p.preconditions:
+        target = root / rel
+        now = _stat_sig(target) if (sig or "").startswith("stat:") else _sha_file(target)
+        if now != sig:
+            changed.append(rel)
+    if changed:
+        raise WanError(f"The model folder changed after this plan was made ({', '.join(changed[:3])}); "
+                       "nothing was changed.", "Make the plan again (run Fix again) and apply the new one.")
+
+
+def _backup_name(bdir: Path) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name, n = stamp, 1
+    while (bdir / name).exists():
+        n += 1
+        name = f"{stamp}-{n}"
+    return name
+
+
+def _journal_entries(root: Path, actions: tuple[FixAction, ...]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Each written file: its states along the plan (for recovery) and final content; and the moves."""
+    files: dict[str, dict[str, Any]] = {}
+    for a in actions:
+        for rel, data in a.contents:
+            entry = files.get(rel)
+            if entry is None:
+                before = _sha_file(root / rel)
+                entry = files[rel] = {"path": rel, "before": before, "states": [before]}
+            entry["states"].append(_sha(data))
+            entry["final"] = _sha(data)
+            entry["final_b64"] = base64.b64encode(data).decode("ascii")
+    moves = [[src, dst] for a in actions for src, dst in a.moves]
+    return list(files.values()), moves
+
+
+def _new_folders(root: Path, files: list[dict[str, Any]]) -> list[str]:
+    """Folders the fix will create (for a scheduler/ that was missing), deepest first."""
+    out: set[str] = set()
+    for f in files:
+        parent = posixpath.dirname(f["path"])
+        while parent and not (root / parent).is_dir():
+            out.add(parent)
+            parent = posixpath.dirname(parent)
+    return sorted(out, key=lambda d: -d.count("/"))
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _execute_actions(p: FixPlan, progress: ProgressCallback) -> FixResult:
+    root = Path(p.path)
+    total = len(p.actions)
+    with _Lock(root) as lock:
+        _check_preconditions(root, p)
+        _remove_stale_partials(lock.dir)
+        progress("Backing up the files that will change", 1)
+        files, moves = _journal_entries(root, p.actions)
+        name = _backup_name(lock.dir)
+        partial = lock.dir / f".{name}.partial-{os.getpid()}"
+        try:
+            for entry in files:
+                if entry["before"] is not None:
+                    _write_durable(partial / "files" / entry["path"], (root / entry["path"]).read_bytes())
+            journal = {"version": 1, "state": "applying", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "actions": [a.to_dict() for a in p.actions], "files": files, "moves": moves,
+                       "new_folders": _new_folders(root, files)}
+            _write_durable(partial / JOURNAL_NAME, json.dumps(journal, indent=1).encode())
+            for folder in sorted({q.parent for q in partial.rglob("*")} | {partial}, key=lambda q: -len(q.parts)):
+                fsync_dir(folder)
+            _pause("backup")
+            backup = lock.dir / name
+            os.rename(partial, backup)  # the commit point: from here on the journal finishes the fix
+            fsync_dir(lock.dir)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        _pause("0")
+        applied: list[str] = []
+        errors: list[str] = []
+        for i, action in enumerate(p.actions, 1):
+            progress(action.description, 5 + 90 * (i - 1) / total)
+            try:
+                _apply(root, action, i)
+            except OSError as exc:
+                err = explain(exc)
+                errors.append(f"{action.description}: {err.message} {err.remedy}".strip())
+                break
+            applied.append(action.description)
+            _pause(str(i))
+        if errors:  # put back what was done; the journal says what that is
+            undo_errors = _undo_journal(root, backup)
+            errors += undo_errors
+            if not undo_errors:
+                errors.append("The changes already made were undone; the folder is as it was.")
+                applied = []
+        else:
+            _set_journal_state(backup, "done")
+    progress("Checking the model again", 97)
+    report = _inspect(root)
+    progress("Done", 100)
+    return FixResult(applied, str(backup), errors, report)
+
+
+def _apply(root: Path, action: FixAction, index: int) -> None:
+    first = True
+    for rel, data in action.contents:
+        hook = (lambda: _pause(f"temp:{index}")) if first else None
+        atomic_write_bytes(root / rel, data, before_replace=hook)
+        first = False
+    for src, dst in action.moves:
+        atomic_rename(root / src, root / dst)
+
+
+def _set_journal_state(backup: Path, state: str) -> None:
+    path = backup / JOURNAL_NAME
+    journal = json.loads(path.read_text())
+    journal["state"] = state
+    journal[state] = time.strftime("%Y-%m-%d %H:%M:%S")
+    atomic_write_bytes(path, json.dumps(journal, indent=1).encode())
+
+
+def _remove_stale_partials(bdir: Path) -> None:
+    for q in bdir.glob(".*.partial-*"):
+        pid = q.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(q, ignore_errors=True)
+
+
+def _journals(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every committed journal under the folder's backups, oldest first."""
+    out = []
+    bdir = root / BACKUP_DIR
+    if not bdir.is_dir():
+        return out
+    for q in sorted(bdir.iterdir()):
+        if q.name.startswith(".") or not (q / JOURNAL_NAME).is_file():
+            continue
+        try:
+            out.append((q, json.loads((q / JOURNAL_NAME).read_text())))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _pending_journal(root: Path) -> tuple[Path, dict[str, Any]] | None:
+    pending = [(q, j) for q, j in _journals(root) if j.get("state") == "applying"]
+    return pending[-1] if pending else None
+
+
+def _execute_recovery(p: FixPlan, progress: ProgressCallback) -> FixResult:
+    root = Path(p.path)
+    backup = Path(p.recovery_journal or "")
+    with _Lock(root):
+        progress("Finishing the interrupted fix", 5)
+        errors = _finish_journal(root, backup)
+    report = _inspect(root)
+    progress("Done", 100)
+    applied = [] if errors else [p.actions[0].description]
+    return FixResult(applied, str(backup), errors, report)
+
+
+def _finish_journal(root: Path, backup: Path) -> list[str]:
+    """Roll an interrupted fix forward to its planned state; conflicts are reported, not overwritten."""
+    journal = json.loads((backup / JOURNAL_NAME).read_text())
+    errors = []
+    for f in journal.get("files", []):
+        target = root / f["path"]
+        temp_path_for(target).unlink(missing_ok=True)
+        now = _sha_file(target)
+        if now == f["final"]:
+            continue
+        if now in f["states"]:
+            atomic_write_bytes(target, base64.b64decode(f["final_b64"]))
+        else:
+            errors.append(f"{f['path']} was changed by something else since the fix began; it was left as it is "
+                          f"(its original is in {backup / 'files' / f['path']}).")
+    for src, dst in journal.get("moves", []):
+        a, b = root / src, root / dst
+        if a.exists() and not b.exists():
+            atomic_rename(a, b)
+        elif not (b.exists() and not a.exists()):
+            errors.append(f"Cannot finish renaming {src} to {dst}: both or neither exist.")
+    _set_journal_state(backup, "done" if not errors else "conflict")
+    return errors
+
+
+def _undo_journal(root: Path, backup: Path) -> list[str]:
+    """Put every file the journal changed back as it was (the files' current state must be known to it)."""
+    journal = json.loads((backup / JOURNAL_NAME).read_text())
+    errors = []
+    for src, dst in reversed(journal.get("moves", [])):
+        a, b = root / src, root / dst
+        if b.exists() and not a.exists():
+            atomic_rename(b, a)
+        elif not (a.exists() and not b.exists()):
+            errors.append(f"Cannot rename {dst} back to {src}: both or neither exist.")
+    for f in reversed(journal.get("files", [])):
+        target = root / f["path"]
+        temp_path_for(target).unlink(missing_ok=True)
+        now = _sha_file(target)
+        if now == f["before"]:
+            continue
+        if now not in f["states"]:
+            errors.append(f"{f['path']} was changed since the fix; it was left as it is "
+                          f"(the original is in {backup / 'files' / f['path']}).")
+            continue
+        if f["before"] is None:
+            target.unlink(missing_ok=True)
+            fsync_dir(target.parent)
+        else:
+            atomic_write_bytes(target, (backup / "files" / f["path"]).read_bytes())
+    for folder in journal.get("new_folders", []):
+        try:
+            (root / folder).rmdir()  # only when empty
+        except OSError:
+            pass
+    _set_journal_state(backup, "undone" if not errors else "conflict")
+    return errors
+
+
+def undo_fix(path: str | os.PathLike[str], backup_dir: str | os.PathLike[str] | None = None) -> FixResult:
+    """Undo a fix from its backups (the latest one unless ``backup_dir`` names another).
+
+    Files written by the fix are restored (or removed, if the fix created them) and renames
+    reversed; a file changed since the fix is left alone and named in ``errors``.
+
+    >>> undo_fix("/models/Wan2.2-T2V-A14B-Diffusers").fixes_applied     # doctest: +SKIP
+    ['Restored 2 file(s) from .wan_compat_backup/20261126-120102']
+    """
+    root = Path(path)
+    with _Lock(root):
+        journals = [(q, j) for q, j in _journals(root) if j.get("state") in ("done", "applying")]
+        if backup_dir is not None:
+            journals = [(q, j) for q, j in journals if q.resolve() == Path(backup_dir).resolve()]
+        if not journals:
+            raise WanError(f"There is no fix to undo in {root}.", "Nothing was changed.")
+        backup, journal = journals[-1]
+        errors = _undo_journal(root, backup)
+    n = len(journal.get("files", [])) + len(journal.get("moves", []))
+    applied = [] if errors else [f"Restored {n} file(s) from {BACKUP_DIR}/{backup.name}"]
+    return FixResult(applied, str(backup), errors, _inspect(root))
