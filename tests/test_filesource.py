@@ -16,11 +16,12 @@ from tests.sparse.specs import BY_KEY
 
 
 def manifest_of(folder: Path) -> dict:
-    """What a browser sends for a dropped folder: names, sizes, JSON texts, safetensors headers."""
+    """What the browser's drop zone sends (wan_ui/dropzone.py): names, sizes, the small JSON
+    files (configs and indexes, not tokenizer.json) and each safetensors header."""
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         entry = {"path": path.relative_to(folder).as_posix(), "size": path.stat().st_size}
-        if path.suffix == ".json" and path.stat().st_size < 2**20:  # configs and indexes, not tokenizer.json
+        if path.suffix == ".json" and path.stat().st_size < 2**20 and path.name != "tokenizer.json":
             entry["text"] = path.read_text()
         elif path.suffix == ".safetensors":
             with open(path, "rb") as fh:

@@ -5,11 +5,9 @@ Run: HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False .venv/bin/python -m pytest 
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import stat
-import struct
 import zipfile
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from core.config import load_config
 from core.errors import WanError
 from wan_ui import common
 from wan_ui.generate import ProgressView, stage_of
+from tests.test_filesource import manifest_of
 from wan_ui.model_check import check_manifest, check_zip, extract_zip
 from wan_ui.render import render_plan, render_progress, render_result
 
@@ -41,21 +40,6 @@ def demo_t2v(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from core.demo import write_demo_model
     out = tmp_path_factory.getbasetemp() / "wan_demo_models"
     return write_demo_model("wan21_t2v", out)
-
-
-def manifest_of(folder: Path) -> dict:
-    """What the browser's drop zone sends (see wan_ui/dropzone.py)."""
-    files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        entry = {"path": path.relative_to(folder).as_posix(), "size": path.stat().st_size}
-        if path.suffix == ".json" and path.stat().st_size < 2**20 and path.name != "tokenizer.json":
-            entry["text"] = path.read_text()
-        elif path.suffix == ".safetensors":
-            with open(path, "rb") as fh:
-                prefix = fh.read(8)
-                entry["head_b64"] = base64.b64encode(prefix + fh.read(struct.unpack("<Q", prefix)[0])).decode()
-        files.append(entry)
-    return {"name": folder.name, "files": files}
 
 
 # --- .zip uploads ---------------------------------------------------------------------------
