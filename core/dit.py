@@ -15,7 +15,8 @@ from typing import Any, Mapping
 from core import signals
 from core.safetensors_header import TensorInfo
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.", re.MULTILINE)
+# One tensor per block in either naming (original: modulation; diffusers: scale_shift_table).
+_BLOCK = re.compile(r"^blocks\.(\d+)\.(?:modulation|scale_shift_table)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)

@@ -89,10 +89,11 @@ def parse_header(source: FileSource, path: str, file_size: int) -> SafetensorsHe
         obj = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise HeaderError("not_json", "has a header that is not valid JSON (not a safetensors file, or damaged)") from None
-    return header_from_json(obj, n)
+    # Without a "-" anywhere in the header no dimension can be negative: skip that check.
+    return header_from_json(obj, n, may_be_negative=b"-" in raw)
 
 
-def header_from_json(obj: object, header_size: int) -> SafetensorsHeader:
+def header_from_json(obj: object, header_size: int, may_be_negative: bool = True) -> SafetensorsHeader:
     """Validate a decoded header and build a SafetensorsHeader (raises HeaderError).
 
     Every check reads thousands of tensors (about 2,600 for an A14B folder), so the
@@ -112,7 +113,7 @@ def header_from_json(obj: object, header_size: int) -> SafetensorsHeader:
         numels = list(map(math.prod, shapes))  # a non-number in a shape gives a non-int, or TypeError
         ok = (set(map(type, numels)) <= {int} and set(map(type, starts + ends)) <= {int}
               and set(map(type, dtypes)) <= {str} and set(map(len, offsets)) <= {2}
-              and min(map(min, filter(None, shapes)), default=0) >= 0
+              and (not may_be_negative or min(map(min, filter(None, shapes)), default=0) >= 0)
               and all(map(le, starts, ends)) and min(starts, default=0) >= 0)
         dtype_parameters: dict[str, int] = {}
         spans: dict[str, int] = {}  # bytes each dtype's offsets cover
