@@ -31,7 +31,7 @@ from typing import Any, Iterator
 from core import signals
 from core.components import (PICKLE_SUFFIXES, PartReading, read_component_folder, read_json,
                              read_safetensors, read_weights)
-from core.dit import DitFacts, dit_facts, dit_facts_from_tensors, vae_z_dim_from_tensors, wan_version
+from core.dit import DitFacts, dit_facts, dit_facts_from_config, dit_facts_from_tensors, vae_z_dim_from_tensors, wan_version
 from core.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSource, LocalSource, SubSource, display_name
 from core.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from core.safetensors_header import TensorInfo
@@ -338,6 +338,8 @@ def _note_part(d: _Draft, name: str, reading: PartReading) -> None:
         if facts is not None:
             d.experts.append(facts)
             d.expert_tensors.append(tensors)
+            if tensors and comp.config and comp.complete:
+                d.findings.extend(_config_disagreements(comp, facts))
     elif name == "vae":
         z = comp.config.get("z_dim")
         if isinstance(z, int):
@@ -350,6 +352,26 @@ def _note_part(d: _Draft, name: str, reading: PartReading) -> None:
         if not isinstance(width, int):
             width = next((tensors[n].shape[-1] for n in signals.TEXT_ENCODER_EMBEDDINGS if n in tensors), None)
         d.text_width = width
+
+
+_FACT_WORDS = (("dim", "width"), ("in_channels", "input channels"), ("out_channels", "output channels"),
+               ("num_layers", "layers"), ("text_dim", "text width"))
+
+
+def _config_disagreements(comp: ComponentReport, weights: DitFacts) -> list[Finding]:
+    """A config.json that describes other shapes than the weights beside it hold."""
+    configured = dit_facts_from_config(comp.config)
+    if configured is None:
+        return []
+    for field_name, words in _FACT_WORDS:
+        said, held = getattr(configured, field_name), getattr(weights, field_name)
+        if said and held and said != held:
+            where = f"{comp.folder}/config.json" if comp.folder else "config.json"
+            return [Finding(ERROR, "config_mismatch",
+                            f"{where} describes a transformer with {words} {said}, but its weights have {words} "
+                            f"{held}; it would not load.",
+                            f"Download {where} again from the same model as the weights.", where)]
+    return []
 
 
 def _diffusers_family(d: _Draft, declared_pipeline: Any) -> ArchitectureType:

@@ -17,6 +17,7 @@ import gc
 import importlib
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -564,16 +565,28 @@ class WanPipelineLoader:
             report.path, torch_dtype=_torch_dtype(plan.precision.value), device_map="balanced", max_memory=max_memory)
 
 
+# The two ways diffusers and torch word a weight that does not fit the model built from config.json.
+_SHAPE_MISMATCH = re.compile(r"(?P<tensor>[\w.]+) expected shape torch\.Size\(\[(?P<wanted>[^\]]*)\]\), "
+                             r"but got torch\.Size\(\[(?P<held>[^\]]*)\]\)")
+_SIZE_MISMATCH = re.compile(r"size mismatch for (?P<tensor>[\w.]+): copying a param with shape torch\.Size\("
+                            r"\[(?P<held>[^\]]*)\]\) from checkpoint, the shape in current model is "
+                            r"torch\.Size\(\[(?P<wanted>[^\]]*)\]\)")
+
+
 def _load_error(name: str, class_name: str, folder: Path, exc: BaseException) -> WanError:
     """A loading failure as a sentence that names the component and, where known, the file."""
     if _is_out_of_memory(exc):
         return WanError(f"Ran out of memory while loading the {name}.",
                         "Close other programs, or choose a stronger offload setting.", str(exc))
     text = str(exc)
-    files = sorted(p.name for p in folder.glob("*.safetensors") if p.name in text) if folder.is_dir() else []
-    where = files[0] if files else f"{name}/"
-    if "size mismatch" in text or "shape" in text.lower():
-        message = f"The {name} weights in {where} do not fit its config.json ({class_name}): {text.splitlines()[0][:200]}"
+    weights = sorted(p.name for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+    named = [w for w in weights if w in text] or (weights if len(weights) == 1 else [])
+    where = f"{name}/{named[0]}" if named else f"{name}/"
+    mismatch = _SHAPE_MISMATCH.search(text) or _SIZE_MISMATCH.search(text)
+    if mismatch or "size mismatch" in text:
+        detail = (f": {mismatch['tensor']} is [{mismatch['held']}] in the weights but "
+                  f"[{mismatch['wanted']}] by the config" if mismatch else "")
+        message = f"The {name} weights in {where} do not fit {name}/config.json ({class_name}){detail}."
         remedy = f"Download {name}/ again; its config.json and weights come from different models."
     else:
         message = f"Loading the {name} ({class_name}) from {where} failed: {text.splitlines()[0][:200] if text else type(exc).__name__}"

@@ -194,7 +194,24 @@ def test_weights_that_do_not_fit_the_config_are_explained(demo_copy: Path) -> No
     config_path.write_text(json.dumps(config))
     with pytest.raises(WanError) as info:
         WanPipelineLoader().load_wan_pipeline(demo_copy)
-    assert "transformer" in info.value.message
+    message = info.value.message
+    assert message.startswith("The transformer weights in transformer/diffusion_pytorch_model.safetensors do "
+                              "not fit transformer/config.json"), message
+    assert "in the weights but" in message and "low_cpu_mem_usage" not in message  # no library advice
+
+
+def test_a_config_that_describes_other_shapes_is_caught_before_loading(demo_copy: Path) -> None:
+    import json
+    from core.detector import inspect
+    config_path = demo_copy / "transformer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["num_attention_heads"] *= 2
+    config_path.write_text(json.dumps(config))
+    finding = next(f for f in inspect(demo_copy).findings if f.code == "config_mismatch")
+    assert "transformer/config.json" in finding.message and "width 48" in finding.message and "24" in finding.message
+    with pytest.raises(WanError) as info:
+        WanPipelineLoader().load_wan_pipeline(demo_copy)
+    assert "transformer/config.json describes" in info.value.message
 
 
 def test_generate_command(demo_models_dir: Path, tmp_path: Path) -> None:
