@@ -19,7 +19,7 @@ def _check(args: argparse.Namespace) -> int:
     from core.detector import inspect
     from core.report_text import render_text
     try:
-        report = inspect(args.path)
+        report = inspect(args.path)  # an empty path is a missing path (not the current folder)
     except OSError as exc:  # the path itself: missing, unreadable, a loop
         err = explain(exc)
         print(f"{err.message} {err.remedy}".strip(), file=sys.stderr)
@@ -94,9 +94,18 @@ def _fix_result(args: argparse.Namespace, result) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from core.config import load_config
+    from core.config import ConfigError, default_config, load_config
     from core.doctor import run_doctor
-    result = run_doctor(load_config(args.config))
+    try:
+        config, config_error = load_config(args.config), None
+    except ConfigError as err:  # the doctor is where a broken config gets reported, with the rest
+        config, config_error = default_config(), err
+        print(f"[ERROR] Config: {err}\n        -> The checks below use the default settings.", file=sys.stderr)
+    result = run_doctor(config)
+    if config_error is not None:
+        print(json.dumps({**result.to_dict(), "ok": False, "config_error": str(config_error)}, indent=2)
+              if args.json else result.render_text())
+        return 1
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.render_text())
     return 0 if result.ok else 1
 

@@ -114,6 +114,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> AppConfig:
     return _build(data, file, source, warnings)
 
 
+def default_config() -> AppConfig:
+    """The settings with no config file at all (paths relative to the project folder)."""
+    return _build({}, Path(DEFAULT_PATH).resolve(), None, [])
+
+
 # --- checking ---------------------------------------------------------------------------
 
 def _read_yaml(file: Path) -> dict[str, Any]:

@@ -301,6 +301,11 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
             declared[key] = (value[0], value[1])
             if value[0] not in (None, "diffusers", "transformers"):
                 d.custom_code = True
+                d.findings.append(Finding(WARNING, "custom_code",
+                                          f"model_index.json loads {key} from the Python module {value[0]!r}, "
+                                          "which would run code from outside diffusers and transformers.",
+                                          "Wan models need no custom code; allow it only for models you trust.",
+                                          "model_index.json"))
     folders = sorted({e.path.split("/", 1)[0] for e in src.files if "/" in e.path})
     present = [f for f in folders if f in signals.KNOWN_COMPONENT_FOLDERS or f in declared]
     for name in sorted(set(present) | {k for k, v in declared.items() if v is not None}, key=_component_order):

@@ -45,13 +45,27 @@ def explain(exc: BaseException) -> WanError:
             exc.details = "".join(traceback.format_exception(exc))
         return exc
     details = "".join(traceback.format_exception(exc))
+    if isinstance(exc, OSError) and hasattr(exc, "remedy") and hasattr(exc, "message"):  # filesource.NotAModelPath
+        return WanError(exc.message, exc.remedy, details)
     if isinstance(exc, FileNotFoundError):
         return WanError(f"Not found: {exc.filename or exc}.",
                         "Check the path; copy it from your file manager's address bar.", details)
     if isinstance(exc, PermissionError):
-        return WanError(f"Permission denied reading {exc.filename or 'a file'}.",
-                        "Give your user read access to the folder, or copy the model somewhere you own.",
+        return WanError(f"Permission denied: {exc.filename or 'a file'}.",
+                        "Give your user access to it (read to check a model, write to fix it or save videos), "
+                        "or work on a copy somewhere you own.", details)
+    if isinstance(exc, NotADirectoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOTDIR):
+        return WanError(f"Part of the path {exc.filename or ''} is a file, not a folder.".replace("  ", " "),
+                        "Check the path; copy it from your file manager's address bar.", details)
+    if isinstance(exc, IsADirectoryError):
+        return WanError(f"{exc.filename} is a folder, where a file was expected.",
+                        "Give the path of a file.", details)
+    if isinstance(exc, FileExistsError):
+        return WanError(f"{exc.filename} already exists.", "Choose another name, or move the existing one away.",
                         details)
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return WanError(f"{exc.filename or 'The folder'} is on a read-only disk.",
+                        "Choose a folder on a writable disk.", details)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return WanError("The disk is full.", "Free some space or choose another output folder.", details)
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:

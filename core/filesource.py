@@ -42,6 +42,14 @@ def display_name(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+class NotAModelPath(OSError):
+    """The path exists but is neither a file nor a folder; carries a sentence and a remedy."""
+
+    def __init__(self, message: str, remedy: str) -> None:
+        super().__init__(message)
+        self.message, self.remedy = message, remedy
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One file: its path relative to the source root (POSIX separators) and size in bytes."""
@@ -82,6 +90,8 @@ class LocalSource:
     is_file: bool = False
 
     def __post_init__(self) -> None:
+        if not str(self.root).strip():
+            raise FileNotFoundError(2, "No such file or folder", "(an empty path)")
         self.root = os.path.abspath(self.root)
         self.name = self.name or display_name(self.root)
         st = os.stat(self.root)  # FileNotFoundError / PermissionError / ELOOP reach the caller
@@ -90,7 +100,8 @@ class LocalSource:
             self.files = [FileEntry(os.path.basename(self.root), st.st_size)]
             return
         if not stat.S_ISDIR(st.st_mode):
-            raise OSError(f"{self.name} is neither a file nor a folder")
+            raise NotAModelPath(f"{self.name} is neither a file nor a folder (a device or a pipe).",
+                                "Point at a model folder or a .safetensors file.")
         self.files = sorted(self._walk(), key=lambda e: e.path)
 
     def _walk(self) -> list[FileEntry]:

@@ -13,6 +13,8 @@ Usage::
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -134,7 +136,7 @@ def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSett
     if guidance_2 is None and report.experts >= 2:
         guidance_2 = entry.guidance_2 if entry and entry.guidance_2 is not None else guidance
     for name, value in (("guidance", guidance), ("guidance for the second expert", guidance_2)):
-        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+        if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0):
             errors.append(f"The {name} must be a number of 0 or more, not {value!r}.")
     fps = config.fps if config.fps is not None else (entry.fps if entry else FALLBACK["fps"])
     if not isinstance(fps, int) or not 1 <= fps <= 120:
@@ -145,6 +147,15 @@ def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSett
         errors.append("This text-to-video model takes no image: remove the image, or use an image-to-video model.")
     if config.last_image is not None and report.task != "flf2v" and report.task != "i2v":
         errors.append("Only first-and-last-frame models (FLF2V) take a last image.")
+    for label, image in (("starting image", config.image), ("last image", config.last_image)):
+        if isinstance(image, (str, os.PathLike)):
+            problem = _image_problem(Path(image))
+            if problem:
+                errors.append(f"The {label} {image} {problem}")
+    if config.output_path:
+        problem = _output_problem(Path(config.output_path))
+        if problem:
+            errors.append(problem)
     seed = config.seed if config.seed is not None else 42
     if not isinstance(seed, int) or not 0 <= seed < 2**63:
         errors.append(f"The seed must be a whole number from 0 to {2**63 - 1}, not {seed!r}.")
@@ -156,6 +167,33 @@ def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSett
         guidance_scale_2=None if guidance_2 is None else float(guidance_2), seed=seed, fps=fps,
         image=config.image, last_image=config.last_image, enable_optimizations=config.enable_optimizations,
         force_chunked_processing=config.force_chunked_processing, output_path=config.output_path), []
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why an image file cannot be used, or None (opened with Pillow, pixels not decoded)."""
+    if not path.is_file():
+        return "does not exist: give the path of a PNG or JPEG file."
+    try:
+        from PIL import Image
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:  # noqa: BLE001 - any reason Pillow gives is the user's answer
+        return f"cannot be read as an image ({type(exc).__name__}): use a PNG or JPEG file."
+    return None
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why the MP4 cannot be written at ``path``, or None; checked before minutes of work."""
+    if path.is_dir():
+        return f"The output {path} is a folder: give a file name ending in .mp4."
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"The output folder for {path} cannot be created: {folder} is a file."
+    if not os.access(folder, os.W_OK):
+        return f"The output {path} cannot be written: {folder} is not writable for you."
+    return None
 
 
 @dataclass(frozen=True)

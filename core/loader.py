@@ -323,9 +323,13 @@ class WanPipelineWrapper:
             kwargs.update(self._encode_on_cpu(s))
         pipe.set_progress_bar_config(disable=True)
         stages = _StageTimer(progress)
-        with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", 2), \
-                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", 91):
+        clock.start = time.perf_counter()
+
+        def encoded() -> None:  # denoising starts when the prompt is encoded
             clock.start = time.perf_counter()
+
+        with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", 2, after=encoded), \
+                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", 91):
             frames = pipe(**kwargs).frames[0]
         seconds = dict(stages.seconds, denoise=max(0.0, (clock.last or clock.start) - clock.start),
                        total=time.perf_counter() - start)
@@ -361,11 +365,13 @@ class _StageTimer:
         self.progress = progress
         self.seconds: dict[str, float] = {}
 
-    def wrap(self, owner: Any, method: str, stage: str, message: str, percent: float) -> Any:
+    def wrap(self, owner: Any, method: str, stage: str, message: str, percent: float,
+             after: Callable[[], None] | None = None) -> Any:
         timer = self
 
         class _Wrapped:
             def __enter__(self) -> None:
+                self.own = vars(owner).get(method)
                 original = getattr(owner, method)
 
                 def timed(*args: Any, **kwargs: Any) -> Any:
@@ -375,13 +381,15 @@ class _StageTimer:
                         return original(*args, **kwargs)
                     finally:
                         timer.seconds[stage] = timer.seconds.get(stage, 0.0) + time.perf_counter() - t0
-                self.had_own = method in vars(owner)
+                        if after is not None:
+                            after()
                 setattr(owner, method, timed)
 
             def __exit__(self, *exc: Any) -> None:
-                if self.had_own:
-                    return
-                delattr(owner, method)  # back to the class's own method
+                if self.own is not None:
+                    setattr(owner, method, self.own)  # the instance's own attribute, as it was
+                else:
+                    delattr(owner, method)  # back to the class's method
 
         return _Wrapped()
 
@@ -469,6 +477,10 @@ class WanPipelineLoader:
             report = inspect(model_path)
         except OSError as exc:
             raise explain(exc) from exc
+        errors_found = [f for f in report.findings if f.severity is Severity.ERROR]
+        if not report.is_wan and report.architecture_type.value == "unknown" and errors_found:
+            raise ValueError(f"{report.path} is not a Wan architecture model: {errors_found[0].message} "
+                             f"{errors_found[0].remedy}".strip())
         if not report.is_wan:
             raise ValueError(f"{report.path} is not a Wan architecture model "
                              f"(detected: {report.architecture_type.value}); load it with diffusers' "
@@ -484,6 +496,11 @@ class WanPipelineLoader:
             raise WanError(f"The model cannot be loaded: {first.message}"
                            + (f" ({len(errors) - 1} more problem(s); see `python -m core check`.)" if len(errors) > 1 else ""),
                            first.remedy, "\n".join(f"{f.code}: {f.message}" for f in errors))
+        if report.custom_code and not trust_remote_code:
+            raise WanError("model_index.json names Python code from outside diffusers and transformers; "
+                           "it was not loaded, and nothing was run.",
+                           "Wan models need no custom code: repair model_index.json with Fix, or pass "
+                           "trust_remote_code=True only if you trust where the model came from.")
         if trust_remote_code and not report.custom_code:
             progress("trust_remote_code is not needed for Wan models and was ignored", 1)
         from core.pipelines import PipelineManager

@@ -226,3 +226,65 @@ def test_generate_command(demo_models_dir: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "multiple of 32" in bad.stderr and "Loading" not in bad.stderr
     missing = run_cli("generate", str(tmp_path / "nowhere"), "--prompt", "x")
     assert missing.returncode == 2 and "Not found" in missing.stderr
+
+
+def test_a_module_named_in_model_index_is_never_imported_without_permission(demo_copy: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import sys
+    module = tmp_path / "plugin_dir" / "evil_scheduler.py"
+    module.parent.mkdir()
+    marker = tmp_path / "imported"
+    module.write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    monkeypatch.syspath_prepend(str(module.parent))
+    index = json.loads((demo_copy / "model_index.json").read_text())
+    index["scheduler"] = ["evil_scheduler", "UniPCMultistepScheduler"]
+    (demo_copy / "model_index.json").write_text(json.dumps(index))
+    from core.detector import inspect
+    assert "custom_code" in {f.code for f in inspect(demo_copy).findings}
+    with pytest.raises(WanError) as info:
+        WanPipelineLoader().load_wan_pipeline(demo_copy)
+    assert "trust_remote_code" in info.value.remedy
+    assert not marker.exists() and "evil_scheduler" not in sys.modules
+
+
+def test_seconds_per_step_leave_out_prompt_encoding(loaded: dict, tmp_path: Path) -> None:
+    import time
+    wrapper, _ = loaded["wan22_ti2v_5b"]
+    pipe = wrapper.pipeline
+    original = pipe.encode_prompt
+
+    def slow_encode(*args, **kwargs):  # a text encoder that takes a while, as UMT5-XXL does
+        time.sleep(1.0)
+        return original(*args, **kwargs)
+
+    pipe.encode_prompt = slow_encode
+    try:
+        result = wrapper.generate(GenerationConfig(prompt="x", width=32, height=32, num_frames=5,
+                                                   num_inference_steps=2, output_path=str(tmp_path / "v.mp4")))
+    finally:
+        del pipe.encode_prompt
+    assert result.success, result.errors
+    assert result.seconds["encode"] >= 1.0
+    assert result.seconds["denoise"] < 1.0 and result.seconds_per_step < 0.5
+
+
+def test_settings_that_would_fail_late_are_refused_first(loaded: dict, tmp_path: Path) -> None:
+    wrapper, _ = loaded["wan22_ti2v_5b"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cases = [(dict(output_path=str(blocker / "v.mp4")), "is a file"),
+             (dict(image=str(tmp_path / "missing.png")), "does not exist"),
+             (dict(image=str(blocker)), "cannot be read as an image"),
+             (dict(guidance_scale=float("nan")), "must be a number of 0 or more"),
+             (dict(guidance_scale=float("inf")), "must be a number of 0 or more")]
+    for extra, expected in cases:
+        result = wrapper.generate(GenerationConfig(prompt="x", width=32, height=32, num_frames=5, **extra))
+        assert not result.success and not result.seconds, extra  # refused before any work
+        assert any(expected in e for e in result.errors), (extra, result.errors)
+
+
+def test_an_empty_folder_is_explained_not_sent_to_diffusers(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as info:
+        WanPipelineLoader().load_wan_pipeline(tmp_path)
+    assert "not a Wan architecture" in str(info.value) and "The folder is empty" in str(info.value)
