@@ -74,7 +74,15 @@ def _fix(args: argparse.Namespace) -> int:
         return 0 if fix_plan.is_empty and fix.is_ready(fix_plan.report_before) else 1
     if not args.json:
         print("\n".join(fix_plan.describe()) + "\n")
-    return _fix_result(args, fix_plan.execute(progress_callback=ProgressBar()))
+    try:
+        result = fix_plan.execute(progress_callback=ProgressBar())
+    except WanError as err:  # nothing was changed that cannot be finished or undone (see core.fix)
+        if args.json:
+            print(json.dumps({"ok": False, "fixes_applied": [], "errors": [str(err)]}, indent=2))
+        else:
+            print(str(err), file=sys.stderr)
+        return 1
+    return _fix_result(args, result)
 
 
 def _fix_result(args: argparse.Namespace, result) -> int:
