@@ -100,6 +100,8 @@ def model_name(report: ModelReport) -> str:
 def status(report: ModelReport) -> str:
     """'ready to load', '2 problems to fix' or 'not recognised as a model'."""
     n = len(report.errors)
+    if report.architecture_type is ArchitectureType.UNKNOWN and not report.is_collection:
+        return "not recognised as a model"
     if n:
         return f"{n} problem{'s' if n != 1 else ''} to fix"
     if report.loadable and report.layout is Layout.WAN_ORIGINAL:
@@ -121,8 +123,8 @@ def headline(report: ModelReport) -> str:
         if n - ready:
             text += f", {n - ready} with problems"
         return text
-    if report.architecture_type is A.UNKNOWN and report.layout is Layout.UNKNOWN:
-        return f"{model_name(report)} — {status(report)}"
+    if report.architecture_type is A.UNKNOWN:  # its findings say why; "not a model" says it all here
+        return model_name(report) + ("" if report.layout is Layout.UNKNOWN else f" — {LAYOUT_NAMES[report.layout]}")
     return f"{model_name(report)} — {LAYOUT_NAMES[report.layout]} — {status(report)}"
 
 

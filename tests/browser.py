@@ -56,6 +56,9 @@ def free_port() -> int:
 def app_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for an app subprocess: offline, no analytics, no proxy for localhost."""
     env = dict(os.environ)
+    # The apps the tests start each have a temp config with its own history database; the
+    # session's throwaway one (tests/conftest.py) would outrank it.
+    env.pop("WAN_COMPAT_HISTORY_DB", None)
     env.update({"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                 "PYTHONUNBUFFERED": "1", "NO_PROXY": _LOCAL_NO_PROXY, "no_proxy": _LOCAL_NO_PROXY})
     env.update(extra or {})

@@ -210,10 +210,28 @@ def test_fix_a_broken_copy_of_the_demo_model(app, browser, demo_dir: Path, tmp_p
         assert "1 of 1 change(s) made" in plan.inner_text()
         _settle(page)
         screenshot(page, "tab_fix.png")
+        page.locator("#wc-fix-apply").click()          # a second press: said plainly, changes nothing
+        page.locator("#wc-fix-progress").get_by_text("Already applied; nothing left to do.").wait_for(timeout=20_000)
+        assert "Cannot" not in page.locator("#wc-fix-progress").inner_text()
         page.get_by_role("tab", name="Model Check").click()
         page.get_by_role("button", name="Check", exact=True).click()
         page.locator("#wc-report").get_by_text("ready to load").first.wait_for(timeout=20_000)
     assert (broken / "model_index.json").is_file()
+
+
+def test_an_empty_performance_tab_says_so(app, browser) -> None:
+    with chromium_page(browser, 1280, 900) as page:
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        _open(page, app, "Performance")
+        alerts = page.locator("#wc-perf-alerts")
+        alerts.get_by_text("No runs recorded yet").wait_for(timeout=20_000)
+        assert "No regressions" not in alerts.inner_text()
+        expect(page.locator("#wc-perf-plot-note")).to_contain_text("No generations recorded yet")
+        assert not page.locator("#wc-perf-speed").is_visible()
+        page.wait_for_timeout(300)
+        assert not [e for e in errors if "invalid format" in e], errors
+        screenshot(page, "tab_performance_empty.png")
 
 
 # --- Generate -------------------------------------------------------------------------------------
@@ -252,6 +270,12 @@ def test_generate_streams_progress_and_plays(app, browser, app_home: Path) -> No
         for field, value in (("width", 64), ("height", 64), ("frames", 9), ("steps", 8)):
             _fill(page, field, value)
         page.locator("#wc-gen-plan").get_by_text("64x64, 9 frames, 8 steps").wait_for(timeout=10_000)
+        # the buttons are on the first screen, above the plan, with the progress panel right under them
+        go_box, plan_box = page.locator("#wc-gen-go").bounding_box(), page.locator("#wc-gen-plan").bounding_box()
+        progress_box = page.locator("#wc-gen-progress").bounding_box()
+        assert go_box["y"] < plan_box["y"] and go_box["y"] + go_box["height"] < 400, (go_box, plan_box)
+        assert 0 < progress_box["y"] - go_box["y"] < 150, (go_box, progress_box)
+        assert not page.locator("#wc-gen-plan .wc-plan-lines").first.is_visible()   # the reasons are folded
         page.locator("#wc-gen-go").click()
         snapshots: list[str] = []
         assert _wait_state(page, ("done", "failed", "cancelled"), 120, snapshots) == "done", snapshots[-1]
@@ -299,8 +323,14 @@ def test_cancel_a_generation_while_the_app_stays_responsive(app, browser, app_ho
         _html, _video, busy = client.predict(str(demo_dir), "x", "", 64, 64, 9, 4, 5.0, 3.0, 1, None, None,
                                              "auto", "auto", "auto", "auto", api_name="/generate")
         assert busy["busy"] and "only one runs at a time" in busy["errors"][0]
+        page.evaluate("""() => { window.__states = [];
+          new MutationObserver(() => { const p = document.querySelector('#wc-gen-progress .wc-progress');
+            if (p) window.__states.push(p.dataset.state); })
+          .observe(document.querySelector('#wc-gen-progress'),
+                   {childList: true, subtree: true, attributes: true, characterData: true}); }""")
         page.locator("#wc-gen-cancel").click()
         assert _wait_state(page, ("done", "failed", "cancelled"), 60) == "cancelled"
+        assert "cancelling" in page.evaluate("() => window.__states")      # said at once, before it stopped
         # the form kept what was typed after the path (a blur of the path box does not reset it)
         assert page.locator("#wc-gen-width input").input_value() == "128"
         assert "Cancelled after the current step" in page.locator("#wc-gen-progress").inner_text()
@@ -358,5 +388,6 @@ def test_api_check_and_generate(app, sparse_a14b: Path, demo_dir: Path) -> None:
     assert Path(result["output_path"]).is_file() and video["orig_name"] == Path(result["output_path"]).name
     assert result["settings"]["seed"] == 11 and result["settings"]["overrides"] == {
         "precision": "fp32", "vae_tiling": True}
+    assert client.predict(api_name="/cancel") == "Nothing is being generated."
     history = client.predict("generation", api_name="/history")
     assert any(r["size"] == "64x64" and r["frames"] == 5 for r in history["rows"])

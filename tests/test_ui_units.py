@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import time
 import zipfile
 from pathlib import Path
 
@@ -221,14 +222,187 @@ def test_fix_plan_apply_and_undo(tmp_path: Path, demo_t2v: Path, app_config) -> 
     assert "1 change to make in place" in html and "☐" in html and "writes model_index.json" in html
     assert "1 problem to fix" in before and data["actions"][0]["code"] == "rebuild_model_index"
     updates = list(apply_fix(str(broken), "", plan))
-    progress, plan_html, after, result = updates[-1]
+    progress, plan_html, before, after, result, state = updates[-1]
     assert result["ok"] and Path(result["backup_dir"]).is_dir()
     assert "ready to load" in after and "✓" in plan_html and "Fixed: the model is ready to load." in progress
+    assert "1 problem to fix" in before and state.applied
     assert (broken / "model_index.json").is_file()
+    # a second press: said plainly, not a red "the model folder changed after this plan was made"
+    progress, _plan_html, before, after, result, state = list(apply_fix(str(broken), "", state))[-1]
+    assert "Already applied; nothing left to do." in progress and result["already_applied"]
+    assert "changed after this plan" not in progress and "Cannot" not in progress
+    assert "ready to load" in before and state.applied
     html, after, data = undo_last(str(broken))
     assert "Undone" in html and not (broken / "model_index.json").exists()
     html, _before, data, plan = plan_fix(str(tmp_path / "nowhere"))
     assert plan is None and data["error"].startswith("Not found")
+    assert "Cannot fix" in html and "Cannot check" not in html and "<details" not in html
+
+
+def test_apply_carries_out_only_the_plan_on_screen(tmp_path: Path, demo_t2v: Path, app_config) -> None:
+    from wan_ui.fix import apply_fix, plan_fix
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        shutil.copytree(demo_t2v, folder)
+        (folder / "model_index.json").unlink()
+    # Apply without Plan: the plan is shown, nothing changes; a second press carries it out
+    updates = list(apply_fix(str(a), "", None))
+    progress, plan_html, before, after, result, state = updates[-1]
+    assert len(updates) == 1 and not (a / "model_index.json").exists()
+    assert f"This is the plan for {a}; press Apply to carry it out." in progress
+    assert "1 change to make in place" in plan_html and str(a) in before and "1 problem to fix" in before
+    assert result["planned_only"] and not state.applied
+    *_, (progress, _p, before, after, result, state) = apply_fix(str(a), "", state)
+    assert result["ok"] and (a / "model_index.json").is_file() and "ready to load" in after
+    # planned for B, then the box changed to A (already fixed) and B: A's plan is never run on B
+    _html, _before, _data, planned_b = plan_fix(str(b))
+    progress, plan_html, before, *_ = list(apply_fix(str(a), "", planned_b))[-1]
+    assert "Nothing to apply" in progress and str(a) in before and not (b / "model_index.json").exists()
+    _html, _before, _data, planned_a = plan_fix(str(a))
+    progress, plan_html, before, _after, result, state = list(apply_fix(str(b), "", planned_a))[-1]
+    assert f"This is the plan for {b}" in progress and str(b) in before and str(b) in plan_html
+    assert not (b / "model_index.json").exists() and state.path == str(b)
+
+
+def test_apply_respects_a_changed_conversion_output_folder(tmp_path: Path, app_config) -> None:
+    from tests.sparse.original_layout import write_original_layout
+    from tests.sparse.specs import BY_KEY
+    from wan_ui.fix import apply_fix, plan_fix
+
+    source = write_original_layout(BY_KEY["wan21_t2v_1_3b"], tmp_path / "Wan2.1-T2V-1.3B")
+    _html, _before, _data, planned = plan_fix(str(source), "")
+    assert planned.plan.conversion.target == str(tmp_path / "Wan2.1-T2V-1.3B-diffusers")
+    elsewhere = tmp_path / "converted" / "mine"
+    assert planned.matches(str(source), "") and not planned.matches(str(source), str(elsewhere))
+    updates = list(apply_fix(str(source), str(elsewhere), planned))
+    progress, plan_html, before, _after, result, state = updates[-1]
+    assert len(updates) == 1 and "press Apply to carry it out" in progress and result["planned_only"]
+    assert str(elsewhere) in plan_html and state.out == str(elsewhere)
+    assert state.plan.conversion.target == str(elsewhere) and "Wan 2.1" in before
+    assert not elsewhere.exists() and not (tmp_path / "Wan2.1-T2V-1.3B-diffusers").exists()
+
+
+def test_fix_and_undo_messages_fit_the_situation(tmp_path: Path, demo_t2v: Path, app_config) -> None:
+    from wan_ui.fix import apply_fix, plan_fix, undo_last
+
+    for html in (undo_last("")[0], undo_last("  ")[0], next(apply_fix("", "", None))[0], plan_fix("")[0]):
+        assert "wc-prompt" in html and "Type the path" in html
+        assert "Cannot" not in html and "<details" not in html and " .." not in html
+    clean = tmp_path / "clean"
+    shutil.copytree(demo_t2v, clean)
+    html, _after, data = undo_last(str(clean))
+    assert f"There is no fix to undo in {clean}" in html and data["nothing_to_undo"]
+    assert "wc-card wc-bad" not in html and "Cannot" not in html and "<details" not in html
+    missing = tmp_path / "nowhere"
+    html, _after, data = undo_last(str(missing))
+    assert f"Not found: {missing}" in html and "Cannot undo" in html
+    assert ".wan_compat_backup" not in html and "<details" not in html and not missing.exists()
+    html = next(apply_fix(str(missing), "", None))[0]
+    assert f"Not found: {missing}" in html and "Cannot fix" in html and "<details" not in html
+
+
+def test_open_in_fix_and_badges_only_for_a_wan_model(tmp_path: Path, demo_t2v: Path, app_config) -> None:
+    import json as _json
+
+    from core.detector import inspect
+    from core.fix import plan as fix_plan
+    from wan_ui.fix import render_fix_plan
+    from wan_ui.model_check import after_check, check_path
+
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "model_index.json").write_text(_json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                      "unet": ["diffusers", "UNet2DConditionModel"]}))
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    shelf = tmp_path / "shelf"
+    shutil.copytree(demo_t2v, shelf / "one")
+    shutil.copytree(demo_t2v, shelf / "two")
+    (shelf / "two" / "model_index.json").unlink()
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_t2v, broken)
+    (broken / "model_index.json").unlink()
+    for folder, badge in ((sd, "Not a Wan model"), (junk, "Not a model"), (shelf, None), (broken, None)):
+        html, data = check_path(str(folder))
+        _download, open_fix = after_check(data)
+        assert open_fix["interactive"] is (folder == broken), folder
+        if badge is not None:
+            assert badge in html and "Needs fixing" not in html, folder
+            plan_html = render_fix_plan(fix_plan(inspect(str(folder))))
+            assert "Nothing to do" not in plan_html and "Note" in plan_html, folder
+        elif folder == broken:
+            assert "✗ Needs fixing" in html
+
+
+# --- cancel, the memory plan card, results -------------------------------------------------------
+
+def test_cancel_says_so_at_once_and_returns_the_sentence(app_config) -> None:
+    from wan_ui import generate
+
+    assert generate._cancel_clicked() == "Nothing is being generated."
+    job = generate._Job()
+    assert generate._RUN_LOCK.acquire(blocking=False)
+    saved, generate._CURRENT = generate._CURRENT, job
+    try:
+        job.events.put(("Step 3/40 · 1.00 s/step · ETA 37s", 20.0, "Generating"))
+        stream = generate._stream(job)
+        next(stream)
+        t0 = time.monotonic()
+        assert generate._cancel_clicked() == "Cancelling after the current step…"
+        html, _video, _result = next(stream)          # woken by Cancel, not by the next step
+        assert time.monotonic() - t0 < 0.3
+        assert 'data-state="cancelling"' in html and "Cancelling after the current step…" in html
+        assert "Step <b>3</b> of <b>40</b>" in html
+    finally:
+        generate._CURRENT = saved
+        generate._RUN_LOCK.release()
+    job.result = {"success": False, "cancelled": True}
+    job.events.put(generate._DONE)
+    html, _video, _result = list(stream)[-1]
+    assert 'data-state="cancelled"' in html
+
+
+def test_the_cancel_event_has_an_output(app_config) -> None:
+    import app as app_module
+
+    demo = app_module.build_ui(config=app_config)
+    cancel = [f for f in demo.fns.values() if f.api_name == "cancel"]
+    assert len(cancel) == 1 and len(cancel[0].outputs) == 1      # no "returned too many output values"
+    assert cancel[0].outputs[0].elem_id == "wc-gen-cancel-note"
+    speed = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "wc-perf-speed"]
+    assert speed and speed[0].x_axis_format is None               # Vega: "invalid format" on empty data
+
+
+def test_the_plan_card_shows_what_generate_would_refuse(tmp_path: Path, app_config) -> None:
+    from core.demo import write_demo_model
+    from wan_ui.generate import update_plan
+
+    a14b = write_demo_model("wan22_t2v_a14b", tmp_path.parent / "wan_demo_models")
+    html = update_plan(str(a14b), 100, 64, 10, 4, 5.0, "auto", "auto", "auto", "auto")
+    assert "Check these settings" in html and "Fits" not in html
+    assert "multiple of 16" in html and "4k+1" in html and "prompt" not in html
+    html = update_plan(str(a14b), 64, 64, 9, 4, 5.0, "auto", "auto", "auto", "auto")
+    assert "✓ Fits" in html and "<details" in html and html.index("64x64") < html.index("<details")
+
+
+def test_a_gallery_pick_shows_no_made_up_memory_figure(tmp_path: Path, app_config) -> None:
+    from wan_ui.generate import show_earlier
+
+    html = render_result({"success": True, "output_path": "/o/v.mp4", "width": 64, "height": 64, "frames": 9,
+                          "fps": 16, "settings": {"prompt": "a cat"}})
+    assert "peak" not in html and "0.00 MB" not in html
+    video = Path(app_config.outputs_dir) / "v.mp4"
+    video.parent.mkdir(parents=True, exist_ok=True)
+    video.write_bytes(b"")
+    video.with_suffix(".json").write_text(json.dumps({"prompt": "a cat", "width": 64, "height": 64,
+                                                      "num_frames": 9, "fps": 16, "seed": 1}))
+
+    class Pick:
+        index = 0
+    _video, _result, html = show_earlier([str(video)], Pick())
+    assert "a cat" in html and "peak" not in html and "MB" not in html
 
 
 def test_fix_tab_converts_an_original_layout_with_progress_per_tensor(tmp_path: Path, app_config,
@@ -254,9 +428,11 @@ def test_fix_tab_converts_an_original_layout_with_progress_per_tensor(tmp_path: 
     assert data["conversion"] is not None and not target.exists()
     updates = list(apply_fix(str(source), "", plan))
     assert any("transformer: blocks.0." in u[0] for u in updates[:-1])      # per tensor, while it runs
-    progress, _plan, after, result = updates[-1]
+    progress, _plan, _before, after, result, state = updates[-1]
     assert result["ok"] and result["output_path"] == str(target) and "ready to load" in after
     assert "Converted model:" in progress
+    progress, *_ = list(apply_fix(str(source), "", state))[-1]     # the target exists now: not an error
+    assert "Already applied; nothing left to do." in progress and "Cannot" not in progress
 
 
 # --- recent paths, overrides, the picker ---------------------------------------------------------
@@ -299,10 +475,26 @@ def test_history_view_reads_the_monitor(app_config) -> None:
             op.set(seconds_per_step=seconds)
     view = history_view("generation")
     assert len(view["rows"]) == 3 and view["rows"][0]["model"] == "demo" and view["rows"][0]["result"] == "ok"
-    note, table, speed, memory, alerts, effect, csv, effect_note = refresh("all")
-    assert "3 run(s) recorded" in note and len(table) == 3 and len(speed) == 3
-    assert "No slowdowns found" in alerts
+    note, table, speed, memory, alerts, effect, csv, effect_note, plot_note = refresh("all")
+    assert "3 run(s) recorded" in note and len(table) == 3 and len(speed["value"]) == 3
+    assert speed["visible"] and memory["visible"] and not plot_note["visible"] and speed["x_axis_format"]
+    assert "Not enough runs to compare yet" in alerts and "No regressions" not in alerts
     assert Path(csv["value"]).read_text().count("\n") == 4     # header + 3 runs
+    for seconds in (0.5, 0.51, 0.5):
+        with monitor.track("generation", model="demo", width=64, height=64, frames=9, steps=4) as op:
+            op.set(seconds_per_step=seconds)
+    alerts = refresh("all")[4]
+    assert "No slowdowns found" in alerts and "Not enough" not in alerts
+
+
+def test_an_empty_history_says_so(app_config) -> None:
+    from wan_ui.performance import refresh
+
+    note, table, speed, memory, alerts, effect, csv, effect_note, plot_note = refresh("all")
+    assert "No runs recorded yet" in note and "No runs recorded yet" in alerts
+    assert "No regressions" not in alerts and "as fast and as lean" not in alerts
+    assert speed["visible"] is False and memory["visible"] is False and speed["x_axis_format"] is None
+    assert plot_note["visible"] and "No generations recorded yet" in plot_note["value"]
 
 
 def test_a_slowdown_is_shown_with_what_changed(app_config) -> None:

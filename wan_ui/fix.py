@@ -1,7 +1,9 @@
 """The Fix tab: the repair plan as a checklist, then Apply with live progress, backups and before/after.
 
 ``core.fix.plan(report)`` is made first and shown (a dry run: nothing changes); Apply carries
-out exactly that plan (``FixPlan.execute``), streaming its progress. In-place repairs back up
+out exactly that plan (``FixPlan.execute``), streaming its progress, and only when it is the plan
+on screen for the folder and output folder in the boxes; otherwise Apply shows the fresh plan
+and changes nothing, and a second press carries it out. A plan is carried out once. In-place repairs back up
 every file they replace under ``.wan_compat_backup/<time>/`` inside the model folder; Undo
 restores the latest backup. The original Wan-AI layout and single files become a conversion
 into a new folder (the source is never modified): its output folder, the disk space it needs
@@ -12,6 +14,8 @@ The API::
     html, plan = client.predict("/models/broken", "", api_name="/fix_plan")
     progress_html, after_html, result = client.predict("/models/broken", "", api_name="/fix_apply")
     result["ok"], result["backup_dir"], result["report_after"]["loadable"]
+
+(``/fix_apply`` plans and carries out in one call, for scripts that asked ``/fix_plan`` first.)
 """
 
 from __future__ import annotations
@@ -40,6 +44,45 @@ from wan_ui.render import (
 log = logging.getLogger(__name__)
 
 PLACEHOLDER = "/path/to/a model folder to repair"
+PROMPT_APPLY = "Type the path of the model folder to repair, then press Plan to see what would change."
+PROMPT_UNDO = "Type the path of the model folder whose last fix should be undone, then press Undo."
+ALREADY_APPLIED = "Already applied; nothing left to do."
+NO_UNDO = "There is no fix to undo"          # the start of core.fix.undo_fix's sentence
+
+
+@dataclass(frozen=True)
+class PlannedFix:
+    """The plan on screen, for the folder and output folder it was made for (the Fix tab's state).
+
+    Apply carries out ``plan`` only when the path and the conversion output folder in the boxes
+    are still these, and only once (``applied``).
+    """
+
+    plan: Any
+    path: str                  # os.path.abspath of the folder planned
+    out: str = ""              # the conversion output folder asked for ("" for the default)
+    applied: bool = False
+
+    def matches(self, path: str, out: str) -> bool:
+        if os.path.abspath(path) != self.path:
+            return False
+        # the output folder matters only to a conversion
+        return self.plan.conversion is None or _same_out(self.out, out)
+
+
+def _same_out(a: str, b: str) -> bool:
+    if not a or not b:
+        return not a and not b
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _prompt(sentence: str) -> str:
+    return f'<p class="wc-prompt">{escape(sentence)}</p>'
+
+
+def _expected(exc: BaseException) -> bool:
+    """An ordinary situation (a missing folder, a sentence from core): no traceback fold."""
+    return isinstance(exc, (OSError, WanError))
 
 
 def _format_bytes(n: Any) -> str:
@@ -98,8 +141,8 @@ def render_fix_plan(plan: Any, applied: list[str] | None = None) -> str:
                            f'<ul class="wc-findings">{"".join(items)}</ul>'))
     if plan.notes:
         parts.append(_card("unknown", "Note", " ".join(plan.notes)))
-    if plan.is_empty and not plan.manual_steps:
-        ready = is_ready(plan.report_before)
+    ready = is_ready(plan.report_before)
+    if plan.is_empty and not plan.manual_steps and (ready or not plan.notes):   # a note already says why
         parts.append(_card("ok" if ready else "unknown", "✓ Nothing to do" if ready else "Nothing to do",
                            "Nothing to repair." + (" The model is ready to load." if ready else ""),
                            f'<p class="wc-path">{escape(plan.path)}</p>'))
@@ -139,14 +182,20 @@ def _card(tone: str, badge: str, title: str, body: str = "") -> str:
             f"</span><span>{escape(title)}</span></p>{body}</div>")
 
 
-def plan_fix(path: str, out: str = "") -> tuple[str, str, dict[str, Any], Any]:
+def plan_fix(path: str, out: str = "") -> tuple[str, str, dict[str, Any], PlannedFix | None]:
     """Make the plan (nothing changes): (plan HTML, report-before HTML, plan dict, the plan for Apply)."""
+    from wan_ui.model_check import clean_path
+    target = clean_path(path)
+    if not target:
+        return _prompt(PROMPT_APPLY), "", {}, None
     try:
-        plan = _plan_of(path, out)
+        plan = _plan_of(target, out)
     except Exception as exc:  # noqa: BLE001
         err = explain(exc)
-        return render_error(err, path), "", {"error": err.message, "remedy": err.remedy}, None
-    return render_fix_plan(plan), render_report(plan.report_before), plan.to_dict(), plan
+        return (render_error(err, target, "Cannot fix", details=not _expected(exc)), "",
+                {"error": err.message, "remedy": err.remedy}, None)
+    return (render_fix_plan(plan), render_report(plan.report_before), plan.to_dict(),
+            PlannedFix(plan, os.path.abspath(target), clean_path(out)))
 
 
 def plan_fix_api(path: str, out: str = "") -> tuple[str, dict[str, Any]]:
@@ -155,22 +204,74 @@ def plan_fix_api(path: str, out: str = "") -> tuple[str, dict[str, Any]]:
     return html, data
 
 
-def apply_fix(path: str, out: str = "", planned: Any = None) -> Iterator[tuple[Any, Any, Any, Any]]:
-    """Carry out the plan shown (or a fresh one), streaming progress: yields (progress HTML, plan HTML,
-    report-after HTML, result dict)."""
-    from wan_ui.generate import ProgressView
+def _nothing_left(plan: Any) -> bool:
+    """No change left to make (a conversion that would be refused, e.g. its folder now exists, is none)."""
+    return not plan.actions and (plan.conversion is None or bool(getattr(plan.conversion, "refusal", None)))
+
+
+def apply_fix(path: str, out: str = "", planned: PlannedFix | None = None) -> Iterator[tuple[Any, ...]]:
+    """The Apply button: carry out the plan on screen, streaming progress.
+
+    Yields (progress HTML, plan HTML, report-before HTML, report-after HTML, result dict, state).
+    Only the plan shown for this very folder and output folder is carried out, and only once;
+    otherwise a fresh plan is made and shown (nothing changes) and a second press carries it out.
+    """
     from wan_ui.model_check import clean_path
     target = clean_path(path)
-    try:
-        plan = planned if planned is not None and os.path.abspath(planned.path) == os.path.abspath(target) else None
-        plan = plan or _plan_of(path, out)
-    except Exception as exc:  # noqa: BLE001
-        err = explain(exc)
-        yield render_error(err, path), gr.skip(), "", {"error": err.message, "remedy": err.remedy}
+    skip = gr.skip()
+    if not target:
+        yield _prompt(PROMPT_APPLY), skip, skip, skip, {"ok": False, "message": PROMPT_APPLY}, skip
         return
+    current = planned if isinstance(planned, PlannedFix) and planned.matches(target, clean_path(out)) else None
+    if current is not None and not current.applied:
+        yield from _execute(current)
+        return
+    # No plan on screen for this folder (or it was carried out already): show one, change nothing.
+    html, before, data, fresh = plan_fix(target, out)
+    if fresh is None:
+        yield html, "", before, "", data, None
+        return
+    plan = fresh.plan
+    if current is not None and _nothing_left(plan):
+        notice, tone, badge = ALREADY_APPLIED, "ok", "✓ Applied"
+        data = dict(data, nothing_to_do=True, already_applied=True)
+        fresh = PlannedFix(plan, fresh.path, fresh.out, applied=True)
+    elif plan.is_empty:
+        notice, tone, badge = "Nothing to apply: the plan has no changes.", "unknown", "i"
+        data = dict(data, nothing_to_do=True)
+    else:
+        again = "Already applied, but Model Check still finds something. " if current is not None else ""
+        notice = f"{again}This is the plan for {target}; press Apply to carry it out."
+        tone, badge = "unknown", "Plan"
+        data = dict(data, planned_only=True)
+    yield render_notice(notice, tone, badge), html, before, "", data, fresh
+
+
+def apply_fix_api(path: str, out: str = "") -> Iterator[tuple[Any, Any, Any]]:
+    """API ``/fix_apply``: plan and carry out at once (as ``/fix_plan`` shows it); yields (progress HTML,
+    report-after HTML, result dict)."""
+    from wan_ui.model_check import clean_path
+    target = clean_path(path)
+    if not target:
+        yield _prompt(PROMPT_APPLY), "", {"ok": False, "message": PROMPT_APPLY}
+        return
+    _html, _before, data, fresh = plan_fix(target, out)
+    if fresh is None:
+        yield _html, "", data
+        return
+    for progress, _plan, _b, after, result, _state in _execute(fresh):
+        yield progress, after, result
+
+
+def _execute(planned: PlannedFix) -> Iterator[tuple[Any, ...]]:
+    """Carry out ``planned.plan`` in a worker thread; yields the six outputs of :func:`apply_fix`."""
+    from wan_ui.generate import ProgressView
+    plan = planned.plan
+    skip = gr.skip()
+    before = render_report(plan.report_before)
     if plan.is_empty:
         yield (render_notice("Nothing to apply: the plan has no changes.", "unknown", "i"), render_fix_plan(plan),
-               "", {"ok": False, "fixes_applied": [], "errors": [], "nothing_to_do": True})
+               before, "", {"ok": False, "fixes_applied": [], "errors": [], "nothing_to_do": True}, planned)
         return
     events: "queue.Queue[Any]" = queue.Queue()
     box: dict[str, Any] = {}
@@ -180,18 +281,21 @@ def apply_fix(path: str, out: str = "", planned: Any = None) -> Iterator[tuple[A
             box["result"] = plan.execute(progress_callback=lambda m, p: events.put((str(m), float(p))))
         except Exception as exc:  # noqa: BLE001
             box["error"] = explain(exc)
+            box["expected"] = _expected(exc)
         finally:
             events.put(None)
 
     started = time.monotonic()
     threading.Thread(target=work, name="wan-compat-fix", daemon=True).start()
     view = ProgressView(stage="Applying the fix")
+    first = True
     while True:
         try:
             item = events.get(timeout=0.5)
         except queue.Empty:
             view.elapsed = time.monotonic() - started
-            yield render_progress(view), gr.skip(), gr.skip(), gr.skip()
+            yield render_progress(view), skip, (before if first else skip), skip, skip, skip
+            first = False
             continue
         batch = [item]
         while item is not None:              # a burst of per-tensor messages becomes one update
@@ -208,7 +312,8 @@ def apply_fix(path: str, out: str = "", planned: Any = None) -> Iterator[tuple[A
         view.elapsed = time.monotonic() - started
         if batch[-1] is None:
             break
-        yield render_progress(view), gr.skip(), gr.skip(), gr.skip()
+        yield render_progress(view), skip, (before if first else skip), skip, skip, skip
+        first = False
     common.forget(plan.path)
     try:
         from wan_ui.generate import unload
@@ -218,8 +323,9 @@ def apply_fix(path: str, out: str = "", planned: Any = None) -> Iterator[tuple[A
     if "error" in box:
         err: WanError = box["error"]
         view.state, view.stage = "failed", "Stopped"
-        yield (render_progress(view) + render_error(err, plan.path), render_fix_plan(plan), "",
-               {"ok": False, "errors": [f"{err.message} {err.remedy}".strip()]})
+        yield (render_progress(view) + render_error(err, plan.path, "Cannot fix", details=not box["expected"]),
+               render_fix_plan(plan), before, "", {"ok": False, "errors": [f"{err.message} {err.remedy}".strip()]},
+               None)                          # the next press makes and shows a fresh plan
         return
     result = box["result"]
     if result.output_path:
@@ -229,14 +335,9 @@ def apply_fix(path: str, out: str = "", planned: Any = None) -> Iterator[tuple[A
     view.percent = 100.0 if not result.errors else view.percent
     summary = _result_card(result)
     after = render_report(result.report_after) if result.report_after is not None else ""
-    yield render_progress(view) + summary, render_fix_plan(plan, applied=list(result.fixes_applied)), after, \
-        result.to_dict()
-
-
-def apply_fix_api(path: str, out: str = "") -> Iterator[tuple[Any, Any, Any]]:
-    """API ``/fix_apply``: yields (progress HTML, report-after HTML, result dict)."""
-    for progress, _plan, after, result in apply_fix(path, out, None):
-        yield progress, after, result
+    state = PlannedFix(plan, planned.path, planned.out, applied=True) if not result.errors else None
+    yield (render_progress(view) + summary, render_fix_plan(plan, applied=list(result.fixes_applied)), before,
+           after, result.to_dict(), state)
 
 
 def _result_card(result: Any) -> str:
@@ -262,16 +363,28 @@ def undo_last(path: str) -> tuple[str, str, dict[str, Any]]:
     """Restore the latest fix's backups (API ``/fix_undo``): (result HTML, report HTML, result dict)."""
     from wan_ui.model_check import clean_path
     target = clean_path(path)
+    if not target:
+        return _prompt(PROMPT_UNDO), "", {"ok": False, "message": PROMPT_UNDO}
     try:
+        os.stat(target)                       # "Not found: <path>", before core looks for its backups
+        if not os.path.isdir(target):
+            return (render_notice(f"{NO_UNDO} for {target}: a fix of a single file writes a new folder and "
+                                  "leaves the file as it was.", "unknown", "i Nothing to undo"), "",
+                    {"ok": False, "nothing_to_undo": True, "message": f"{NO_UNDO} for {target}."})
         from core.fix import undo_fix
         result = undo_fix(target)
     except Exception as exc:  # noqa: BLE001
         err = explain(exc)
-        return render_error(err, target), "", {"error": err.message, "remedy": err.remedy}
+        if isinstance(exc, WanError) and err.message.startswith(NO_UNDO):
+            return (render_notice(err.message, "unknown", "i Nothing to undo"), "",
+                    {"ok": False, "nothing_to_undo": True, "message": err.message})
+        return (render_error(err, target, "Cannot undo", details=not _expected(exc)), "",
+                {"error": err.message, "remedy": err.remedy})
     common.forget(target)
     after = render_report(result.report_after) if result.report_after is not None else ""
     if result.errors:
-        return render_sentences("Undo did not complete.", list(result.errors)), after, result.to_dict()
+        return (render_sentences("Undo did not complete.", list(result.errors), badge="✗ Cannot undo"), after,
+                result.to_dict())
     return (render_notice(" ".join(result.fixes_applied) or "Restored.", "ok", "↶ Undone"), after,
             result.to_dict())
 
@@ -320,9 +433,12 @@ def build_fix_tab() -> FixTab:
           api_visibility="private", show_progress="minimal").then(
         lambda: ("", ""), outputs=[progress, after], api_visibility="private")
     gr.api(plan_fix_api, api_name="fix_plan")
-    apply_button.click(apply_fix, inputs=[path, out, planned], outputs=[progress, plan_html, after, data],
+    apply_button.click(apply_fix, inputs=[path, out, planned],
+                       outputs=[progress, plan_html, before, after, data, planned],
                        api_visibility="private", show_progress="hidden", concurrency_limit=4,
                        concurrency_id="fix")
     gr.api(apply_fix_api, api_name="fix_apply")
-    undo_button.click(undo_last, inputs=path, outputs=[progress, after, data], api_name="fix_undo")
+    # Undo changes the folder: the plan on screen no longer describes it
+    undo_button.click(undo_last, inputs=path, outputs=[progress, after, data], api_name="fix_undo").then(
+        lambda: None, outputs=planned, api_visibility="private", queue=False)
     return FixTab(path=path, plan_inputs=[path, out], plan_outputs=plan_outputs)

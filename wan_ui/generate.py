@@ -12,6 +12,7 @@ The API (``gradio_client``)::
         "/models/Wan2.2-TI2V-5B-Diffusers", "A red fox in the snow", "", 1280, 704, 121, 50,
         5.0, None, 42, None, None, "auto", "auto", "auto", "auto", api_name="/generate")
     result["success"], result["output_path"], result["seconds_per_step"]
+    client.predict(api_name="/cancel")     # from another client: "Cancelling after the current step…"
 
 torch and diffusers are imported by ``core.loader`` in the worker, on the first generation.
 """
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 BUSY = ("A video is already being generated; only one runs at a time. Wait for it to finish, "
         "or press Cancel on the page that started it.")
+CANCELLING = "Cancelling after the current step…"
+NOTHING_TO_CANCEL = "Nothing is being generated."
 PRECISION_CHOICES = ["auto", "bf16", "fp16", "fp32"]
 OFFLOAD_CHOICES = [("auto", "auto"), ("none: everything on the GPU", "none"), ("model", "model"),
                    ("group", "group"), ("sequential (slowest, least memory)", "sequential")]
@@ -66,7 +69,7 @@ class ProgressView:
 
     stage: str = "Starting"
     percent: float = 0.0
-    state: str = "running"              # running, done, failed, cancelled
+    state: str = "running"              # running, cancelling, done, failed, cancelled
     step: int | None = None
     steps: int | None = None
     expert: str = ""
@@ -111,6 +114,7 @@ def stage_of(message: str, phase: str = "") -> str:
 # --- one generation at a time ---------------------------------------------------------------
 
 _DONE = object()
+_WAKE = object()                    # Cancel was pressed: show "cancelling" now, not at the next step
 _RUN_LOCK = threading.Lock()
 _CURRENT: "_Job | None" = None
 _LOADED: tuple[tuple[Any, ...], Any] | None = None   # (key, wrapper): the last model loaded
@@ -152,12 +156,13 @@ def is_busy() -> bool:
 
 
 def cancel_generation() -> str:
-    """Ask the running generation to stop after its current step."""
+    """Ask the running generation to stop after its current step; the sentence to show."""
     job = _CURRENT
     if job is None or not _RUN_LOCK.locked():
-        return "Nothing is being generated."
+        return NOTHING_TO_CANCEL
     job.cancel.set()
-    return "Cancelling: the generation stops after the current step."
+    job.events.put(_WAKE)           # the progress panel says "cancelling" at once
+    return CANCELLING
 
 
 def _int(value: Any) -> int | None:
@@ -336,6 +341,8 @@ def _stream(job: _Job) -> Iterator[tuple[Any, Any, Any]]:
                 item = job.events.get(timeout=0.5)
             except queue.Empty:
                 view.elapsed = time.monotonic() - job.started
+                if job.cancel.is_set():
+                    view.state, view.stage = "cancelling", CANCELLING
                 yield render_progress(view), gr.skip(), gr.skip()
                 continue
             batch = [item]
@@ -348,9 +355,13 @@ def _stream(job: _Job) -> Iterator[tuple[Any, Any, Any]]:
                 if entry is _DONE:
                     finished = True
                     continue
+                if entry is _WAKE:
+                    continue
                 message, percent, phase = entry
                 view.update(message, percent, phase)
             view.elapsed = time.monotonic() - job.started
+            if job.cancel.is_set() and not finished:
+                view.state, view.stage = "cancelling", CANCELLING
             if not finished:
                 yield render_progress(view), gr.skip(), gr.skip()
     finally:
@@ -467,17 +478,22 @@ def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, gui
         report = common.inspect_cached(target)
         if report.is_collection or not report.is_wan:
             return render_plan(None)
+        # The same checks Generate makes first (the prompt and the image are not the plan's business)
+        from core.generation import IMAGE_TASKS, GenerationConfig, resolve
+        config = GenerationConfig(prompt="(the plan)", num_frames=_int(frames), width=_int(width),
+                                  height=_int(height), num_inference_steps=_int(steps),
+                                  guidance_scale=_float(guidance),
+                                  image="(an image)" if report.task in IMAGE_TASKS else None)
+        settings, problems = resolve(config, report)
+        if problems or settings is None:
+            return render_sentences("Generate would refuse these settings", problems,
+                                    badge="✗ Check these settings", tone="bad")
         from core.optimize import OptimizationRequest
-        entry = common.defaults(report)
-        w, h = _int(width), _int(height)
-        if not w or not h:
-            w, h = entry.default_size if entry else (832, 480)
         request = OptimizationRequest(
-            width=w, height=h, num_frames=max(1, _int(frames) or (entry.frames if entry else 81)),
-            num_inference_steps=max(1, _int(steps) or (entry.steps if entry else 50)),
-            guidance=(_float(guidance) or 0) > 1,
+            width=settings.width, height=settings.height, num_frames=settings.num_frames,
+            num_inference_steps=settings.num_inference_steps, guidance=settings.guidance_scale > 1,
             overrides=common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu))
-        return render_plan(common.plan(report, request), title="Memory plan for this computer")
+        return render_plan(common.plan(report, request), title="Memory plan for this computer", fold=True)
     except Exception as exc:  # noqa: BLE001 - the plan is advice; never break the form
         err = explain(exc)
         return render_sentences("The memory plan could not be worked out.", [err.message], err.details,
@@ -631,12 +647,16 @@ def build_generate_tab() -> GenerateTab:
                                       elem_id="wc-gen-tiling")
                     te_cpu = gr.Radio(label="Text encoder on the CPU", choices=SWITCH_CHOICES, value="auto",
                                       elem_id="wc-gen-te-cpu")
+            # the memory plan's headline; its reasons are in a closed fold
             plan_html = gr.HTML(render_plan(None), elem_id="wc-gen-plan", js_on_load=None)
+        with gr.Column(scale=4, min_width=360):
+            # The buttons head this column, on the first screen however long the form gets, with the
+            # progress panel right under them.
             with gr.Row(elem_classes=["wc-gen-buttons"]):
                 go = gr.Button("Generate", variant="primary", scale=3, elem_id="wc-gen-go")
                 stop = gr.Button("Cancel", variant="stop", scale=1, interactive=False, elem_id="wc-gen-cancel")
                 test = gr.Button("Self-test", variant="secondary", scale=1, elem_id="wc-gen-self-test")
-        with gr.Column(scale=4, min_width=360):
+            cancel_note = gr.Markdown("", elem_id="wc-gen-cancel-note", elem_classes=["wc-note"])
             progress = gr.HTML("", elem_id="wc-gen-progress", js_on_load=None)
             video = gr.Video(label="Video", interactive=False, elem_id="wc-gen-video", height=360)
             with gr.Row():
@@ -669,13 +689,13 @@ def build_generate_tab() -> GenerateTab:
     dice.click(roll_seed, outputs=seed, api_visibility="private")
     gr.on([width.input, height.input], lambda: None, outputs=size, api_visibility="private", queue=False)
 
-    def running() -> tuple[Any, Any, Any]:
-        return gr.update(interactive=False), gr.update(interactive=True), gr.update(interactive=False)
+    def running() -> tuple[Any, Any, Any, Any]:
+        return gr.update(interactive=False), gr.update(interactive=True), gr.update(interactive=False), ""
 
-    def idle() -> tuple[Any, Any, Any]:
-        return gr.update(interactive=True), gr.update(interactive=False), gr.update(interactive=True)
+    def idle() -> tuple[Any, Any, Any, Any]:
+        return gr.update(interactive=True), gr.update(interactive=False), gr.update(interactive=True), ""
 
-    buttons = [go, stop, test]
+    buttons = [go, stop, test, cancel_note]
     gen_event = go.click(running, outputs=buttons, api_visibility="private", queue=False).then(
         generate, inputs=form, outputs=[progress, video, result], api_name="generate",
         concurrency_limit=2, concurrency_id="generate", show_progress="hidden")
@@ -687,7 +707,7 @@ def build_generate_tab() -> GenerateTab:
     test_event.then(idle, outputs=buttons, api_visibility="private", queue=False).then(
         refresh_gallery, outputs=[gallery, gallery_paths], api_visibility="private").then(
         picker_update, inputs=picker, outputs=picker, api_visibility="private")
-    stop.click(_cancel_clicked, outputs=None, api_name="cancel", queue=False)
+    stop.click(_cancel_clicked, outputs=cancel_note, api_name="cancel", queue=False)
     reuse.click(reuse_settings, inputs=result,
                 outputs=[path, prompt, negative, width, height, frames, steps, guidance, guidance_2, seed],
                 api_visibility="private").then(
@@ -700,9 +720,9 @@ def build_generate_tab() -> GenerateTab:
 
 
 def _cancel_clicked() -> str:
-    message = cancel_generation()
-    gr.Info(message)
-    return message
+    """Cancel (API ``/cancel``): the sentence shown beside the buttons, e.g. "Cancelling after the current
+    step…"; the progress panel says so at once too."""
+    return cancel_generation()
 
 
 def select_new_model(path: str, selected: str) -> tuple[Any, ...]:

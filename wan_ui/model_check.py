@@ -273,16 +273,20 @@ def check_zip(file: Any) -> tuple[str, dict[str, Any]]:
 # --- after a check: the JSON download and the Fix button ------------------------------------
 
 def after_check(data: dict[str, Any] | None) -> tuple[Any, Any]:
-    """Offer the report as a JSON file, and the Fix tab when the report is of a folder on this computer."""
+    """Offer the report as a JSON file, and the Fix tab when the report is of one Wan model (not a
+    collection) in a folder on this computer."""
     if not data or "error" in data or not data.get("path"):
         return gr.update(value=None, interactive=False), gr.update(interactive=False, value="Open in Fix")
     folder = tempfile.mkdtemp(prefix="wan-compat-report-")
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(data["path"])).name) or "model"
     file = Path(folder) / f"{stem}-report.json"
     file.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    # Fix repairs and converts one Wan model: not another kind of model, not a folder of several
+    fixable = bool(data.get("is_wan")) and not data.get("models")
     local = data.get("source") == "path" and os.path.exists(str(data["path"]))
-    label = "Open in Fix" if local or data.get("source") == "path" else "Open in Fix (needs the folder's path)"
-    return gr.update(value=str(file), interactive=True), gr.update(interactive=local, value=label)
+    label = ("Open in Fix" if local or data.get("source") == "path" or not fixable
+             else "Open in Fix (needs the folder's path)")
+    return gr.update(value=str(file), interactive=True), gr.update(interactive=local and fixable, value=label)
 
 
 # --- the System fold: core.doctor -------------------------------------------------------------

@@ -38,6 +38,7 @@ HISTORY_COLUMNS = ["time", "type", "model", "result", "size", "frames", "steps",
 EFFECT_COLUMNS = ["model", "size", "frames", "steps", "plan", "runs", "median time (s)", "s/step",
                   "peak RAM (MB)", "peak GPU (MB)", "time vs fastest"]
 MAX_ROWS = 500
+TIME_FORMAT = "%b %d %H:%M:%S"
 
 
 def _monitor() -> Any:
@@ -95,13 +96,47 @@ def _frames_for_plots(ops: list[Any]) -> tuple[Any, Any]:
     return speed_df, memory_df
 
 
-def render_alerts(alerts: list[Any]) -> str:
-    """Regression alerts as cards: the metric, the change and what changed."""
+RECENT_RUNS, MIN_BASELINE_RUNS = 3, 3          # core.monitor's detect_performance_regressions defaults
+COMPARE_RULE = (f"Runs are compared once the same model, size, frames, steps and plan have run "
+                f"{RECENT_RUNS + MIN_BASELINE_RUNS} times: the latest {RECENT_RUNS} against the ones before.")
+NO_PLOT = ("*No generations recorded yet: the plots of seconds per step and peak memory appear after the "
+           "first video (or press Self-test on the Generate tab).*")
+
+
+def comparable_runs(ops: list[Any]) -> int:
+    """The most successful runs of one comparable group (same model, size, frames, steps, plan)."""
+    from core.monitor_stats import comparable_key
+    groups: dict[Any, int] = {}
+    for o in ops:
+        if o.success:
+            key = comparable_key(o)
+            groups[key] = groups.get(key, 0) + 1
+    return max(groups.values(), default=0)
+
+
+def _plain_card(badge: str, title: str, sub: str, tone: str = "unknown") -> str:
+    return (f'<div class="wc-report"><div class="wc-card wc-{tone}"><p class="wc-headline">'
+            f'<span class="wc-badge">{escape(badge)}</span><span>{escape(title)}</span></p>'
+            f'<p class="wc-sub">{escape(sub)}</p></div></div>')
+
+
+def render_alerts(alerts: list[Any], ops: list[Any] | None = None) -> str:
+    """Regression alerts as cards: the metric, the change and what changed.
+
+    ``ops``: the runs the alerts were looked for in; with none, or too few to compare, the card
+    says so instead of "no regressions".
+    """
+    if not alerts and ops is not None and not ops:
+        return _plain_card("i No runs", "No runs recorded yet",
+                           "Generate a video (or press Self-test on the Generate tab); slowdowns are looked for "
+                           "as runs are recorded. " + COMPARE_RULE)
+    if not alerts and ops is not None and comparable_runs(ops) < RECENT_RUNS + MIN_BASELINE_RUNS:
+        have = comparable_runs(ops)
+        return _plain_card("i Too few runs", "Not enough runs to compare yet",
+                           f"The most runs of one kind so far: {have}. " + COMPARE_RULE)
     if not alerts:
-        return ('<div class="wc-report"><div class="wc-card wc-ok"><p class="wc-headline">'
-                '<span class="wc-badge">✓ No regressions</span><span>No slowdowns found</span></p>'
-                '<p class="wc-sub">The latest runs are as fast and as lean as the ones before. Runs are compared '
-                "with at least 3 earlier runs of the same model, size, frames, steps and plan.</p></div></div>")
+        return _plain_card("✓ No regressions", "No slowdowns found",
+                           "The latest runs are as fast and as lean as the ones before. " + COMPARE_RULE, "ok")
     parts = ['<div class="wc-report">']
     for a in alerts:
         changed = "".join(f"<li><code>{escape(str(k))}</code>: {escape(str(v[0]))} → {escape(str(v[1]))}</li>"
@@ -152,7 +187,7 @@ def refresh(operation_type: str = "all") -> tuple[Any, ...]:
         if rows and all(r["peak GPU (MB)"] is None for r in rows):
             table = table.drop(columns=["peak GPU (MB)"])          # a computer without a GPU
         speed, memory = _frames_for_plots(ops)
-        alerts = render_alerts(monitor.detect_performance_regressions(operation_type=kind))
+        alerts = render_alerts(monitor.detect_performance_regressions(operation_type=kind), ops)
         effect = pd.DataFrame(effectiveness_rows(kind), columns=EFFECT_COLUMNS)
         summary = monitor.get_performance_summary(kind)
         note = (f"{summary['operations']} run(s) recorded: {summary['succeeded']} succeeded, "
@@ -166,13 +201,19 @@ def refresh(operation_type: str = "all") -> tuple[Any, ...]:
         effect_note = ("" if not effect.empty else
                        "*No comparisons yet: run the same model, size, frames and steps with two different memory "
                        "plans (Generate → Advanced) and they appear here.*")
-        return (note, table, speed, memory, alerts, gr.update(value=effect, visible=not effect.empty),
-                gr.update(value=csv_path, interactive=bool(ops)), effect_note)
+        plotted = not (speed.empty and memory.empty)
+        # the time format only with data: Vega rejects it on an empty data set ("invalid format")
+        axis = TIME_FORMAT if plotted else None
+        return (note, table, gr.update(value=speed, visible=plotted, x_axis_format=axis),
+                gr.update(value=memory, visible=plotted, x_axis_format=axis),
+                alerts, gr.update(value=effect, visible=not effect.empty),
+                gr.update(value=csv_path, interactive=bool(ops)), effect_note,
+                gr.update(value="" if plotted else NO_PLOT, visible=not plotted))
     except Exception as exc:  # noqa: BLE001 - the history is advice; say what went wrong
         err = explain(exc)
         log.warning("Performance history failed", exc_info=exc)
         return (render_sentences(err.message, [err.remedy], err.details), gr.skip(), gr.skip(), gr.skip(),
-                gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
 def export_csv() -> str:
@@ -192,13 +233,16 @@ def build_performance_tab() -> Any:
             again = gr.Button("Refresh", size="sm", elem_id="wc-perf-refresh")
             csv_button = gr.DownloadButton("Export CSV", size="sm", elem_id="wc-perf-csv", interactive=False)
     note = gr.Markdown("", elem_id="wc-perf-note")
+    # Hidden until there is something to plot (an empty plot is a blank frame); the time format is
+    # set by refresh() only when there is data: Vega rejects it on an empty data set ("invalid format").
+    plot_note = gr.Markdown(NO_PLOT, elem_id="wc-perf-plot-note")
     with gr.Row():
         speed = gr.ScatterPlot(x="time", y="seconds per step", color="model", title="Seconds per step",
                                elem_id="wc-perf-speed", height=260, x_title="time", y_title="seconds per step",
-                               tooltip="all", x_axis_format="%b %d %H:%M")
+                               tooltip="all", visible=False)
         memory = gr.ScatterPlot(x="time", y="peak memory (MB)", color="model", title="Peak memory",
                                 elem_id="wc-perf-memory", height=260, x_title="time", y_title="MB",
-                                tooltip="all", x_axis_format="%b %d %H:%M")
+                                tooltip="all", visible=False)
     gr.Markdown("### Slowdowns", elem_classes=["wc-h"])
     alerts = gr.HTML("", elem_id="wc-perf-alerts", js_on_load=None)
     gr.Markdown("### History", elem_classes=["wc-h"])
@@ -207,7 +251,7 @@ def build_performance_tab() -> Any:
                 "frames and steps), fastest first.", elem_classes=["wc-h"])
     effect = gr.Dataframe(headers=EFFECT_COLUMNS, interactive=False, elem_id="wc-perf-effect")
     effect_note = gr.Markdown("", elem_id="wc-perf-effect-note")
-    outputs = [note, table, speed, memory, alerts, effect, csv_button, effect_note]
+    outputs = [note, table, speed, memory, alerts, effect, csv_button, effect_note, plot_note]
     gr.on([again.click, kind.change], refresh, inputs=kind, outputs=outputs, api_visibility="private")
     gr.api(history_view, api_name="history")
     gr.api(export_csv, api_name="export_csv")

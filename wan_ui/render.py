@@ -63,7 +63,8 @@ CSS = """
   font-weight: 600; white-space: nowrap; flex-shrink: 0; }
 .wc-ok .wc-badge { background: rgba(34, 160, 80, 0.16); color: #1d8a47; }
 .wc-bad .wc-badge { background: rgba(220, 50, 50, 0.14); color: #c42b2b; }
-.wc-unknown .wc-badge { background: rgba(128, 128, 128, 0.18); color: var(--body-text-color-subdued); }
+.wc-unknown .wc-badge { background: rgba(128, 128, 128, 0.18); color: var(--neutral-700); }
+.dark .wc-unknown .wc-badge { color: var(--neutral-300); }
 .dark .wc-ok .wc-badge { color: #5fd68f; }
 .dark .wc-bad .wc-badge { color: #ff7b7b; }
 .wc-h { font-size: 0.95em; font-weight: 600; margin: 14px 0 6px 0; }
@@ -116,16 +117,21 @@ def render_prompt() -> str:
     return f'<p class="wc-prompt">{escape(PROMPT_SENTENCE)}</p>'
 
 
-def render_error(err: WanError, path: str | None = None) -> str:
-    """A plain sentence and its remedy; the technical details behind a closed fold."""
+def render_error(err: WanError, path: str | None = None, badge: str = "Cannot check",
+                 details: bool = True) -> str:
+    """A plain sentence and its remedy; the technical details behind a closed fold.
+
+    ``badge`` names what could not be done ("Cannot check", "Cannot fix", "Cannot undo");
+    ``details=False`` leaves the traceback out (for ordinary situations such as a missing folder).
+    """
     parts = ['<div class="wc-report"><div class="wc-card wc-bad">',
-             f'<p class="wc-headline wc-error-msg"><span class="wc-badge">Cannot check</span>'
+             f'<p class="wc-headline wc-error-msg"><span class="wc-badge">{escape(badge)}</span>'
              f'<span>{escape(err.message)}</span></p>']
     if path and path not in err.message:
         parts.append(f'<p class="wc-path">{escape(path)}</p>')
     if err.remedy:
         parts.append(f'<p class="wc-remedy"><b>What to do:</b> {escape(err.remedy)}</p>')
-    if err.details:
+    if err.details and details:
         parts.append('<details class="wc-details"><summary>Technical details</summary>'
                      f'<pre>{escape(err.details)}</pre></details>')
     parts.append("</div></div>")
@@ -141,15 +147,24 @@ def render_report(report: ModelReport) -> str:
     return f'<div class="wc-report">{"".join(cards)}</div>'
 
 
+def _not_wan(report: ModelReport) -> bool:
+    """A single model (not a collection) that is no Wan model: Fix cannot touch it."""
+    return not report.is_collection and not report.is_wan
+
+
 def _tone(report: ModelReport) -> str:
+    if _not_wan(report):
+        return "wc-unknown"
     if report.errors or (report.is_collection and not report.loadable):
         return "wc-bad"
     return "wc-ok" if report.loadable else "wc-unknown"
 
 
 def _badge(report: ModelReport) -> str:
-    tone = _tone(report)
-    text = {"wc-ok": "✓ Ready", "wc-bad": "✗ Needs fixing", "wc-unknown": "? Not recognised"}[tone]
+    if _not_wan(report):
+        text = "Not a model" if report.architecture_type is A.UNKNOWN else "Not a Wan model"
+    else:
+        text = {"wc-ok": "✓ Ready", "wc-bad": "✗ Needs fixing", "wc-unknown": "? Not recognised"}[_tone(report)]
     return f'<span class="wc-badge">{text}</span>'
 
 
@@ -388,8 +403,12 @@ def _gib(mb: float) -> str:
     return f"{gb:.1f} GB" if gb < 10 else f"{gb:.0f} GB"
 
 
-def render_plan(plan, title: str | None = None) -> str:
-    """An OptimizationPlan: fits or not, the estimate and one reason per choice."""
+def render_plan(plan, title: str | None = None, fold: bool = False) -> str:
+    """An OptimizationPlan: fits or not, the estimate and one reason per choice.
+
+    ``fold``: the reasons go into a closed "Why this plan" fold, so that only the headline,
+    the size and (when it does not fit) the remedy take room (the Generate tab).
+    """
     if plan is None:
         return render_notice("Choose a Wan model to see its memory plan for this computer.")
     r = plan.request
@@ -402,7 +421,11 @@ def render_plan(plan, title: str | None = None) -> str:
     body = f'<p class="wc-path">{escape(title or "Memory plan")}: {escape(size)}</p>'
     if not plan.fits and plan.remedy:
         body += f'<p class="wc-remedy"><b>What to do:</b> {escape(plan.remedy)}</p>'
-    body += f'<ul class="wc-plan-lines">{lines}</ul>'
+    if fold:
+        body += (f'<details class="wc-details wc-plan-fold"><summary>Why this plan</summary>'
+                 f'<ul class="wc-plan-lines">{lines}</ul></details>')
+    else:
+        body += f'<ul class="wc-plan-lines">{lines}</ul>'
     return _badge_card(tone, badge, _plan_headline(plan), body)
 
 
@@ -475,9 +498,11 @@ def render_result(result: dict) -> str:
     total = (result.get("seconds") or {}).get("total")
     if total is not None:
         facts.append(f"{total:.1f} s in all")
-    peak = result.get("peak_vram_mb")
-    facts.append(f"peak GPU memory {_gib(peak)}" if peak is not None else
-                 f"peak RAM {_gib(result.get('peak_ram_mb') or 0)}")
+    peak_vram, peak_ram = result.get("peak_vram_mb"), result.get("peak_ram_mb")
+    if isinstance(peak_vram, (int, float)) and peak_vram > 0:
+        facts.append(f"peak GPU memory {_gib(peak_vram)}")
+    elif isinstance(peak_ram, (int, float)) and peak_ram > 0:
+        facts.append(f"peak RAM {_gib(peak_ram)}")         # unknown (e.g. a gallery pick): left out
     if model:
         facts.insert(0, model)
     body = (f'<p class="wc-path">{escape(str(result.get("output_path") or ""))}</p>'
