@@ -48,6 +48,9 @@ def read_json(src: FileSource, path: str, what: str) -> tuple[Any, Finding | Non
     except FileNotFoundError:
         return None, Finding(ERROR, "config_missing", f"{what} is missing: {shown}.",
                              "Download the file again from the model's page.", path)
+    except PermissionError:
+        return None, Finding(ERROR, "permission_denied", f"{what} cannot be read ({shown}): permission denied.",
+                             "Give your user read access to the model folder (or check a copy you own).", path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return None, Finding(ERROR, "config_unreadable", f"{what} cannot be read ({shown}): {_reason(exc)}.",
                              "Check the file's permissions, or download it again.", path)
@@ -165,6 +168,11 @@ def read_component_folder(src: FileSource, name: str, declared: tuple[str | None
     """Read a diffusers component folder ``name/``: its config, class and weights."""
     folder_files = [e for e in src.files if e.path.startswith(name + "/")]
     library, declared_class = declared or (None, None)
+    if not folder_files and name in getattr(src, "unreadable", ()):
+        comp = ComponentReport(name=name, class_name=declared_class, library=library, folder=name, complete=False)
+        return PartReading(comp, findings=[Finding(
+            ERROR, "permission_denied", f"The {name}/ folder is there but cannot be read: permission denied.",
+            "Give your user read access to the model folder (or check a copy you own).", name)])
     if not folder_files:
         comp = ComponentReport(name=name, class_name=declared_class, library=library, folder=name,
                                present=False, complete=False)

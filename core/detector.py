@@ -268,7 +268,9 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
     index: dict[str, Any] = {}
     if any(e.path == "model_index.json" for e in src.files):
         obj, problem = read_json(src, "model_index.json", "model_index.json")
-        if problem:
+        if problem and problem.code == "permission_denied":
+            d.findings.append(problem)  # nothing to rebuild: the file is there, only locked
+        elif problem:
             d.findings.append(replace(problem, code="model_index_unreadable",
                                       remedy="Run Fix (`python -m core fix PATH`) to rebuild it from the component folders."))
         elif not isinstance(obj, dict):
@@ -306,7 +308,8 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
                                           "which would run code from outside diffusers and transformers.",
                                           "Wan models need no custom code; allow it only for models you trust.",
                                           "model_index.json"))
-    folders = sorted({e.path.split("/", 1)[0] for e in src.files if "/" in e.path})
+    folders = sorted({e.path.split("/", 1)[0] for e in src.files if "/" in e.path}
+                     | {d for d in getattr(src, "unreadable", ()) if d and "/" not in d})
     present = [f for f in folders if f in signals.KNOWN_COMPONENT_FOLDERS or f in declared]
     for name in sorted(set(present) | {k for k, v in declared.items() if v is not None}, key=_component_order):
         if name in declared and declared[name] is None:

@@ -66,6 +66,7 @@ class FileSource(Protocol):
     truncated: bool        # the scan stopped at a limit; ``problems`` says which
     problems: list[str]    # sentences about what could not be listed or read
     bytes_read: int        # bytes read so far through read_text/read_head
+    unreadable: set[str]   # folders that exist but could not be listed (permissions)
 
     def read_text(self, path: str) -> str: ...
 
@@ -88,6 +89,7 @@ class LocalSource:
     problems: list[str] = field(default_factory=list)
     bytes_read: int = 0
     is_file: bool = False
+    unreadable: set[str] = field(default_factory=set)  # folders that exist but cannot be listed
 
     def __post_init__(self) -> None:
         if not str(self.root).strip():
@@ -115,6 +117,7 @@ class LocalSource:
                 st = os.stat(abs_dir)
             except OSError as exc:
                 self.problems.append(f"Cannot open folder {display_name(rel_dir or '.')}: {exc.strerror}.")
+                self.unreadable.add(rel_dir)
                 continue
             key = (st.st_dev, st.st_ino)
             if key in seen_dirs:
@@ -151,6 +154,7 @@ class LocalSource:
                             self.problems.append(f"Cannot read {display_name(rel)}: {exc.strerror or exc}.")
             except OSError as exc:
                 self.problems.append(f"Cannot list folder {display_name(rel_dir or '.')}: {exc.strerror or exc}.")
+                self.unreadable.add(rel_dir)
         return found
 
     @staticmethod
@@ -205,6 +209,7 @@ class ManifestSource:
     truncated: bool = False
     problems: list[str] = field(default_factory=list)
     bytes_read: int = 0
+    unreadable: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("files"), list):
@@ -261,6 +266,7 @@ class SubSource:
         self.files = [FileEntry(e.path[len(base):], e.size) for e in self.parent.files if e.path.startswith(base)]
         self.truncated = self.parent.truncated
         self.problems = list(self.parent.problems)
+        self.unreadable = {d[len(base):] for d in self.parent.unreadable if d.startswith(base)}
 
     @property
     def bytes_read(self) -> int:

@@ -69,6 +69,10 @@ def plan(report: ModelReport, *, out: str | os.PathLike[str] | None = None) -> F
         paths = ", ".join(m.path for m in report.models)
         return FixPlan(report.path, (), (), report, notes=(
             f"This folder holds {len(report.models)} models; run Fix on each of them: {paths}.",))
+    locked = [f for f in report.findings if f.code == "permission_denied"]
+    if locked:  # what cannot be read cannot be backed up or judged: change nothing
+        return FixPlan(report.path, (), tuple(manual_step_for(f, report, []) for f in locked), report, notes=(
+            "Some files or folders here cannot be read; Fix changes nothing until they can.",))
     root = Path(report.path)
     pending = _pending_journal(root) if root.is_dir() else None
     if pending is not None:

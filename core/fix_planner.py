@@ -521,6 +521,9 @@ def manual_step_for(f: Finding, report: ModelReport, cands: list[ModelRequiremen
         return str(Path(root) / folder) + os.sep if folder else str(Path(root)) + os.sep
 
     code, path = f.code, f.path
+    if code == "permission_denied":  # nothing to download: the file is there, only locked
+        return ManualStep(f.message, "nothing to download: give your user read access to it (or fix a copy you own)",
+                          str(Path(root) / path) if path else root)
     if path and (code in ("shard_missing", "file_truncated", "index_unreadable", "config_missing",
                           "config_unreadable") or code.startswith("header_")):
         extra = " (delete the damaged copy first)" if code != "shard_missing" and code != "config_missing" else ""

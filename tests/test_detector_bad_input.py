@@ -108,7 +108,7 @@ def test_unreadable_files_are_reported(open_tmp: Path) -> None:
     assert_no_traceback(result)
     assert result.returncode == 1
     codes = {f["code"] for f in json.loads(result.stdout)["findings"]}
-    assert {"config_unreadable", "file_unreadable"} <= codes
+    assert {"permission_denied", "file_unreadable"} <= codes
 
 
 def test_unreadable_path_itself_exits_2(open_tmp: Path) -> None:
@@ -182,3 +182,25 @@ def test_pth_that_would_run_code_is_never_unpickled(tmp_path: Path) -> None:
     assert_no_traceback(single)
     assert single.returncode == 1
     assert any(f.code == "file_truncated" and "Wan2.1_VAE.pth" in f.message for f in report.findings)
+
+
+def test_locked_files_and_folders_are_called_locked_not_missing(open_tmp: Path, demo_models_dir: Path) -> None:
+    model = open_tmp / "model"
+    shutil.copytree(demo_models_dir / "wan21_t2v", model)
+    for p in [model, *model.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (model / "model_index.json").chmod(0o000)
+    (model / "vae").chmod(0o000)
+    result = run_cli_unprivileged("check", str(model), "--json")
+    fix = run_cli_unprivileged("fix", str(model), "--apply", "--json")
+    (model / "vae").chmod(0o755)
+    assert_no_traceback(result)
+    assert_no_traceback(fix)
+    plan = json.loads(fix.stdout)
+    assert fix.returncode == 1 and plan["actions"] == [] and len(plan["manual_steps"]) == 2  # Fix changes nothing
+    assert not (model / ".wan_compat_backup").exists()
+    findings = json.loads(result.stdout)["findings"]
+    locked = {f["path"] for f in findings if f["code"] == "permission_denied"}
+    assert locked == {"model_index.json", "vae"}, findings
+    assert not {"model_index_missing", "model_index_unreadable", "component_missing"} & {f["code"] for f in findings}
+    assert all("read access" in f["remedy"] for f in findings if f["code"] == "permission_denied")
