@@ -271,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:  # it has its own parser (core.demo.main): options in any order, its own --help
+        from core import demo
+        return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
