@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 from tests.sparse.original_keys import wan21_vae_keys, wan_dit_keys  # noqa: E402
 from tests.sparse.original_layout import T5_PTH, original_config  # noqa: E402
 from tests.sparse.specs import BY_KEY  # noqa: E402
+from tests.sparse.writer import split_into_shards  # noqa: E402
 
 MB = 2**20
 SHARD_BYTES = 10**9
@@ -78,20 +79,11 @@ def write_checkpoint(root: Path, t5_layers: int) -> tuple[int, int]:
     from core.demo import _build_tokenizer
     spec = BY_KEY["wan21_t2v_1_3b"]
     root.mkdir(parents=True)
-    total = largest = 0
     # DiT: 1 GB shards, written one at a time.
     dit = wan_dit_keys(spec, "BF16")
-    shards: list[dict[str, tuple[str, tuple[int, ...]]]] = [{}]
-    size = 0
-    for name, (dtype, shape) in dit.items():
-        n = _nbytes(shape, dtype)
-        if shards[-1] and size + n > SHARD_BYTES:
-            shards.append({})
-            size = 0
-        shards[-1][name] = (dtype, shape)
-        size += n
-        total += n
-        largest = max(largest, n)
+    shards = split_into_shards(dit, SHARD_BYTES)
+    sizes = [_nbytes(shape, dtype) for dtype, shape in dit.values()]
+    total, largest = sum(sizes), max(sizes)
     weight_map = {}
     for i, shard in enumerate(shards, 1):
         file = f"diffusion_pytorch_model-{i:05d}-of-{len(shards):05d}.safetensors"

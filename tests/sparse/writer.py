@@ -49,14 +49,8 @@ def write_sparse_safetensors(path: str | os.PathLike[str], tensors: TensorSpecs,
     return 8 + len(raw) + offset
 
 
-def write_sharded(folder: str | os.PathLike[str], stem: str, tensors: TensorSpecs,
-                  max_shard_bytes: int = 5 * 2**30, index_name: str | None = None) -> list[str]:
-    """Split ``tensors`` into shards of at most ``max_shard_bytes`` like ``save_pretrained``.
-
-    Writes ``{stem}-0000i-of-0000n.safetensors`` and ``{stem}.safetensors.index.json``
-    (or ``index_name``) with a ``weight_map``; a single shard is written as ``{stem}.safetensors``
-    without an index. Returns the shard file names.
-    """
+def split_into_shards(tensors: TensorSpecs, max_shard_bytes: int) -> list[dict[str, tuple[str, tuple[int, ...]]]]:
+    """Group tensors, in order, into shards of at most ``max_shard_bytes`` (as save_pretrained does)."""
     shards: list[dict[str, tuple[str, tuple[int, ...]]]] = [{}]
     size = 0
     for name, (dtype, shape) in tensors.items():
@@ -66,6 +60,18 @@ def write_sharded(folder: str | os.PathLike[str], stem: str, tensors: TensorSpec
             size = 0
         shards[-1][name] = (dtype, shape)
         size += n
+    return shards
+
+
+def write_sharded(folder: str | os.PathLike[str], stem: str, tensors: TensorSpecs,
+                  max_shard_bytes: int = 5 * 2**30, index_name: str | None = None) -> list[str]:
+    """Split ``tensors`` into shards of at most ``max_shard_bytes`` like ``save_pretrained``.
+
+    Writes ``{stem}-0000i-of-0000n.safetensors`` and ``{stem}.safetensors.index.json``
+    (or ``index_name``) with a ``weight_map``; a single shard is written as ``{stem}.safetensors``
+    without an index. Returns the shard file names.
+    """
+    shards = split_into_shards(tensors, max_shard_bytes)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if len(shards) == 1:
