@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in cfg.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
 
-    # core.monitor and core.loader read these: the same history and settings as the app
+    # core.monitor and core.run.load read these: the same history and settings as the app
     # (a history database named in the environment still wins, as it does for the CLI).
     os.environ.setdefault("WAN_COMPAT_HISTORY_DB", str(cfg.history_db))
     if cfg.source is not None:

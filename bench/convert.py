@@ -5,7 +5,7 @@ bfloat16 (about 2.8 GB in 1 GB shards), the full-size Wan2.1 VAE as ``Wan2.1_VAE
 (0.5 GB) and Wan's T5 encoder as ``models_t5_umt5-xxl-enc-bf16.pth`` at full width with
 ``--t5-layers`` blocks (its 2.1 GB token embedding is the largest tensor), plus a tokenizer.
 The tensors hold constant values: every byte is written and then read back by the
-conversion. It then converts the folder with ``core.convert`` in a child process and
+conversion. It then converts the folder with ``core.fix.convert`` in a child process and
 reports that process's peak resident memory (``VmHWM``: anonymous memory plus the file
 pages it has mapped) against the largest tensor and the model. The checkpoint is written
 by another child, so that no large parent is counted (``ru_maxrss`` of a child includes
@@ -48,8 +48,8 @@ _CHILD = r"""
 import json, sys, time, psutil
 import torch, diffusers, transformers
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
-from core.convert import plan_conversion
-from core.detector import inspect
+from core.fix.convert import plan_conversion
+from core.check.detect import inspect
 base = psutil.Process().memory_info().rss
 t0 = time.perf_counter()
 plan = plan_conversion(inspect(sys.argv[1]), sys.argv[2])

@@ -1,7 +1,7 @@
 """How fast Model Check is, against the floor of only reading every safetensors header.
 
 Builds full-size sparse layouts (real headers, no weights: a few MB on disk) and times
-``core.detector.inspect`` warm against opening each ``.safetensors`` file and reading its
+``core.check.detect.inspect`` warm against opening each ``.safetensors`` file and reading its
 header, and ``python -m core check`` on the A14B folder from a cold interpreter.
 
     .venv/bin/python bench/detect.py [--runs 15] [--json]
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.detector import inspect  # noqa: E402
+from core.check.detect import inspect  # noqa: E402
 from tests.sparse.diffusers_layout import write_diffusers_layout  # noqa: E402
 from tests.sparse.original_layout import write_original_layout  # noqa: E402
 from tests.sparse.specs import BY_KEY  # noqa: E402

@@ -3,7 +3,7 @@
 Builds the full-size Wan2.2 TI2V-5B transformer (its published config.json) with random
 weights in bf16 on the GPU and times denoising steps at 1280x704 with 121 frames (each
 step is two transformer calls, conditional and unconditional, as diffusers runs them),
-then compares seconds per step and peak VRAM with ``core.optimize``'s estimate for the
+then compares seconds per step and peak VRAM with ``core.run.optimize``'s estimate for the
 same request. With ``--placements`` it also loads a demo model with each placement the
 loader applies (all on the GPU, model, group and sequential offload, text encoder on the
 CPU) and checks the frames agree.
@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from core.detector import inspect  # noqa: E402
-from core.hardware import probe  # noqa: E402
-from core.optimize import OptimizationRequest, plan_for  # noqa: E402
+from core.check.detect import inspect  # noqa: E402
+from core.run.hardware import probe  # noqa: E402
+from core.run.optimize import OptimizationRequest, plan_for  # noqa: E402
 from tests.sparse.diffusers_layout import write_diffusers_layout  # noqa: E402
 from tests.sparse.specs import BY_KEY  # noqa: E402
 
@@ -98,8 +98,8 @@ def placements_check(tmp: Path) -> dict:
     import numpy as np
 
     from core.demo import write_demo_model
-    from core.generation import GenerationConfig
-    from core.loader import WanPipelineLoader
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
     folder = write_demo_model("wan22_t2v_a14b", tmp)
     config = GenerationConfig(prompt="a red fox in the snow", width=64, height=64, num_frames=9,
                               num_inference_steps=4, seed=1)

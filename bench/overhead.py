@@ -34,9 +34,9 @@ import torch  # noqa: E402
 from diffusers import DiffusionPipeline  # noqa: E402
 
 from core.demo import write_demo_model  # noqa: E402
-from core.generation import GenerationConfig  # noqa: E402
-from core.loader import WanPipelineLoader  # noqa: E402
-from core.video import write_mp4  # noqa: E402
+from core.run.generation import GenerationConfig  # noqa: E402
+from core.run.load import WanPipelineLoader  # noqa: E402
+from core.run.video import write_mp4  # noqa: E402
 
 SETTINGS = dict(prompt="a red fox running through deep snow", negative_prompt="blurry", height=128, width=128,
                 num_frames=33, num_inference_steps=4, guidance_scale=5.0)

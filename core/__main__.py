@@ -16,8 +16,8 @@ from core.errors import WanError, explain
 
 
 def _check(args: argparse.Namespace) -> int:
-    from core.detector import inspect
-    from core.report_text import render_text
+    from core.check.detect import inspect
+    from core.check.wording import render_text
     try:
         report = inspect(args.path)  # an empty path is a missing path (not the current folder)
     except OSError as exc:  # the path itself: missing, unreadable, a loop
@@ -58,7 +58,7 @@ def _fix(args: argparse.Namespace) -> int:
                                     vae=parts["vae"], text_encoder=parts["text_encoder"],
                                     tokenizer=parts["tokenizer"], out=args.out)
         else:
-            from core.detector import inspect
+            from core.check.detect import inspect
             fix_plan = fix.plan(inspect(args.path), out=args.out)
     except OSError as exc:  # the path itself: missing, unreadable
         err = explain(exc)
@@ -86,7 +86,7 @@ def _fix(args: argparse.Namespace) -> int:
 
 
 def _fix_result(args: argparse.Namespace, result) -> int:
-    from core.report_text import render_text
+    from core.check.wording import render_text
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -151,10 +151,10 @@ def _parse_size(text: str) -> tuple[int, int]:
 def _generate(args: argparse.Namespace) -> int:
     import threading
 
-    from core.generation import GenerationConfig
-    from core.loader import WanPipelineLoader
-    from core.detector import inspect
-    from core.generation import resolve
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
+    from core.check.detect import inspect
+    from core.run.generation import resolve
     width, height = args.size or (None, None)
     config = GenerationConfig(prompt=args.prompt, negative_prompt=args.negative, num_frames=args.frames,
                               width=width, height=height, num_inference_steps=args.steps,

@@ -9,7 +9,7 @@ Usage::
     report.ok                            # False when any check is an error
     report.to_dict()                     # what `doctor --json` prints
 
-torch is imported only in a child process (:func:`core.hardware.torch_facts_subprocess`),
+torch is imported only in a child process (:func:`core.run.hardware.torch_facts_subprocess`),
 so a broken install (Windows' "DLL load failed while importing _C") is reported with the
 command that mends it instead of crashing the doctor.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 from core.config import AppConfig, load_config
-from core.hardware import HardwareInfo, probe, torch_facts_subprocess
+from core.run.hardware import HardwareInfo, probe, torch_facts_subprocess
 
 Status = Literal["ok", "warning", "error"]
 

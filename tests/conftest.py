@@ -39,7 +39,7 @@ def run_cli_unprivileged(*args: str, timeout: float = 60) -> subprocess.Complete
     python = "/usr/bin/python3"
     env = {"PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8", "PATH": "/usr/bin:/bin"}
     try:
-        probe = subprocess.run([python, "-c", "import core.detector"], cwd="/", env=env, user=65534,
+        probe = subprocess.run([python, "-c", "import core.check.detect"], cwd="/", env=env, user=65534,
                                capture_output=True, timeout=timeout)
     except OSError as exc:
         pytest.skip(f"cannot run as an unprivileged user here: {exc}")

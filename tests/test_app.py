@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from core.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
+from core.check.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from tests.browser import ROOT, chromium_browser, chromium_page, run_app, screenshot, start_app
 from wan_ui.model_check import check_path, clean_path
 from wan_ui.render import PROMPT_SENTENCE, headline, render_report
@@ -132,7 +132,7 @@ def test_check_path_missing_gives_a_plain_sentence(tmp_path: Path) -> None:
 
 
 def test_check_path_turns_any_exception_into_a_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    detector = pytest.importorskip("core.detector", reason="core.detector not yet available")
+    detector = pytest.importorskip("core.check.detect", reason="core.check.detect not yet available")
 
     def boom(path: str) -> ModelReport:
         raise RuntimeError("boom")
@@ -205,7 +205,7 @@ def sd_folder(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def wan_demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small random-weight Wan2.2 A14B-style demo model (built once per session)."""
-    pytest.importorskip("core.detector", reason="core.detector not yet available")
+    pytest.importorskip("core.check.detect", reason="core.check.detect not yet available")
     demo = pytest.importorskip("core.demo", reason="core.demo not yet available")
     out = tmp_path_factory.getbasetemp() / "wan_demo_models"  # shared with tests/demo_fixture.py
     demo.write_demo_model("wan22_t2v_a14b", out)
@@ -229,7 +229,7 @@ def app_server(config_file: Path, sd_folder: Path):
 
 
 def test_ui_builds_without_torch_and_checks_where_torch_is_broken(sd_folder: Path) -> None:
-    pytest.importorskip("core.detector", reason="core.detector not yet available")
+    pytest.importorskip("core.check.detect", reason="core.check.detect not yet available")
     code = f"""
 import sys
 import app
@@ -267,7 +267,7 @@ def test_app_serves_its_page_quickly(app_server, record_property) -> None:
 
 
 def test_api_check_returns_the_report(app_server, sd_folder: Path, tmp_path: Path) -> None:
-    pytest.importorskip("core.detector", reason="core.detector not yet available")
+    pytest.importorskip("core.check.detect", reason="core.check.detect not yet available")
     from gradio_client import Client
 
     # download_files=False: gradio_client 2.7 on Gradio 6 (protocol sse_v3) takes any dict with a
@@ -335,7 +335,7 @@ def browser():
 
 
 def test_browser_check_shows_the_headline(app_server, browser, wan_demo_folder: Path) -> None:
-    from core.detector import inspect
+    from core.check.detect import inspect
 
     expected = headline(inspect(str(wan_demo_folder)))
     assert expected.startswith("Wan 2.2 T2V") and expected.endswith("— diffusers layout — ready to load")

@@ -25,9 +25,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core.convert import plan_assembly, plan_conversion  # noqa: E402
-from core.convert_keys import T5_TO_UMT5, VAE22_TO_DIFFUSERS, rename  # noqa: E402
-from core.detector import inspect  # noqa: E402
+from core.fix.convert import plan_assembly, plan_conversion  # noqa: E402
+from core.fix.convert.keys import T5_TO_UMT5, VAE22_TO_DIFFUSERS, rename  # noqa: E402
+from core.check.detect import inspect  # noqa: E402
 from core.errors import WanError  # noqa: E402
 from tests.sparse.original_keys import umt5_original_keys, wan21_vae_keys, wan22_vae_keys, wan_dit_keys  # noqa: E402
 from tests.sparse.original_layout import T5_PTH, VAE_PTH, original_config  # noqa: E402
@@ -372,7 +372,7 @@ def test_t5_matches_a_forward_pass_of_wans_t5(a14b: Any) -> None:
 def test_t5_rename_table_covers_the_full_size_key_list() -> None:
     from accelerate import init_empty_weights
     from transformers import UMT5Config, UMT5EncoderModel
-    from core.convert_keys import umt5_config
+    from core.fix.convert.keys import umt5_config
     full = umt5_original_keys()
     cfg = umt5_config({k: s for k, (_, s) in full.items()}, original=True)
     with init_empty_weights():
@@ -382,8 +382,8 @@ def test_t5_rename_table_covers_the_full_size_key_list() -> None:
 
 
 def test_a14b_generates_with_the_loader(a14b: Any) -> None:
-    from core.generation import GenerationConfig
-    from core.loader import WanPipelineLoader
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
     out = a14b[2]
     wrapper = WanPipelineLoader().load_wan_pipeline(out)
     assert type(wrapper.pipeline).__name__ == "WanPipeline" and wrapper.pipeline.transformer_2 is not None
@@ -420,7 +420,7 @@ def test_wan22_vae_mapping_matches_diffusers_z48_at_full_size() -> None:
     """Every original key of the full-size Wan2.2 VAE maps, onto exactly the z48 state dict's shapes."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKLWan
-    from core.convert_keys import vae22_config
+    from core.fix.convert.keys import vae22_config
     full = wan22_vae_keys()
     shapes = {k: s for k, (_, s) in full.items()}
     with init_empty_weights():
@@ -434,8 +434,8 @@ def test_wan22_vae_mapping_matches_diffusers_z48_at_full_size() -> None:
 
 def test_ti2v_transformer_matches_and_generates(ti2v: Any, tmp_path: Path) -> None:
     from diffusers import WanTransformer3DModel
-    from core.generation import GenerationConfig
-    from core.loader import WanPipelineLoader
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
     _, weights, out = ti2v
     spec = TINY["ti2v"]
     ref = reference_transformer(spec, weights["dit"], tmp_path)
@@ -496,8 +496,8 @@ def _umt5_file(path: Path, vocab: int) -> tuple[Path, Any]:
 @pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
 def test_assembly_of_comfyui_files_loads_and_generates(tmp_path: Path, prefix: str) -> None:
     from diffusers import WanTransformer3DModel
-    from core.generation import GenerationConfig
-    from core.loader import WanPipelineLoader
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
     from transformers import UMT5EncoderModel
     spec = ModelSpec("tiny_single", None, None, "2.2", "t2v", 256, FFN, LAYERS, 16, 16, experts=2)
     high, low = tiny_dit(spec, 1), tiny_dit(spec, 2)   # width 256: 2 heads of 128, as the files carry no config

@@ -27,8 +27,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core.convert import PAUSE_ENV, plan_conversion  # noqa: E402
-from core.detector import inspect  # noqa: E402
+from core.fix.convert import PAUSE_ENV, plan_conversion  # noqa: E402
+from core.check.detect import inspect  # noqa: E402
 from tests.test_convert import tree_hash, write_tiny_original  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,8 +42,8 @@ import torch, diffusers, transformers, accelerate, psutil
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
 from transformers import UMT5Config, UMT5EncoderModel
-from core.convert import PAUSE_ENV, plan_conversion
-from core.detector import inspect
+from core.fix.convert import PAUSE_ENV, plan_conversion
+from core.check.detect import inspect
 source, jobs = sys.argv[1], json.loads(sys.argv[2])
 pids = []
 for target, point in jobs:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.detector import inspect
+from core.check.detect import inspect
 from tests.conftest import run_cli, run_cli_unprivileged
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.detector import ArchitectureDetector, inspect
+from core.check.detect import ArchitectureDetector, inspect
 from tests.conftest import run_cli
 from tests.sparse.diffusers_layout import write_diffusers_layout, write_hf_cache_layout
 from tests.sparse.original_layout import write_original_layout, write_single_file, write_umt5_single_file, \

@@ -1,4 +1,4 @@
-"""core.doctor and core.hardware on this machine, and with a broken torch injected."""
+"""core.doctor and core.run.hardware on this machine, and with a broken torch injected."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from core.config import AppConfig, load_config  # noqa: E402
 from core.doctor import (DoctorReport, check_disk, check_ffmpeg, check_gpu,  # noqa: E402
                          check_package, check_torch, check_vram, nearest_existing, run_doctor,
                          torch_install_commands)
-from core.hardware import GpuInfo, HardwareInfo, probe, torch_facts_subprocess  # noqa: E402
+from core.run.hardware import GpuInfo, HardwareInfo, probe, torch_facts_subprocess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DLL_ERROR = "DLL load failed while importing _C: The specified module could not be found."

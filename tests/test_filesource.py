@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.detector import inspect
-from core.filesource import ManifestSource
+from core.check.detect import inspect
+from core.check.filesource import ManifestSource
 from tests.conftest import REPO
 from tests.sparse.diffusers_layout import write_diffusers_layout
 from tests.sparse.specs import BY_KEY

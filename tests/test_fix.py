@@ -17,9 +17,9 @@ from typing import Callable
 import pytest
 
 from core import fix
-from core.detector import inspect
+from core.check.detect import inspect
 from core.errors import WanError
-from core.report import Severity
+from core.check.report import Severity
 from tests.conftest import run_cli
 from tests.sparse.diffusers_layout import disk_usage, model_index, write_diffusers_layout
 from tests.sparse.specs import BY_KEY, SPECS
@@ -98,8 +98,8 @@ def apply_and_check(folder: Path, expected_codes: list[str]) -> fix.FixResult:
 def load_and_generate(folder: Path, tmp_path: Path) -> None:
     """The loader takes the repaired folder and makes 5 frames of 32x32 in 2 steps."""
     pytest.importorskip("torch")
-    from core.generation import GenerationConfig
-    from core.loader import WanPipelineLoader
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
     wrapper = WanPipelineLoader().load_wan_pipeline(folder)
     extra = {}
     if wrapper.report.pipeline_class == "WanImageToVideoPipeline":
@@ -203,7 +203,7 @@ def test_those_breakages_really_stop_loading(case: str, finding: str | None, dem
     the wrong class with random weights). Model Check names two of them; a tokenizer class the
     installed transformers lacks needs transformers imported to see, so Fix finds that itself."""
     pytest.importorskip("torch")
-    from core.loader import WanPipelineLoader
+    from core.run.load import WanPipelineLoader
     name, breakage, _ = DEMO_CASES[case]
     folder = demo_copy(name)
     breakage(folder)
@@ -455,9 +455,9 @@ def test_missing_original_vae_names_the_file(tmp_path: Path) -> None:
 
 def _convert_module():
     try:
-        import core.convert as convert
+        import core.fix.convert as convert
     except ImportError:
-        pytest.skip("core.convert not available yet")
+        pytest.skip("core.fix.convert not available yet")
     return convert
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from core import fix
-from core.detector import inspect
+from core.check.detect import inspect
 from tests.conftest import REPO
 from tests.sparse.diffusers_layout import write_diffusers_layout
 from tests.sparse.specs import BY_KEY

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from core.errors import WanError
-from core.generation import GenerationConfig
-from core.loader import WanPipelineLoader
-from core.video import read_video_info
+from core.run.generation import GenerationConfig
+from core.run.load import WanPipelineLoader
+from core.run.video import read_video_info
 from tests.sparse.other_layouts import write_other_family
 
 torch = pytest.importorskip("torch")
@@ -202,7 +202,7 @@ def test_weights_that_do_not_fit_the_config_are_explained(demo_copy: Path) -> No
 
 def test_a_config_that_describes_other_shapes_is_caught_before_loading(demo_copy: Path) -> None:
     import json
-    from core.detector import inspect
+    from core.check.detect import inspect
     config_path = demo_copy / "transformer" / "config.json"
     config = json.loads(config_path.read_text())
     config["num_attention_heads"] *= 2
@@ -240,7 +240,7 @@ def test_a_module_named_in_model_index_is_never_imported_without_permission(demo
     index = json.loads((demo_copy / "model_index.json").read_text())
     index["scheduler"] = ["evil_scheduler", "UniPCMultistepScheduler"]
     (demo_copy / "model_index.json").write_text(json.dumps(index))
-    from core.detector import inspect
+    from core.check.detect import inspect
     assert "custom_code" in {f.code for f in inspect(demo_copy).findings}
     with pytest.raises(WanError) as info:
         WanPipelineLoader().load_wan_pipeline(demo_copy)

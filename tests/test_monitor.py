@@ -25,7 +25,7 @@ MB = 2**20
 
 @pytest.fixture()
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh history database, also the app-wide monitor's (what core.loader records into)."""
+    """A fresh history database, also the app-wide monitor's (what core.run.load records into)."""
     path = tmp_path / "data" / "history.db"
     monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(path))
     monkeypatch.delenv("WAN_COMPAT_MONITOR", raising=False)
@@ -56,9 +56,9 @@ def timed(monitor: PerformanceMonitor, seconds: float, operation_type: str = "ge
 def test_loads_and_generations_record_themselves_and_read_back_after_reopening(
         demo_models_dir: Path, db: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from core.detector import inspect
-    from core.generation import GenerationConfig
-    from core.loader import WanPipelineLoader
+    from core.check.detect import inspect
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
 
     folder = demo_models_dir / "wan21_t2v"
     wrapper = WanPipelineLoader().load_wan_pipeline(folder)
@@ -108,8 +108,8 @@ def test_loads_and_generations_record_themselves_and_read_back_after_reopening(
 def test_a_broken_monitor_never_breaks_a_generation(demo_models_dir: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")
-    from core.generation import GenerationConfig
-    from core.loader import WanPipelineLoader
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(blocker / "history.db"))   # cannot be created

@@ -1,4 +1,4 @@
-"""The memory plan (core.optimize): choices, reasons, overrides, refusals and the estimate.
+"""The memory plan (core.run.optimize): choices, reasons, overrides, refusals and the estimate.
 
 Full-size reports come from sparse layouts (real headers, no weights); hardware is faked by
 hand, so these run anywhere in about a second and need no torch.
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from core.detector import inspect
+from core.check.detect import inspect
 from core.errors import WanError
-from core.hardware import GpuInfo, HardwareInfo
-from core.optimize import (ACTIVATION_SLACK, MIB, PLACEMENTS, OptimizationPlan, OptimizationRequest,
+from core.run.hardware import GpuInfo, HardwareInfo
+from core.run.optimize import (ACTIVATION_SLACK, MIB, PLACEMENTS, OptimizationPlan, OptimizationRequest,
                            _dit_activation_mb, _facts, _vae_activation_mb, check_request_fits, plan_for,
                            stronger_plan)
-from core.report import ModelReport
+from core.check.report import ModelReport
 from tests.sparse.diffusers_layout import write_diffusers_layout
 from tests.sparse.original_layout import write_original_layout
 from tests.sparse.specs import BY_KEY
@@ -343,7 +343,7 @@ MEASURED_VAE = [("wan21_t2v_14b", 1280, 720, 81, False, "fp32", 20679),
 def test_transformer_activations_match_the_h100_measurements(full: dict[str, ModelReport], key: str,
                                                              w: int, h: int, f: int, mib: float) -> None:
     facts = _facts(full[key])
-    from core.optimize import latent_tokens
+    from core.run.optimize import latent_tokens
     ours = _dit_activation_mb(facts, latent_tokens(facts, w, h, f), "bf16") / ACTIVATION_SLACK
     assert 0.97 <= ours / mib <= 1.05
 
@@ -402,7 +402,7 @@ def test_with_model_offload_only_one_expert_is_resident(full: dict[str, ModelRep
 
 def test_ti2v_per_token_timesteps_and_tiling_lower_the_decode(full: dict[str, ModelReport]) -> None:
     from dataclasses import replace
-    from core.optimize import latent_tokens
+    from core.run.optimize import latent_tokens
     facts = _facts(full["wan22_ti2v_5b"])
     assert facts.per_token_timesteps and facts.token_divisor == 32
     tokens = latent_tokens(facts, 1280, 704, 121)
@@ -433,9 +433,9 @@ def test_planning_is_fast(full: dict[str, ModelReport]) -> None:
 
 def test_no_torch_needed() -> None:
     code = ("import sys; sys.modules['torch'] = None; sys.modules['diffusers'] = None\n"
-            "from core.hardware import HardwareInfo\n"
-            "from core.report import ModelReport\n"
-            "import core.optimize as o\n"
+            "from core.run.hardware import HardwareInfo\n"
+            "from core.check.report import ModelReport\n"
+            "import core.run.optimize as o\n"
             "print('ok', o.PLACEMENTS[0])")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.detector import ArchitectureDetector, inspect
+from core.check.detect import ArchitectureDetector, inspect
 from core.errors import WanError
-from core.pipelines import PipelineManager
+from core.run.pipelines import PipelineManager
 from tests.sparse.diffusers_layout import write_diffusers_layout
 from tests.sparse.other_layouts import write_other_family
 from tests.sparse.specs import BY_KEY

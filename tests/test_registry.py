@@ -1,4 +1,4 @@
-"""core.registry: the known models, the user registry file, and match() for the detector."""
+"""core.check.registry: the known models, the user registry file, and match() for the detector."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import WanError
-from core.registry import (BUILTIN_PATH, CompatibilityRegistry, ModelRequirements, RegistryError,
+from core.check.registry import (BUILTIN_PATH, CompatibilityRegistry, ModelRequirements, RegistryError,
                            get_compatibility_registry)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,7 +386,7 @@ def test_loading_is_fast_and_imports_neither_torch_nor_diffusers():
     code = (
         "import sys, time\n"
         "t = time.perf_counter()\n"
-        "from core.registry import CompatibilityRegistry\n"
+        "from core.check.registry import CompatibilityRegistry\n"
         "r = CompatibilityRegistry()\n"
         "assert len(r) == 23 and not r.problems\n"
         "print(time.perf_counter() - t)\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.safetensors_header import HeaderError, header_from_json, read_header
+from core.check.safetensors_header import HeaderError, header_from_json, read_header
 
 torch = pytest.importorskip("torch")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core.safetensors_header import read_header
+from core.check.safetensors_header import read_header
 from tests.sparse import diffusers_layout as dl
 from tests.sparse.specs import BY_KEY, SPECS
 

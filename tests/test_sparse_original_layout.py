@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from core.safetensors_header import read_header
+from core.check.safetensors_header import read_header
 from tests.sparse.original_keys import (
     param_count,
     umt5_original_keys,

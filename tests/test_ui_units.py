@@ -305,7 +305,7 @@ def test_fix_and_undo_messages_fit_the_situation(tmp_path: Path, demo_t2v: Path,
 def test_open_in_fix_and_badges_only_for_a_wan_model(tmp_path: Path, demo_t2v: Path, app_config) -> None:
     import json as _json
 
-    from core.detector import inspect
+    from core.check.detect import inspect
     from core.fix import plan as fix_plan
     from wan_ui.fix import render_fix_plan
     from wan_ui.model_check import after_check, check_path
@@ -408,7 +408,7 @@ def test_a_gallery_pick_shows_no_made_up_memory_figure(tmp_path: Path, app_confi
 def test_fix_tab_converts_an_original_layout_with_progress_per_tensor(tmp_path: Path, app_config,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")
-    from core import convert
+    from core.fix import convert
     from tests.test_convert import write_tiny_original
     from wan_ui.fix import apply_fix, plan_fix
 

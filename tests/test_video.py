@@ -1,4 +1,4 @@
-"""core.video: frames -> MP4 round trips, settings in the file and beside it, atomic writes, names."""
+"""core.run.video: frames -> MP4 round trips, settings in the file and beside it, atomic writes, names."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from core.errors import WanError
-from core.video import VideoInfo, default_output_path, read_video_info, write_mp4
+from core.run.video import VideoInfo, default_output_path, read_video_info, write_mp4
 
 
 def gradient(frames: int, width: int, height: int) -> np.ndarray:
@@ -217,12 +217,12 @@ def test_read_only_folder(tmp_path: Path) -> None:
 
 def test_permission_denied_is_plain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder the user may not write to (simulated: as root every folder is writable)."""
-    import core.video
+    import core.run.video
 
     def refuse(path: Path, text: str, sync: bool) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(core.video, "_write_file", refuse)
+    monkeypatch.setattr(core.run.video, "_write_file", refuse)
     with pytest.raises(WanError) as caught:
         write_mp4(gradient(5, 64, 64), tmp_path / "video.mp4", fps=16)
     assert "permission denied" in caught.value.message and "write to" in caught.value.remedy

@@ -90,13 +90,13 @@ _REPORTS: dict[str, tuple[float, Any]] = {}
 
 
 def hardware() -> Any:
-    """core.hardware.probe() (no torch), at most HARDWARE_TTL_S old."""
+    """core.run.hardware.probe() (no torch), at most HARDWARE_TTL_S old."""
     global _HARDWARE
     now = time.monotonic()
     with _LOCK:
         if _HARDWARE is not None and now - _HARDWARE[0] < HARDWARE_TTL_S:
             return _HARDWARE[1]
-    from core.hardware import probe
+    from core.run.hardware import probe
     hw = probe(use_torch=False)
     with _LOCK:
         _HARDWARE = (now, hw)
@@ -104,14 +104,14 @@ def hardware() -> Any:
 
 
 def inspect_cached(path: str) -> Any:
-    """core.detector.inspect(path), reused for REPORT_TTL_S; raises like inspect."""
+    """core.check.detect.inspect(path), reused for REPORT_TTL_S; raises like inspect."""
     key = os.path.abspath(path)
     now = time.monotonic()
     with _LOCK:
         hit = _REPORTS.get(key)
         if hit is not None and now - hit[0] < REPORT_TTL_S:
             return hit[1]
-    from core.detector import inspect
+    from core.check.detect import inspect
     report = inspect(key)
     with _LOCK:
         _REPORTS[key] = (now, report)
@@ -158,7 +158,7 @@ def config_overrides() -> dict[str, Any]:
 def defaults(report: Any) -> Any:
     """The registry entry whose defaults apply to ``report`` (or None)."""
     try:
-        from core.generation import defaults_for
+        from core.run.generation import defaults_for
         return defaults_for(report)
     except Exception:  # noqa: BLE001 - a broken registry must not break the page
         return None
@@ -166,8 +166,8 @@ def defaults(report: Any) -> Any:
 
 def default_request(report: Any, overrides: dict[str, Any] | None = None) -> Any:
     """An OptimizationRequest at the model's default size, frames and steps."""
-    from core.generation import FALLBACK
-    from core.optimize import OptimizationRequest
+    from core.run.generation import FALLBACK
+    from core.run.optimize import OptimizationRequest
     entry = defaults(report)
     width, height = entry.default_size if entry else FALLBACK["size"]
     return OptimizationRequest(width=width, height=height,
@@ -177,10 +177,10 @@ def default_request(report: Any, overrides: dict[str, Any] | None = None) -> Any
 
 
 def plan(report: Any, request: Any) -> Any:
-    """core.optimize.plan_for on this machine; None for collections and non-Wan models."""
+    """core.run.optimize.plan_for on this machine; None for collections and non-Wan models."""
     if report is None or report.is_collection or not report.is_wan:
         return None
-    from core.optimize import plan_for
+    from core.run.optimize import plan_for
     return plan_for(report, hardware(), request)
 
 
@@ -256,7 +256,7 @@ class ModelChoice:
 
 def model_choices() -> list[ModelChoice]:
     """Wan models in the models folder, the demo models built by the self-test, then recent paths."""
-    from core.report_text import TASK_NAMES, model_name
+    from core.check.wording import TASK_NAMES, model_name
 
     ctx = context()
     reports: list[Any] = []

@@ -11,7 +11,7 @@ hidden ``<input type=file webkitdirectory>`` behind "Choose a folder…") and re
 That manifest, ``{"name", "files": [{"path", "size", "text"?, "head_b64"?}], "browser":
 {"sent_bytes", "total_bytes"}}``, goes into a hidden textbox (``#wc-manifest``) and a hidden
 button (``#wc-manifest-send``) sends it to ``check_manifest`` (API ``/check_manifest``),
-which runs the detector on a :class:`core.filesource.ManifestSource`.
+which runs the detector on a :class:`core.check.filesource.ManifestSource`.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def html() -> str:
 def describe_sent(manifest: dict) -> str:
     """One sentence on what the browser sent, for the report (escaped HTML)."""
     b = manifest.get("browser") if isinstance(manifest.get("browser"), dict) else {}
-    from core.report_text import format_size
+    from core.check.wording import format_size
     sent = b.get("sent_bytes")
     total = b.get("total_bytes")
     files = len(manifest.get("files") or [])

@@ -86,13 +86,13 @@ def _expected(exc: BaseException) -> bool:
 
 
 def _format_bytes(n: Any) -> str:
-    from core.report_text import format_size
+    from core.check.wording import format_size
     return format_size(int(n)) if isinstance(n, (int, float)) else "unknown"
 
 
 def _plan_of(path: str, out: str | None = None) -> Any:
     from core import fix
-    from core.detector import inspect
+    from core.check.detect import inspect
     from wan_ui.model_check import clean_path
     target = clean_path(path)
     if not target:

@@ -14,7 +14,7 @@ The API (``gradio_client``)::
     result["success"], result["output_path"], result["seconds_per_step"]
     client.predict(api_name="/cancel")     # from another client: "Cancelling after the current step…"
 
-torch and diffusers are imported by ``core.loader`` in the worker, on the first generation.
+torch and diffusers are imported by ``core.run.load`` in the worker, on the first generation.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def _load(path: str, overrides: dict[str, Any], progress: Callable[[str, float],
     _LOADED = None                      # let the previous model's memory go first
     if first:
         progress("Loading the model (the first time this also starts PyTorch: a few seconds more)", 0)
-    from core.loader import WanPipelineLoader
+    from core.run.load import WanPipelineLoader
     wrapper = WanPipelineLoader().load_wan_pipeline(path, optimization_config=overrides, progress_callback=progress)
     _LOADED = (key, wrapper)
     _EVER_LOADED.append(key)
@@ -227,8 +227,8 @@ def _fail(message: str, remedy: str = "", details: str = "") -> dict[str, Any]:
 
 def _run(job: _Job, req: Request) -> dict[str, Any]:
     """The worker: check, plan, load, generate, record. Returns the result as plain JSON values."""
-    from core.generation import GenerationConfig, resolve
-    from core.video import default_output_path
+    from core.run.generation import GenerationConfig, resolve
+    from core.run.video import default_output_path
 
     ctx = common.context()
     path = req.path
@@ -259,7 +259,7 @@ def _run(job: _Job, req: Request) -> dict[str, Any]:
     settings, errors = resolve(config, report)
     if errors:
         return {"success": False, "errors": errors}
-    from core.optimize import OptimizationRequest
+    from core.run.optimize import OptimizationRequest
     request = OptimizationRequest(width=settings.width, height=settings.height, num_frames=settings.num_frames,
                                   num_inference_steps=settings.num_inference_steps,
                                   guidance=settings.guidance_scale > 1, overrides=dict(req.overrides))
@@ -290,7 +290,7 @@ def _run(job: _Job, req: Request) -> dict[str, Any]:
         "model_path": report.path, "settings": _settings_of(result.metadata, req),
         "details": str(result.metadata.get("details", "")) if not result.success else "",
     }
-    return out                      # core.loader recorded the run in the performance history
+    return out                      # core.run.load recorded the run in the performance history
 
 
 def _settings_of(metadata: dict[str, Any], req: Request) -> dict[str, Any]:
@@ -447,7 +447,7 @@ def select_model(path: str) -> tuple[Any, ...]:
         log.warning("No plan for %s: %s", target, exc)
     info = render_model_info(report, common.fit_badge(report, plan))
     entry = common.defaults(report)
-    from core.generation import FALLBACK, IMAGE_TASKS, OPTIONAL_IMAGE_TASKS
+    from core.run.generation import FALLBACK, IMAGE_TASKS, OPTIONAL_IMAGE_TASKS
     default = entry.default_size if entry else FALLBACK["size"]
     sizes = list(dict.fromkeys([_size_label(default)] + [_size_label(s) for s in (entry.sizes if entry else ())]))
     two = report.experts >= 2
@@ -479,7 +479,7 @@ def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, gui
         if report.is_collection or not report.is_wan:
             return render_plan(None)
         # The same checks Generate makes first (the prompt and the image are not the plan's business)
-        from core.generation import IMAGE_TASKS, GenerationConfig, resolve
+        from core.run.generation import IMAGE_TASKS, GenerationConfig, resolve
         config = GenerationConfig(prompt="(the plan)", num_frames=_int(frames), width=_int(width),
                                   height=_int(height), num_inference_steps=_int(steps),
                                   guidance_scale=_float(guidance),
@@ -488,7 +488,7 @@ def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, gui
         if problems or settings is None:
             return render_sentences("Generate would refuse these settings", problems,
                                     badge="✗ Check these settings", tone="bad")
-        from core.optimize import OptimizationRequest
+        from core.run.optimize import OptimizationRequest
         request = OptimizationRequest(
             width=settings.width, height=settings.height, num_frames=settings.num_frames,
             num_inference_steps=settings.num_inference_steps, guidance=settings.guidance_scale > 1,

@@ -10,7 +10,7 @@ Three ways in, one report:
 
 The report is rendered as cards: what the model is and whether it is complete, each finding
 with its remedy, and whether it fits this computer with which memory plan
-(``core.optimize.plan_for``). The JSON can be downloaded, and a button opens the Fix tab on
+(``core.run.optimize.plan_for``). The JSON can be downloaded, and a button opens the Fix tab on
 the same folder. A System fold shows ``core.doctor``'s checks of this computer::
 
     from gradio_client import Client
@@ -112,7 +112,7 @@ def check_path(path: str) -> tuple[str, dict[str, Any]]:
             raise WanError(f"That path is {len(target):,} characters long, too long to be a path.",
                            "Paste only the path of the model folder or file.")
         os.stat(target)  # not found, permission denied, a link loop: said plainly by explain()
-        from core.detector import (
+        from core.check.detect import (
             inspect,  # imported when first needed; reads no weights
         )
 
@@ -142,8 +142,8 @@ def check_manifest(manifest_json: str) -> tuple[str, dict[str, Any]]:
         except ValueError as exc:
             raise WanError("The browser sent a folder description that is not valid JSON.",
                            "Drop the folder again; if it keeps failing, type its path instead.", str(exc)) from exc
-        from core.detector import inspect
-        from core.filesource import ManifestSource
+        from core.check.detect import inspect
+        from core.check.filesource import ManifestSource
 
         source = ManifestSource(manifest)
         report = inspect(source)
@@ -253,7 +253,7 @@ def check_zip(file: Any) -> tuple[str, dict[str, Any]]:
         if not str(path).lower().endswith(".zip"):
             raise WanError(f"{name} is not a .zip file.", "Upload a .zip of the model folder.")
         folder = extract_zip(path, dest)
-        from core.detector import inspect
+        from core.check.detect import inspect
 
         report = inspect(str(folder))
         with _ZIP_LOCK:

@@ -1,6 +1,6 @@
 """The Performance tab: the history of loads and generations, plots, slowdowns and what helped.
 
-Everything comes from ``core.monitor`` (SQLite; ``core.loader`` records every load and
+Everything comes from ``core.monitor`` (SQLite; ``core.run.load`` records every load and
 generation by itself). :func:`history_view` is the one call that reads it; the tab shows:
 
 - a table of recorded runs (time, type, model, size, frames, steps, duration, seconds per
@@ -105,7 +105,7 @@ NO_PLOT = ("*No generations recorded yet: the plots of seconds per step and peak
 
 def comparable_runs(ops: list[Any]) -> int:
     """The most successful runs of one comparable group (same model, size, frames, steps, plan)."""
-    from core.monitor_stats import comparable_key
+    from core.monitor.stats import comparable_key
     groups: dict[Any, int] = {}
     for o in ops:
         if o.success:

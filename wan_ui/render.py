@@ -5,7 +5,7 @@ reuse. Every value taken from a report is HTML-escaped: file names come from the
 
 Usage::
 
-    from core.detector import inspect
+    from core.check.detect import inspect
     from wan_ui.render import headline, render_report
 
     report = inspect("/models/Wan2.2-T2V-A14B-Diffusers")
@@ -19,14 +19,14 @@ import os
 from html import escape
 
 from core.errors import WanError
-from core.report import (
+from core.check.report import (
     ArchitectureType,
     ComponentReport,
     Finding,
     ModelReport,
     Severity,
 )
-from core.report_text import (
+from core.check.wording import (
     ARCHITECTURE_NAMES,
     LAYOUT_NAMES,
     NONE,

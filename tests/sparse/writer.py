@@ -19,7 +19,7 @@ import struct
 from pathlib import Path
 from typing import Mapping
 
-from core.safetensors_header import DTYPE_BYTES
+from core.check.safetensors_header import DTYPE_BYTES
 
 TensorSpecs = Mapping[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
 

@@ -1,8 +1,8 @@
 """Reading a conversion's sources: the tensors of .safetensors and .pth files, one at a time.
 
-Usage (inside :mod:`core.convert_write`; torch is imported only when tensors are loaded)::
+Usage (inside :mod:`core.fix.convert.write`; torch is imported only when tensors are loaded)::
 
-    from core.convert_read import _open
+    from core.fix.convert.read import _open
 
     source = _open(part)                  # a planned _Part: .safetensors shards, or one .pth
     try:
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from core.convert_keys import TOKENIZER_MAX_FILE
+from core.fix.convert.keys import TOKENIZER_MAX_FILE
 from core.errors import WanError
-from core.safetensors_header import HeaderError, read_header
+from core.check.safetensors_header import HeaderError, read_header
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -20,7 +20,7 @@ Usage::
         print(alert.message)
     monitor.optimization_effectiveness()         # time and peak memory per plan, for otherwise equal runs
 
-``core.loader`` records every load ("load") and generation ("generation") by itself.
+``core.run.load`` records every load ("load") and generation ("generation") by itself.
 
 Switches: ``WAN_COMPAT_MONITOR=off`` (or ``monitor.enabled = False``) records nothing;
 ``WAN_COMPAT_HISTORY_DB=/path/history.db`` replaces config.yaml's ``history_db`` (tests).
@@ -33,9 +33,9 @@ from nvidia-ml-py, else it is None.
 
 This module is the recorder (``PerformanceMonitor``, ``Operation``) and the app-wide
 accessors; its parts live beside it, and every name below is importable from here:
-``core.monitor_context`` (model fingerprint, plan label, hardware, versions, GPU peaks),
-``core.monitor_store`` (``OperationMetrics`` and the SQLite file: schema, migrations,
-rows, damage) and ``core.monitor_stats`` (summaries, regressions, effectiveness, the
+``core.monitor.context`` (model fingerprint, plan label, hardware, versions, GPU peaks),
+``core.monitor.store`` (``OperationMetrics`` and the SQLite file: schema, migrations,
+rows, damage) and ``core.monitor.stats`` (summaries, regressions, effectiveness, the
 ``perf`` report).
 """
 
@@ -56,12 +56,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from core.monitor_context import (MB, Nvml, compact_plan, cuda_version, hardware_summary, model_fingerprint,
+from core.monitor.context import (MB, Nvml, compact_plan, cuda_version, hardware_summary, model_fingerprint,
                                   package_versions, plan_label, reset_torch_peak, this_machine, torch_cuda,
                                   torch_peak_mb)
-from core.monitor_stats import (METRICS, PLAN_DETAILS, RegressionAlert, comparable_key, describe, effectiveness,
+from core.monitor.stats import (METRICS, PLAN_DETAILS, RegressionAlert, comparable_key, describe, effectiveness,
                                 find_regressions, percentile, render_text, what_changed)
-from core.monitor_store import (BUSY_TIMEOUT_S, COLUMNS, INSERT_SQL, MIGRATIONS, SCHEMA_VERSION, OperationMetrics,
+from core.monitor.store import (BUSY_TIMEOUT_S, COLUMNS, INSERT_SQL, MIGRATIONS, SCHEMA_VERSION, OperationMetrics,
                                 connect, from_row, is_damage, jsonable, move_aside, prepare, to_row, while_busy)
 
 __all__ = [  # what other code imports from core.monitor; the three modules above hold the parts
@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 
 DB_ENV = "WAN_COMPAT_HISTORY_DB"
 SWITCH_ENV = "WAN_COMPAT_MONITOR"            # "off", "0", "false" or "no": record nothing
-LOAD, GENERATION = "load", "generation"      # the operation types core.loader records
+LOAD, GENERATION = "load", "generation"      # the operation types core.run.load records
 
 
 # --- an open operation -------------------------------------------------------------------

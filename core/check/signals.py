@@ -1,12 +1,12 @@
 """The facts the detector recognises models by, kept as data (see WAN_FACTS.md).
 
-Each table is read by a few lines in ``core.detector``; adding a model kind means adding
+Each table is read by a few lines in ``core.check.detect``; adding a model kind means adding
 a row here, not a branch there.
 """
 
 from __future__ import annotations
 
-from core.report import ArchitectureType as A
+from core.check.report import ArchitectureType as A
 
 # Tensor-name signals of a Wan DiT: (substring in original names, substring in diffusers
 # names, feature). Names are matched after any prefix such as "model.diffusion_model.".

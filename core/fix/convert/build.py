@@ -1,8 +1,8 @@
 """What each converted component becomes: its tensor names, shapes, dtypes and config.
 
-Usage (inside :mod:`core.convert_write`, before any weight is written)::
+Usage (inside :mod:`core.fix.convert.write`, before any weight is written)::
 
-    from core.convert_build import _component
+    from core.fix.convert.build import _component
 
     comp, model = _component(part, source.specs)   # a _Component, and its class on ``meta``
     [(o.name, o.src, o.dtype, o.shape) for o in comp.outputs]
@@ -10,7 +10,7 @@ Usage (inside :mod:`core.convert_write`, before any weight is written)::
 The DiT's names come from diffusers' own ``convert_wan_transformer_to_diffusers`` and the
 Wan2.1 VAE's from ``convert_wan_vae_to_diffusers``, each run once on ``meta`` tensors of the
 checkpoint's names and shapes, so that the tensors themselves can be streamed; the Wan2.2 VAE
-and Wan's T5 encoder use our tables in :mod:`core.convert_keys`. ComfyUI's fp8 "scaled"
+and Wan's T5 encoder use our tables in :mod:`core.fix.convert.keys`. ComfyUI's fp8 "scaled"
 weights become bf16. The result is checked against the diffusers / transformers class built on
 the ``meta`` device: a name missing, unexpected or of the wrong shape stops the conversion.
 """
@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from core.convert_keys import (COMFY_PREFIXES, DIT_MARK, IGNORED_TENSORS, T5_TO_UMT5, UMT5_IDENTITY,
+from core.fix.convert.keys import (COMFY_PREFIXES, DIT_MARK, IGNORED_TENSORS, T5_TO_UMT5, UMT5_IDENTITY,
                                VAE22_TO_DIFFUSERS, WAN22_VAE_MARK, WAN_T5_MARK, WAN_VAE_MARK, RenameTable, rename,
                                transformer_config, umt5_config, vae21_config, vae22_config)
-from core.convert_read import _FP8, _Part, _torch_dtype
+from core.fix.convert.read import _FP8, _Part, _torch_dtype
 from core.errors import WanError
-from core.safetensors_header import DTYPE_BYTES
+from core.check.safetensors_header import DTYPE_BYTES
 
 # The library of each output: diffusers for the DiT and VAE, transformers for the text encoder.
 _DIFFUSERS, _TRANSFORMERS = "diffusers", "transformers"

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from core.atomic import atomic_rename, atomic_write_bytes, fsync_dir, temp_path_for
 from core.errors import WanError, explain
-from core.filesource import BACKUP_DIR, JOURNAL_NAME
-from core.report import Layout, ModelReport
+from core.check.filesource import BACKUP_DIR, JOURNAL_NAME
+from core.check.report import Layout, ModelReport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from core.fix_plan import FixAction, FixPlan
+    from core.fix.plan import FixAction, FixPlan
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -77,7 +77,7 @@ def is_ready(report: ModelReport) -> bool:
 
 
 def _inspect(path: str | os.PathLike[str]) -> ModelReport:
-    from core.detector import inspect
+    from core.check.detect import inspect
     return inspect(path)
 
 

@@ -3,8 +3,8 @@
 The original is only ever read. The plan is computed first (cheap: JSON and safetensors
 headers, no torch), shown, then carried out::
 
-    from core.detector import inspect
-    from core.convert import plan_assembly, plan_conversion
+    from core.check.detect import inspect
+    from core.fix.convert import plan_assembly, plan_conversion
 
     plan = plan_conversion(inspect("/models/Wan2.2-T2V-A14B"))   # -> /models/Wan2.2-T2V-A14B-diffusers
     print("\\n".join(plan.describe()))
@@ -22,17 +22,17 @@ What is converted, and by whom:
   of the checkpoint's names and shapes, so that the tensors themselves can be streamed.
 - Wan2.1 VAE: likewise from diffusers' ``convert_wan_vae_to_diffusers``.
 - Wan2.2 VAE and Wan's T5 encoder (to ``UMT5EncoderModel``): our tables in
-  ``core.convert_keys`` (diffusers has no converter for them).
+  ``core.fix.convert.keys`` (diffusers has no converter for them).
 - Tokenizer files copied from ``google/umt5-xxl/``; scheduler and ``model_index.json`` from
   the registry's defaults (shift, boundary_ratio, expand_timesteps).
 
 Each step has its module:
-- :mod:`core.convert_read`: the sources, one tensor at a time (safetensors by offset; ``.pth``
+- :mod:`core.fix.convert.read`: the sources, one tensor at a time (safetensors by offset; ``.pth``
   only with ``torch.load(weights_only=True, mmap=True)``): peak memory is about the largest
   tensor, not the model.
-- :mod:`core.convert_build`: each component's names, shapes and config, checked against its
+- :mod:`core.fix.convert.build`: each component's names, shapes and config, checked against its
   diffusers / transformers class on the ``meta`` device before any weight is written.
-- :mod:`core.convert_write`: the shards, configs, tokenizer, scheduler and ``model_index.json``,
+- :mod:`core.fix.convert.write`: the shards, configs, tokenizer, scheduler and ``model_index.json``,
   written into ``.NAME.partial-PID`` beside the target and renamed to NAME only when complete;
   free disk space checked first; the ``WAN_COMPAT_CONVERT_PAUSE_AFTER`` test hook.
 """
@@ -44,17 +44,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import signals
-from core.convert_build import _strip_prefix
-from core.convert_keys import (DIT_DIFFUSERS_MARK, IGNORED_TENSORS, TOKENIZER_CLASS, TOKENIZER_NEEDS_ONE_OF, UMT5_MARK,
+from core.check import signals
+from core.fix.convert.build import _strip_prefix
+from core.fix.convert.keys import (DIT_DIFFUSERS_MARK, IGNORED_TENSORS, TOKENIZER_CLASS, TOKENIZER_NEEDS_ONE_OF, UMT5_MARK,
                                WAN_T5_MARK, WAN_VAE_MARK)
 # Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
-from core.convert_read import _FP8, PTH_WINDOW_BYTES, _Part, _read_json, _tokenizer_files  # noqa: F401
-from core.convert_write import (MAX_SHARD_BYTES, PAUSE_ENV, PAUSE_SECONDS_ENV, ProgressCallback,  # noqa: F401
+from core.fix.convert.read import _FP8, PTH_WINDOW_BYTES, _Part, _read_json, _tokenizer_files  # noqa: F401
+from core.fix.convert.write import (MAX_SHARD_BYTES, PAUSE_ENV, PAUSE_SECONDS_ENV, ProgressCallback,  # noqa: F401
                                 _free_bytes, _gb, _no_space, _Pipeline, _stale_partial_bytes, write_folder)
 from core.errors import WanError
-from core.report import Layout, ModelReport
-from core.safetensors_header import HeaderError, read_header
+from core.check.report import Layout, ModelReport
+from core.check.safetensors_header import HeaderError, read_header
 
 __all__ = ["ConversionPlan", "plan_assembly", "plan_conversion", "ProgressCallback"]
 
@@ -319,7 +319,7 @@ def _dit_files(folder: Path) -> list[Path]:
 
 def _single_file_part(role: str, path: Path) -> tuple[_Part, Any]:
     """One named file: check that it is what its role needs; the DiT facts for a transformer."""
-    from core.dit import dit_facts_from_tensors
+    from core.check.dit import dit_facts_from_tensors
     flag = "--" + role.replace("_", "-")
     if not path.is_file():
         raise _Refusal(f"The file given as {flag} does not exist: {path}.")
@@ -386,7 +386,7 @@ def _defaults(version: str | None, task: str | None, experts: int,
     pipeline = signals.TASK_PIPELINE.get(task or "") or "WanPipeline"
     entry = None
     try:
-        from core.registry import get_compatibility_registry
+        from core.check.registry import get_compatibility_registry
         registry = get_compatibility_registry()
         entry = registry.get(registry_id) if registry_id else None
         if entry is None:

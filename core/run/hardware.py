@@ -2,7 +2,7 @@
 
 Usage::
 
-    from core.hardware import probe, torch_facts_subprocess
+    from core.run.hardware import probe, torch_facts_subprocess
     hw = probe()                          # nvidia-ml-py + psutil; never imports torch
     for gpu in hw.gpus:
         print(gpu.name, gpu.total_mb, gpu.bf16_supported)

@@ -111,7 +111,7 @@ def hardware_summary(hardware: Any) -> str:
 @functools.lru_cache(maxsize=1)
 def this_machine() -> tuple[str, str | None]:
     """(hardware summary, driver version) of this computer, probed once (no torch)."""
-    from core.hardware import probe
+    from core.run.hardware import probe
     hw = probe()
     return hardware_summary(hw), hw.driver_version
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from core.video import write_mp4, read_video_info, default_output_path
+    from core.run.video import write_mp4, read_video_info, default_output_path
 
     path = default_output_path(Path("outputs"), "A cat on a surfboard", seed=42)
     # outputs/2026-11-26_114502_a-cat-on-a-surfboard_seed42.mp4

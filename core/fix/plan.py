@@ -1,8 +1,8 @@
 """The FixPlan and its parts: what Fix would change (FixAction), what the person must do
-(ManualStep), and ``FixPlan.execute``, which hands the plan to :mod:`core.fix_journal` (in
-place) or to :mod:`core.convert` (a conversion into a new folder).
+(ManualStep), and ``FixPlan.execute``, which hands the plan to :mod:`core.fix.journal` (in
+place) or to :mod:`core.fix.convert` (a conversion into a new folder).
 
-Plans are made by :func:`core.fix.plan` (see :mod:`core.fix_planner`); nothing here decides.
+Plans are made by :func:`core.fix.plan` (see :mod:`core.fix.planner`); nothing here decides.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import WanError
-from core.filesource import BACKUP_DIR
-from core.fix_journal import FixResult, ProgressCallback, _execute_actions, _execute_recovery, _inspect, is_ready
-from core.report import ModelReport
+from core.check.filesource import BACKUP_DIR
+from core.fix.journal import FixResult, ProgressCallback, _execute_actions, _execute_recovery, _inspect, is_ready
+from core.check.report import ModelReport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from core.convert import ConversionPlan
+    from core.fix.convert import ConversionPlan
 
 
 # --------------------------------------------------------------------------- the plan's parts

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.filesource import FileEntry, FileSource, display_name
-from core.report import ComponentReport, Finding, Severity
-from core.safetensors_header import HeaderError, SafetensorsHeader, TensorInfo, parse_header
+from core.check.filesource import FileEntry, FileSource, display_name
+from core.check.report import ComponentReport, Finding, Severity
+from core.check.safetensors_header import HeaderError, SafetensorsHeader, TensorInfo, parse_header
 
 ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 

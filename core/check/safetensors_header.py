@@ -6,7 +6,7 @@ the tensor data.
 
 Usage::
 
-    from core.safetensors_header import read_header
+    from core.check.safetensors_header import read_header
     header = read_header("transformer/diffusion_pytorch_model-00001-of-00012.safetensors")
     print(header.parameters, header.dominant_dtype, header.expected_file_size)
 """
@@ -22,7 +22,7 @@ from operator import itemgetter, le
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
-from core.filesource import FileSource, LocalSource
+from core.check.filesource import FileSource, LocalSource
 
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library refuses larger headers too
 

@@ -1,7 +1,7 @@
 """Deciding what Fix does to one model: the actions in place, the manual steps, the conversion.
 
 Everything here only reads (small JSON files, safetensors names and sizes) and returns a
-:class:`~core.fix_plan.FixPlan`; :func:`core.fix.plan` picks which of these applies.
+:class:`~core.fix.plan.FixPlan`; :func:`core.fix.plan` picks which of these applies.
 
 Repairs in place (``FixAction.code``):
 
@@ -20,13 +20,13 @@ Repairs in place (``FixAction.code``):
 - ``rename_weights``: a single weights file under a name diffusers/transformers do not load
   (``model.safetensors`` in a diffusers folder, an ``.fp16`` variant without a plain file);
 - ``finish_interrupted_fix``: completes a fix that was killed half-way (see
-  :mod:`core.fix_journal`).
+  :mod:`core.fix.journal`).
 
 The original Wan-AI layout and single transformer files become a conversion
-(``FixPlan.conversion``, :mod:`core.convert`) into a new folder, ``PATH-diffusers`` unless
+(``FixPlan.conversion``, :mod:`core.fix.convert`) into a new folder, ``PATH-diffusers`` unless
 ``out`` is given; the source is never modified. What cannot be repaired here (a missing
 shard, a cut-short file, a wrong VAE, mismatched experts, a text encoder of the wrong width)
-becomes a :class:`~core.fix_plan.ManualStep` naming the file, the Hugging Face repository and
+becomes a :class:`~core.fix.plan.ManualStep` naming the file, the Hugging Face repository and
 the folder.
 """
 
@@ -41,15 +41,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from core.atomic import dumps_json
-from core.components import WEIGHT_STEMS, library_of
+from core.check.components import WEIGHT_STEMS, library_of
 from core.errors import WanError
-from core.filesource import BACKUP_DIR
-from core.fix_journal import LOCK_NAME, SMALL_FILE_LIMIT, _alive, _sha, _sha_file, _stat_sig
-from core.fix_plan import FixAction, FixPlan, ManualStep
-from core.report import Finding, Layout, ModelReport, Severity
+from core.check.filesource import BACKUP_DIR
+from core.fix.journal import LOCK_NAME, SMALL_FILE_LIMIT, _alive, _sha, _sha_file, _stat_sig
+from core.fix.plan import FixAction, FixPlan, ManualStep
+from core.check.report import Finding, Layout, ModelReport, Severity
 
 if TYPE_CHECKING:  # pragma: no cover
-    from core.registry import ModelRequirements
+    from core.check.registry import ModelRequirements
 
 # The components each Wan pipeline takes (its __init__ arguments in diffusers 0.42).
 PIPELINE_COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -443,7 +443,7 @@ def _same_class(role: str, declared: tuple[str | None, str | None], want: tuple[
 def registry_candidates(report: ModelReport, experts: int | None = None) -> list[ModelRequirements]:
     """Registry entries this model may be: its own entry, else those of its kind and layout."""
     try:
-        from core.registry import get_compatibility_registry
+        from core.check.registry import get_compatibility_registry
         registry = get_compatibility_registry()
     except Exception:  # noqa: BLE001 - a broken registry must not stop a fix plan
         return []
@@ -569,7 +569,7 @@ def manual_step_for(f: Finding, report: ModelReport, cands: list[ModelRequiremen
 # --------------------------------------------------------------------------- conversions
 
 def _conversion_plan(report: ModelReport, out: str | os.PathLike[str] | None) -> FixPlan:
-    """The original layout or a single file: a conversion into a new folder (core.convert decides
+    """The original layout or a single file: a conversion into a new folder (core.fix.convert decides
     whether it can; it reads the pickled files the detector judges by size alone). When it
     cannot, the downloads that mend the source are listed as manual steps."""
     cands = registry_candidates(report)
@@ -577,11 +577,11 @@ def _conversion_plan(report: ModelReport, out: str | os.PathLike[str] | None) ->
         return FixPlan(report.path, (), (), report, notes=("No Wan model was recognised here.",))
     steps = tuple(s for s in (manual_step_for(f, report, cands) for f in report.errors) if s is not None)
     try:
-        from core.convert import plan_conversion
+        from core.fix.convert import plan_conversion
     except ImportError:
         repo, from_repo = _repo_text(_diffusers_twins(cands))
         target = Path(out) if out is not None else Path(report.path).parent / (Path(report.path).name + "-diffusers")
-        step = ManualStep("Converting this layout needs core.convert, which this installation lacks.",
+        step = ManualStep("Converting this layout needs core.fix.convert, which this installation lacks.",
                           f"the -Diffusers version of this model: {from_repo}", str(target) + os.sep,
                           repo, (), str(target))
         return FixPlan(report.path, (), steps + (step,), report)
@@ -596,7 +596,7 @@ def _conversion_plan(report: ModelReport, out: str | os.PathLike[str] | None) ->
 def _diffusers_twins(cands: list[ModelRequirements]) -> list[ModelRequirements]:
     """The -Diffusers registry entries of the same models."""
     try:
-        from core.registry import get_compatibility_registry
+        from core.check.registry import get_compatibility_registry
         registry = get_compatibility_registry()
     except Exception:  # noqa: BLE001
         return []

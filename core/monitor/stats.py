@@ -19,10 +19,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from core.monitor_context import plan_label
+from core.monitor.context import plan_label
 
 if TYPE_CHECKING:
-    from core.monitor_store import OperationMetrics
+    from core.monitor.store import OperationMetrics
 
 # Plan settings that do not make runs incomparable: a change in them is reported as
 # "what changed" (they often explain a slowdown) instead of starting a new comparison group.

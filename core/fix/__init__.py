@@ -4,7 +4,7 @@ A :class:`FixPlan` is computed first from a Model Check report (reading only sma
 files), shown, and only then executed, like huggingface_hub's ``scan_cache_dir`` delete
 strategies. Usage::
 
-    from core.detector import inspect
+    from core.check.detect import inspect
     from core import fix
 
     plan = fix.plan(inspect("/models/Wan2.2-T2V-A14B-Diffusers"))
@@ -24,9 +24,9 @@ This module is the public face of Fix: the entry points (:func:`plan`, :func:`as
 (:class:`FixPlan`, :class:`FixAction`, :class:`ManualStep`, :class:`FixResult`), all
 importable from here. The work is done in:
 
-- :mod:`core.fix_plan`: the FixPlan and its parts, ``FixPlan.execute``;
-- :mod:`core.fix_planner`: deciding the actions and manual steps (the list of repairs);
-- :mod:`core.fix_journal`: executing in place with backups, journal, lock, crash recovery
+- :mod:`core.fix.plan`: the FixPlan and its parts, ``FixPlan.execute``;
+- :mod:`core.fix.planner`: deciding the actions and manual steps (the list of repairs);
+- :mod:`core.fix.journal`: executing in place with backups, journal, lock, crash recovery
   and undo (Safety, and the ``WAN_COMPAT_FIX_PAUSE_AFTER`` crash-test hook).
 """
 
@@ -37,21 +37,21 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import WanError
-from core.filesource import BACKUP_DIR
-from core.fix_journal import FixResult, ProgressCallback, _inspect, _pending_journal, is_ready, undo_fix
-from core.fix_plan import FixAction, FixPlan, ManualStep
-from core.fix_planner import (_conversion_plan, _Planner, _recovery_plan, existing_tokenizer_class,
+from core.check.filesource import BACKUP_DIR
+from core.fix.journal import FixResult, ProgressCallback, _inspect, _pending_journal, is_ready, undo_fix
+from core.fix.plan import FixAction, FixPlan, ManualStep
+from core.fix.planner import (_conversion_plan, _Planner, _recovery_plan, existing_tokenizer_class,
                               registry_candidates)
-from core.report import Layout, ModelReport
+from core.check.report import Layout, ModelReport
 
 # Names that lived in this module before it was split, still importable from here.
-from core.fix_journal import LOCK_NAME as LOCK_NAME, PAUSE_ENV as PAUSE_ENV
-from core.fix_journal import PAUSE_SECONDS_ENV as PAUSE_SECONDS_ENV, SMALL_FILE_LIMIT as SMALL_FILE_LIMIT
-from core.fix_planner import BOUNDARY_PIPELINES as BOUNDARY_PIPELINES, CONFIG_FILES as CONFIG_FILES
-from core.fix_planner import EXPAND_PIPELINES as EXPAND_PIPELINES, WEIGHTLESS as WEIGHTLESS
-from core.fix_planner import ORIGINAL_T5_FILE as ORIGINAL_T5_FILE, ORIGINAL_VAE_FILES as ORIGINAL_VAE_FILES
-from core.fix_planner import PIPELINE_COMPONENTS as PIPELINE_COMPONENTS, STANDARD_CLASSES as STANDARD_CLASSES
-from core.fix_planner import UNIPC_FLOW_CONFIG as UNIPC_FLOW_CONFIG, manual_step_for as manual_step_for
+from core.fix.journal import LOCK_NAME as LOCK_NAME, PAUSE_ENV as PAUSE_ENV
+from core.fix.journal import PAUSE_SECONDS_ENV as PAUSE_SECONDS_ENV, SMALL_FILE_LIMIT as SMALL_FILE_LIMIT
+from core.fix.planner import BOUNDARY_PIPELINES as BOUNDARY_PIPELINES, CONFIG_FILES as CONFIG_FILES
+from core.fix.planner import EXPAND_PIPELINES as EXPAND_PIPELINES, WEIGHTLESS as WEIGHTLESS
+from core.fix.planner import ORIGINAL_T5_FILE as ORIGINAL_T5_FILE, ORIGINAL_VAE_FILES as ORIGINAL_VAE_FILES
+from core.fix.planner import PIPELINE_COMPONENTS as PIPELINE_COMPONENTS, STANDARD_CLASSES as STANDARD_CLASSES
+from core.fix.planner import UNIPC_FLOW_CONFIG as UNIPC_FLOW_CONFIG, manual_step_for as manual_step_for
 
 
 # --------------------------------------------------------------------------- planning
@@ -101,9 +101,9 @@ def assemble(*, transformer: str | os.PathLike[str], vae: str | os.PathLike[str]
     """
     report = _inspect(transformer)
     try:
-        from core.convert import plan_assembly
+        from core.fix.convert import plan_assembly
     except ImportError as exc:
-        raise WanError("Assembling single files needs core.convert, which this installation lacks.",
+        raise WanError("Assembling single files needs core.fix.convert, which this installation lacks.",
                        "Update Wan Compat, or download the -Diffusers version of the model.") from exc
     conversion = plan_assembly(transformer=transformer, vae=vae, text_encoder=text_encoder, out=out,
                                transformer_2=transformer_2, tokenizer=tokenizer)

@@ -10,8 +10,8 @@ Usage::
 
 from __future__ import annotations
 
-from core.filesource import display_name
-from core.report import ArchitectureType, Layout, ModelReport, Severity
+from core.check.filesource import display_name
+from core.check.report import ArchitectureType, Layout, ModelReport, Severity
 
 A = ArchitectureType
 

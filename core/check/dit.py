@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from core import signals
-from core.safetensors_header import TensorInfo
+from core.check import signals
+from core.check.safetensors_header import TensorInfo
 
 # One tensor per block in either naming (original: modulation; diffusers: scale_shift_table).
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(?:modulation|scale_shift_table)$", re.MULTILINE)

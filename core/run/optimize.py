@@ -2,9 +2,9 @@
 
 Usage::
 
-    from core.detector import inspect
-    from core.hardware import probe
-    from core.optimize import OptimizationRequest, plan_for, check_request_fits, stronger_plan
+    from core.check.detect import inspect
+    from core.run.hardware import probe
+    from core.run.optimize import OptimizationRequest, plan_for, check_request_fits, stronger_plan
 
     report = inspect("/models/Wan2.2-T2V-A14B-Diffusers")
     request = OptimizationRequest(width=1280, height=720, num_frames=81, num_inference_steps=40,
@@ -14,10 +14,10 @@ Usage::
     check_request_fits(plan)                  # WanError(refusal, remedy) when it cannot fit
     retry = stronger_plan(plan, report, probe())   # after an out-of-memory error; None: nothing stronger
 
-Pure arithmetic on the :class:`~core.report.ModelReport` (exact parameter counts from the
-safetensors headers) and the :class:`~core.hardware.HardwareInfo`: no torch, no diffusers.
+Pure arithmetic on the :class:`~core.check.report.ModelReport` (exact parameter counts from the
+safetensors headers) and the :class:`~core.run.hardware.HardwareInfo`: no torch, no diffusers.
 
-What a placement means (what ``core.loader`` applies)
+What a placement means (what ``core.run.load`` applies)
 ----------------------------------------------------
 - ``all_on_device``: every component on the GPU (on a CPU-only machine: everything in RAM).
 - ``model_offload``: ``pipe.enable_model_cpu_offload()``; a whole component moves to the GPU
@@ -33,7 +33,7 @@ What a placement means (what ``core.loader`` applies)
 - ``text_encoder_on_cpu``: UMT5 stays in RAM and encodes there; only the embeddings move.
 
 The estimate (MiB) behind each choice, its formulas, constants and their calibration against
-measurements and published figures, is :mod:`core.memory_estimate`. This module chooses: the
+measurements and published figures, is :mod:`core.run.memory_estimate`. This module chooses: the
 user's ``optimization_config``, the set-ups tried from weakest to strongest memory saving, the
 retry after running out of memory, the refusal with the nearest request that fits, and the
 sentences.
@@ -46,16 +46,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from core.errors import WanError
-from core.hardware import HardwareInfo
+from core.run.hardware import HardwareInfo
 # Re-exported (F401): the estimate's constants and formulas, as tests and tools import them from here.
-from core.memory_estimate import (ACTIVATION_SLACK, BASE_RAM_MB, BYTES, CUDA_OVERHEAD_MB,  # noqa: F401
+from core.run.memory_estimate import (ACTIVATION_SLACK, BASE_RAM_MB, BYTES, CUDA_OVERHEAD_MB,  # noqa: F401
                                   DIT_DIM_FACTOR, DIT_FFN_FACTOR, DIT_PER_TOKEN_TIMESTEP_FACTOR,
                                   GROUP_OFFLOAD_BLOCKS_PER_GROUP, GROUP_OFFLOAD_RESIDENT_GROUPS,
                                   IMAGE_ENCODE_ACTIVATION_MB, MIB, PLACEMENTS, RAM_MARGIN, TEXT_ENCODE_ACTIVATION_MB,
                                   VAE_CHUNK_FACTOR, VAE_FRAME_FACTOR, VAE_TILE_PIXELS, VAE_TILED_FRAME_FACTOR,
                                   VRAM_MARGIN, MemoryEstimate, _dit_activation_mb, _Eval, _evaluate, _Facts, _facts,
                                   _Machine, _machine, _Setup, _vae_activation_mb, latent_tokens)
-from core.report import ModelReport
+from core.check.report import ModelReport
 
 __all__ = ["PLACEMENTS", "PRECISIONS", "Choice", "MemoryEstimate", "OptimizationPlan",
            "OptimizationRequest", "check_request_fits", "plan_for", "stronger_plan"]

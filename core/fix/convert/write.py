@@ -1,14 +1,14 @@
 """Writing a conversion: the new diffusers folder, built beside the target and renamed when complete.
 
-Usage (what :meth:`core.convert.ConversionPlan.execute` does)::
+Usage (what :meth:`core.fix.convert.ConversionPlan.execute` does)::
 
-    from core.convert_write import write_folder
+    from core.fix.convert.write import write_folder
 
     write_folder(Path(plan.target), plan.parts, plan.pipeline, plan.bytes_needed,
                  lambda message, percent: print(f"{percent:5.1f}% {message}"))
 
-The shards' headers are known in advance, so each tensor is read (:mod:`core.convert_read`),
-converted as planned (:mod:`core.convert_build`) and written straight into its shard: peak
+The shards' headers are known in advance, so each tensor is read (:mod:`core.fix.convert.read`),
+converted as planned (:mod:`core.fix.convert.build`) and written straight into its shard: peak
 memory is about the largest tensor. Then the tokenizer, the scheduler and ``model_index.json``.
 
 Safety: everything is written into ``.NAME.partial-PID`` beside the target and renamed to NAME
@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from core.atomic import fsync_dir
-from core.convert_build import _DIFFUSERS, _TRANSFORMERS, _Component, _component, _Out
-from core.convert_keys import TOKENIZER_CLASS, scheduler_config
-from core.convert_read import _ST_TO_TORCH, _open, _Part, _read_json, _tokenizer_files, _torch_dtype
+from core.fix.convert.build import _DIFFUSERS, _TRANSFORMERS, _Component, _component, _Out
+from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
+from core.fix.convert.read import _ST_TO_TORCH, _open, _Part, _read_json, _tokenizer_files, _torch_dtype
 from core.errors import WanError, explain
-from core.safetensors_header import DTYPE_BYTES
+from core.check.safetensors_header import DTYPE_BYTES
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

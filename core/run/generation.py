@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.registry import ModelRequirements, get_compatibility_registry
-from core.report import ModelReport
+from core.check.registry import ModelRequirements, get_compatibility_registry
+from core.check.report import ModelReport
 
 IMAGE_TASKS = frozenset({"i2v", "flf2v", "animate"})   # an image is required
 OPTIONAL_IMAGE_TASKS = frozenset({"ti2v"})              # an image is optional

@@ -1,11 +1,11 @@
-"""The VRAM/RAM estimate behind :mod:`core.optimize`: what one set-up needs, stage by stage.
+"""The VRAM/RAM estimate behind :mod:`core.run.optimize`: what one set-up needs, stage by stage.
 
 Usage::
 
-    from core.detector import inspect
-    from core.hardware import probe
-    from core.memory_estimate import _Setup, _evaluate, _facts, _machine, latent_tokens
-    from core.optimize import OptimizationRequest
+    from core.check.detect import inspect
+    from core.run.hardware import probe
+    from core.run.memory_estimate import _Setup, _evaluate, _facts, _machine, latent_tokens
+    from core.run.optimize import OptimizationRequest
 
     facts = _facts(inspect("/models/Wan2.1-T2V-1.3B-Diffusers"))   # the numbers the estimate uses
     request = OptimizationRequest(width=832, height=480, num_frames=81, num_inference_steps=50)
@@ -13,9 +13,9 @@ Usage::
     ev.estimate.peak_vram_mb, ev.estimate.stage_vram_mb, ev.fits   # MiB; within the margins?
     latent_tokens(facts, 832, 480, 81)                             # 32760
 
-Pure arithmetic on the :class:`~core.report.ModelReport` (exact parameter counts from the
-safetensors headers) and the :class:`~core.hardware.HardwareInfo`: no torch, no diffusers.
-Which set-up to use, and the sentences that explain it, are :mod:`core.optimize`'s job.
+Pure arithmetic on the :class:`~core.check.report.ModelReport` (exact parameter counts from the
+safetensors headers) and the :class:`~core.run.hardware.HardwareInfo`: no torch, no diffusers.
+Which set-up to use, and the sentences that explain it, are :mod:`core.run.optimize`'s job.
 
 The estimate (MiB; "GB" in sentences is GiB, as nvidia-smi and torch count)
 ------------------------------------------------------------------------------
@@ -102,8 +102,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
-from core.hardware import GpuInfo, HardwareInfo
-from core.report import ComponentReport, ModelReport
+from core.run.hardware import GpuInfo, HardwareInfo
+from core.check.report import ComponentReport, ModelReport
 
 __all__ = ["ACTIVATION_SLACK", "BASE_RAM_MB", "BYTES", "CUDA_OVERHEAD_MB", "DIT_DIM_FACTOR", "DIT_FFN_FACTOR",
            "DIT_PER_TOKEN_TIMESTEP_FACTOR", "GROUP_OFFLOAD_BLOCKS_PER_GROUP", "GROUP_OFFLOAD_RESIDENT_GROUPS",
@@ -180,7 +180,7 @@ class MemoryEstimate:
 
 
 class _Size(Protocol):
-    """What the estimate reads of a request (an :class:`~core.optimize.OptimizationRequest`)."""
+    """What the estimate reads of a request (an :class:`~core.run.optimize.OptimizationRequest`)."""
 
     @property
     def width(self) -> int: ...
@@ -304,7 +304,7 @@ def _registry_entry(report: ModelReport) -> Any:
     if not report.registry_id:
         return None
     try:
-        from core.registry import get_compatibility_registry
+        from core.check.registry import get_compatibility_registry
         return get_compatibility_registry().get(report.registry_id)
     except Exception:  # noqa: BLE001 - a broken registry file must not stop planning
         return None

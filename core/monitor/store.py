@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from core.monitor_context import plan_label
+from core.monitor.context import plan_label
 
 BUSY_TIMEOUT_S = 15.0                        # how long a writer waits for another process's write
 

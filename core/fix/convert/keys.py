@@ -1,6 +1,6 @@
 """Key mappings and configs for converting original Wan checkpoints to diffusers, as data.
 
-``core.convert`` reads these tables; nothing here imports torch, diffusers or transformers.
+``core.fix.convert`` reads these tables; nothing here imports torch, diffusers or transformers.
 Where diffusers has its own converter (the Wan DiT and the Wan2.1 VAE,
 ``diffusers.loaders.single_file_utils``) it is used instead and nothing is repeated here;
 these tables cover what diffusers cannot convert: the Wan2.2 VAE (z_dim 48) and Wan's own
@@ -8,7 +8,7 @@ T5 encoder (to transformers' ``UMT5EncoderModel``).
 
 Usage::
 
-    from core.convert_keys import T5_TO_UMT5, VAE22_TO_DIFFUSERS, rename
+    from core.fix.convert.keys import T5_TO_UMT5, VAE22_TO_DIFFUSERS, rename
     rename("blocks.3.ffn.gate.0.weight", T5_TO_UMT5)
     # 'encoder.block.3.layer.1.DenseReluDense.wi_0.weight'
     rename("decoder.upsamples.1.upsamples.3.resample.1.weight", VAE22_TO_DIFFUSERS)

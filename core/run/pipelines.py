@@ -2,8 +2,8 @@
 
 Usage (the seed guide's names)::
 
-    from core.detector import ArchitectureDetector
-    from core.pipelines import PipelineManager
+    from core.check.detect import ArchitectureDetector
+    from core.run.pipelines import PipelineManager
     arch = ArchitectureDetector().detect_model_architecture(path)
     manager = PipelineManager()
     pipeline_class = manager.select_pipeline_class(arch.signature)      # "WanPipeline"
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import WanError, explain
-from core.report import ModelReport
+from core.check.report import ModelReport
 
 # Components each pipeline needs to run (beyond these, model_index.json may list more).
 REQUIRED_COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -108,7 +108,7 @@ class PipelineManager:
         ``trust_remote_code`` is honoured only for a model whose model_index.json names
         custom code; Wan models need none.
         """
-        from core.detector import inspect
+        from core.check.detect import inspect
         result = PipelineLoadResult(success=False)
         try:
             report = inspect(model_path)

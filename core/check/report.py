@@ -2,7 +2,7 @@
 
 Usage::
 
-    from core.detector import inspect
+    from core.check.detect import inspect
     report = inspect("/models/Wan2.2-TI2V-5B-Diffusers")
     print(report.summary_str)
     for f in report.findings:

@@ -1,0 +1,1 @@
+"""Running a model: hardware, the memory plan, loading, generation settings, video."""
