@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from core.config import AppConfig, load_config
 from core.run.hardware import HardwareInfo, probe, torch_facts_subprocess
+from launcher.launch_helper import CUDA_BUILDS, PYTORCH_INDEX, cuda_tag_for
 
 Status = Literal["ok", "warning", "error"]
 
@@ -35,9 +36,8 @@ MIN_PYTHON = (3, 10)
 # Wan 2.2 (WanPipeline with transformer_2 and boundary_ratio, the z48 VAE) needs these.
 MIN_VERSIONS = {"diffusers": (0, 35, 0), "transformers": (4, 51, 0)}
 DEFAULT_TORCH_VERSION = "2.13.0"
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
-# (newest CUDA the driver supports) -> PyTorch wheel index; launch.bat defaults to cu128.
-CUDA_INDEXES = (((12, 8), "cu128"), ((12, 6), "cu126"))
+# The driver -> CUDA build table (cu130 for 580+, else cu126) is the launchers' one, in
+# launcher/launch_helper.py.
 
 GB = 1024  # MB per GB
 
@@ -153,10 +153,14 @@ def check_torch(facts: Mapping[str, Any], hw: HardwareInfo) -> Check:
         build = f"CUDA {facts['cuda_version']}" if facts.get("cuda_version") else f"ROCm {facts.get('hip_version')}"
         return Check("torch", "ok", f"torch {version} with {build}; it sees {len(devices)} GPU(s).")
     if hw.gpus:
-        return Check("torch", "warning",
-                     f"torch {version} cannot use your NVIDIA GPU (it is a CPU-only build, or the "
-                     "driver is too old for it).",
-                     torch_install_commands(hw, uninstall=True))
+        built_for, driver_cuda = facts.get("cuda_version"), hw.driver_cuda_version
+        if built_for and driver_cuda and _version_tuple(built_for) > _version_tuple(driver_cuda):
+            summary = (f"torch {version} built for CUDA {built_for}, your driver supports up to "
+                       f"{driver_cuda}: torch cannot use your NVIDIA GPU.")
+        else:
+            summary = (f"torch {version} cannot use your NVIDIA GPU (it is a CPU-only build, or "
+                       "the driver is too old for it).")
+        return Check("torch", "warning", summary, torch_install_commands(hw, uninstall=True))
     if facts.get("mps_available"):
         return Check("torch", "ok", f"torch {version} with Apple MPS.")
     return Check("torch", "ok", f"torch {version} (CPU).")
@@ -276,9 +280,11 @@ def torch_install_commands(hw: HardwareInfo, *, uninstall: bool) -> str:
     if uninstall:
         lines.append(f"{python} -m pip uninstall -y torch")
     lines.append(f"{python} -m pip install torch=={version}" + (f" --index-url {index}" if index else ""))
-    if hw.gpus and hw.driver_cuda_version and _version_tuple(hw.driver_cuda_version) < CUDA_INDEXES[-1][0]:
-        lines.append(f"Your NVIDIA driver supports CUDA {hw.driver_cuda_version} only; update the "
-                     "driver first for a CUDA build of torch.")
+    if hw.gpus and _driver_major(hw) < CUDA_BUILDS[0][1]:
+        supports = f"supports CUDA {hw.driver_cuda_version} only" if hw.driver_cuda_version else "is old"
+        lines.append(f"Your NVIDIA driver {supports}: update the driver to {CUDA_BUILDS[0][1]} or "
+                     "newer for torch's CUDA 13.0 build; the command above installs the build for "
+                     "the driver you have.")
     return "\n".join(lines)
 
 
@@ -287,11 +293,15 @@ def torch_index_for(hw: HardwareInfo) -> str | None:
     if not hw.gpus:
         # PyPI's Linux wheel bundles CUDA (several GB); the CPU index is much smaller.
         return PYTORCH_INDEX + "cpu" if sys.platform.startswith("linux") else None
-    driver = _version_tuple(hw.driver_cuda_version or "0")
-    for minimum, tag in CUDA_INDEXES:
-        if driver >= minimum:
-            return PYTORCH_INDEX + tag
-    return PYTORCH_INDEX + CUDA_INDEXES[0][1]
+    capabilities = [g.compute_capability for g in hw.gpus if g.compute_capability]
+    return PYTORCH_INDEX + cuda_tag_for(_driver_major(hw), tuple(min(capabilities)) if capabilities else None)
+
+
+def _driver_major(hw: HardwareInfo) -> int:
+    """The NVIDIA driver's major version ("575.57.08" -> 575); from its CUDA when unknown."""
+    if hw.driver_version and re.match(r"\d+", hw.driver_version):
+        return int(re.match(r"\d+", hw.driver_version).group())
+    return 580 if _version_tuple(hw.driver_cuda_version or "0") >= (13, 0) else 0
 
 
 def nearest_existing(folder: Path) -> Path:

@@ -152,12 +152,25 @@ def test_cpu_torch_on_a_gpu_machine_gets_the_cuda_command(monkeypatch: pytest.Mo
     facts = {"ok": True, "version": "2.13.0+cpu", "cuda_available": False, "devices": []}
     check = check_torch(facts, gpu_hw())
     assert check.status == "warning"
-    assert "--index-url https://download.pytorch.org/whl/cu128" in check.remedy
-    old = torch_install_commands(gpu_hw(driver_cuda="12.2"), uninstall=True)
-    assert "update the driver" in old
+    assert "--index-url https://download.pytorch.org/whl/cu126" in check.remedy, "driver 570: no cu128 since torch 2.12"
+    assert "update the driver to 580" in check.remedy
+    new = HardwareInfo(gpus=gpu_hw().gpus, driver_version="581.15", driver_cuda_version="13.0")
+    assert "--index-url https://download.pytorch.org/whl/cu130" in torch_install_commands(new, uninstall=True)
+    assert "update the driver" not in torch_install_commands(new, uninstall=True)
     monkeypatch.setenv("TORCH_INDEX_URL", "https://example.org/whl/cu999")
     monkeypatch.setenv("TORCH_VERSION", "9.9.9")
     assert "torch==9.9.9 --index-url https://example.org/whl/cu999" in torch_install_commands(gpu_hw(), uninstall=False)
+
+
+def test_torch_built_for_a_newer_cuda_than_the_driver_is_said_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TORCH_INDEX_URL", raising=False)
+    facts = {"ok": True, "version": "2.13.0", "cuda_version": "13.0", "cuda_available": False, "devices": []}
+    check = check_torch(facts, gpu_hw(driver_cuda="12.8"))
+    assert check.status == "warning"
+    assert check.summary.startswith("torch 2.13.0 built for CUDA 13.0, your driver supports up to 12.8")
+    assert "--index-url https://download.pytorch.org/whl/cu126" in check.remedy
+    matching = check_torch(dict(facts, cuda_version="12.6"), gpu_hw(driver_cuda="12.8"))
+    assert "CPU-only build, or the driver is too old" in matching.summary
 
 
 def test_gpu_and_vram_checks() -> None:
