@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from core.check.signals import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD
+
 Shapes = Mapping[str, tuple[int, ...]]
 
 
@@ -146,8 +148,6 @@ def vae21_config(shapes: Shapes) -> dict[str, Any]:
 
 def vae22_config(shapes: Shapes) -> dict[str, Any]:
     """``AutoencoderKLWan`` arguments for a Wan2.2 VAE: residual, 2x2 patchified RGB, 16x spatial."""
-    from core.demo import _WAN22_LATENTS_MEAN, _WAN22_LATENTS_STD  # Wan2.2-TI2V-5B-Diffusers vae/config.json
-
     in_channels = shapes["encoder.conv1.weight"][1]
     z_dim = shapes["conv2.weight"][0]
     config: dict[str, Any] = dict(
@@ -156,8 +156,8 @@ def vae22_config(shapes: Shapes) -> dict[str, Any]:
         z_dim=z_dim, is_residual=True, in_channels=in_channels, out_channels=shapes["decoder.head.2.weight"][0],
         patch_size=math.isqrt(in_channels // 3), scale_factor_temporal=4, scale_factor_spatial=16,
         **_VAE_STRUCTURE)
-    if z_dim == len(_WAN22_LATENTS_MEAN):
-        config.update(latents_mean=list(_WAN22_LATENTS_MEAN), latents_std=list(_WAN22_LATENTS_STD))
+    if z_dim == len(WAN22_LATENTS_MEAN):
+        config.update(latents_mean=list(WAN22_LATENTS_MEAN), latents_std=list(WAN22_LATENTS_STD))
     return config
 
 
