@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.check.signals import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD
 from core.errors import WanError, explain
+from core.units import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from diffusers import DiffusionPipeline
@@ -475,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             was_complete = is_complete(name, out / name)
             folder = write_demo_model(name, out)
             state = "already complete" if was_complete else "written"
-            print(f"{name}: {state} {folder} ({_folder_size(folder) / 1e6:.1f} MB)", flush=True)
+            print(f"{name}: {state} {folder} ({format_bytes(_folder_size(folder))})", flush=True)
     except Exception as exc:  # any failure becomes one sentence with a remedy
         err = explain(exc)
         print(f"Could not write the demo models: {err}", file=sys.stderr)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from core.config import AppConfig, load_config
 from core.run.hardware import HardwareInfo, probe, torch_facts_subprocess
+from core.units import format_bytes, format_mib
 from launcher.launch_helper import CUDA_BUILDS, PYTORCH_INDEX, cuda_tag_for
 
 Status = Literal["ok", "warning", "error"]
@@ -178,7 +179,7 @@ def check_gpu(hw: HardwareInfo) -> Check:
     for g in hw.gpus:
         cap = f"compute {g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else "compute ?"
         bf16 = {True: "bf16", False: "no bf16 (fp16 will be used)", None: "bf16 unknown"}[g.bf16_supported]
-        parts.append(f"#{g.index} {g.name}, {g.total_mb / GB:.1f} GB, {cap}, {bf16}")
+        parts.append(f"#{g.index} {g.name}, {format_mib(g.total_mb)}, {cap}, {bf16}")
     driver = f"; driver {hw.driver_version}" if hw.driver_version else ""
     cuda = f" (CUDA up to {hw.driver_cuda_version})" if hw.driver_cuda_version else ""
     status: Status = "warning" if hw.problems else "ok"
@@ -188,23 +189,23 @@ def check_gpu(hw: HardwareInfo) -> Check:
 
 def check_vram(hw: HardwareInfo) -> Check:
     gpu = max(hw.gpus, key=lambda g: g.total_mb)
-    total_gb = gpu.total_mb / GB
+    total_gb = format_mib(gpu.total_mb)
     if gpu.free_mb is not None and gpu.total_mb - gpu.free_mb > max(GB, gpu.total_mb // 4):
         return Check("VRAM", "warning",
-                     f"Other programs use {(gpu.total_mb - gpu.free_mb) / GB:.1f} GB of the "
-                     f"{total_gb:.1f} GB on {gpu.name}.",
+                     f"Other programs use {format_mib(gpu.total_mb - gpu.free_mb)} of the "
+                     f"{total_gb} on {gpu.name}.",
                      "Close games, other AI tools or browsers with hardware acceleration before generating.")
     if gpu.total_mb < 8 * GB:
         return Check("VRAM", "warning",
-                     f"{total_gb:.1f} GB of GPU memory is little: even Wan2.1 1.3B needs about 8 GB.",
+                     f"{total_gb} of GPU memory is little: even Wan2.1 1.3B needs about 8 GB.",
                      "Use offload: sequential (slow), small sizes and few frames.")
     if gpu.total_mb < 24 * GB:
-        return Check("VRAM", "ok", f"{total_gb:.1f} GB: enough for Wan2.1 1.3B; 5B and 14B models "
+        return Check("VRAM", "ok", f"{total_gb}: enough for Wan2.1 1.3B; 5B and 14B models "
                                     "need offloading (group offload runs a 14B model in about 13 GB).")
     if gpu.total_mb < 64 * GB:
-        return Check("VRAM", "ok", f"{total_gb:.1f} GB: TI2V-5B fits with the text encoder on the "
+        return Check("VRAM", "ok", f"{total_gb}: TI2V-5B fits with the text encoder on the "
                                     "CPU; 14B and A14B models need offloading.")
-    return Check("VRAM", "ok", f"{total_gb:.1f} GB: enough for every Wan model at 720p with "
+    return Check("VRAM", "ok", f"{total_gb}: enough for every Wan model at 720p with "
                                 "model offloading.")
 
 
@@ -212,8 +213,7 @@ def check_ram(hw: HardwareInfo) -> Check:
     if hw.ram_total_mb is None:
         return Check("RAM", "warning", "System memory could not be measured. " + " ".join(hw.problems),
                      "Install psutil: pip install psutil")
-    total, free = hw.ram_total_mb / GB, (hw.ram_free_mb or 0) / GB
-    summary = f"{total:.0f} GB total, {free:.1f} GB free now."
+    summary = f"{format_mib(hw.ram_total_mb)} total, {format_mib(hw.ram_free_mb)} free now."
     if hw.ram_total_mb < 16 * GB:
         return Check("RAM", "warning", summary + " Loading Wan models may fail below 16 GB; the "
                      "text encoder alone is 11.4 GB in bf16.",
@@ -229,12 +229,12 @@ def check_disk(name: str, folder: Path, *, min_free_gb: float, why: str) -> Chec
     existing = nearest_existing(folder)
     note = "" if existing == folder else f" (not created yet; measured at {existing})"
     try:
-        free_gb = shutil.disk_usage(existing).free / 2**30
+        free = shutil.disk_usage(existing).free
     except OSError as exc:
         return Check(name, "warning", f"Free space in {folder} could not be measured: {exc}.",
                      "Check the path in config.yaml.")
-    summary = f"{free_gb:.1f} GB free in {folder}{note}."
-    if free_gb < min_free_gb:
+    summary = f"{format_bytes(free)} free in {folder}{note}."
+    if free < min_free_gb * 1e9:
         return Check(name, "warning", f"{summary} That is little: {why}.",
                      "Free some space, or point the folder in config.yaml at a larger disk.")
     return Check(name, "ok", summary)

@@ -19,6 +19,7 @@ import os
 from html import escape
 
 from core.errors import WanError
+from core.units import format_mib
 from core.check.report import (
     ArchitectureType,
     ComponentReport,
@@ -395,12 +396,7 @@ def _plan_headline(plan) -> str:
     return f"{words[:1].upper()}{words[1:]} — {use}"
 
 
-def _gib(mb: float) -> str:
-    mb = float(mb or 0.0)
-    if mb < 1000:
-        return f"{mb:.0f} MB" if mb >= 1 else f"{mb:.2f} MB"
-    gb = mb / 1024
-    return f"{gb:.1f} GB" if gb < 10 else f"{gb:.0f} GB"
+_gib = format_mib
 
 
 def render_plan(plan, title: str | None = None, fold: bool = False) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from core.check.filesource import FileEntry, FileSource, display_name
 from core.check.report import ComponentReport, Finding, Severity
 from core.check.safetensors_header import HeaderError, SafetensorsHeader, TensorInfo, parse_header
+from core.units import format_bytes
 
 ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
@@ -90,8 +91,7 @@ def read_safetensors(src: FileSource, entry: FileEntry, into: dict[str, TensorIn
     return header
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n:,} bytes"
+_gb = format_bytes
 
 
 def weight_files(files: list[FileEntry], folder: str, findings: list[Finding], src: FileSource

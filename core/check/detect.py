@@ -35,6 +35,7 @@ from core.check.dit import DitFacts, dit_facts, dit_facts_from_config, dit_facts
 from core.check.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSource, LocalSource, SubSource, display_name
 from core.check.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from core.check.safetensors_header import TensorInfo
+from core.units import format_bytes
 
 ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 A = ArchitectureType
@@ -458,7 +459,7 @@ def _inspect_original(src: FileSource, shown: str, hint: str) -> ModelReport:
         if not complete:
             d.findings.append(Finding(
                 ERROR, "file_truncated",
-                f"{file_name} is {entry.size / 1e9:.2f} GB, but the official file is about {expected / 1e9:.2f} GB "
+                f"{file_name} is {format_bytes(entry.size)}, but the official file is about {format_bytes(expected)} "
                 "(an interrupted download).", "Delete it and download it again.", file_name))
     for role, what in (("vae", "the VAE (Wan2.1_VAE.pth or Wan2.2_VAE.pth)"),
                        ("text_encoder", "the T5 text encoder (models_t5_umt5-xxl-enc-bf16.pth)")):

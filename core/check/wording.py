@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from core.check.filesource import display_name
 from core.check.report import ArchitectureType, Layout, ModelReport, Severity
+from core.units import format_bytes
 
 A = ArchitectureType
 
@@ -53,15 +54,7 @@ def format_size(n: int | None) -> str:
     >>> format_size(57_210_000_000), format_size(12_345_678), format_size(0)
     ('57.21 GB', '12.3 MB', '0 bytes')
     """
-    if n is None:
-        return NONE
-    if n >= 100_000_000:
-        return f"{n / 1e9:.2f} GB"
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f} MB"
-    if n >= 1_000:
-        return f"{n / 1e3:.1f} KB"
-    return f"{n} byte" if n == 1 else f"{n} bytes"
+    return format_bytes(n, NONE)
 
 
 def format_parameters(n: int | None) -> str:

@@ -28,6 +28,7 @@ from core import __version__
 from core.check.components import WEIGHTLESS
 from core.check.detect import inspect
 from core.errors import WanError, explain
+from core.units import format_bytes
 from core.run.generation import GenerationConfig, GenerationResult, ResolvedSettings, resolve
 from core.monitor import GENERATION, LOAD, track
 from core.check.report import Layout, ModelReport, Severity
@@ -54,8 +55,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or isinstance(exc, MemoryError)
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+_gb = format_bytes
 
 
 def _duration(seconds: float) -> str:

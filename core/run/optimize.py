@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from core.errors import WanError
+from core.units import format_mib
 from core.run.hardware import HardwareInfo
 # Re-exported (F401): the estimate's constants and formulas, as tests and tools import them from here.
 from core.run.memory_estimate import (ACTIVATION_SLACK, BASE_RAM_MB, BYTES, CUDA_OVERHEAD_MB,  # noqa: F401
@@ -752,13 +753,7 @@ def _weights_phrase(facts: _Facts) -> str:
 
 # --- formatting -----------------------------------------------------------------------------
 
-def _gb(mb: float | None) -> str:
-    """MiB as a person reads it: "681 MB", "3.4 GB", "27 GB"."""
-    mb = float(mb or 0.0)
-    if mb < 1000:
-        return f"{mb:.0f} MB" if mb >= 1 else f"{mb:.2f} MB"
-    gb = mb / 1024
-    return f"{gb:.1f} GB" if gb < 10 else f"{gb:.0f} GB"
+_gb = format_mib      # MiB as a person reads it: "681 MB", "3.4 GB", "27 GB"
 
 
 def _count(n: int) -> str:

@@ -38,6 +38,7 @@ from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
 from core.fix.convert.read import _ST_TO_TORCH, _open, _Part, _read_json, _tokenizer_files, _torch_dtype
 from core.errors import WanError, explain
 from core.check.safetensors_header import DTYPE_BYTES
+from core.units import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -262,8 +263,7 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+_gb = format_bytes
 
 
 def _no_space(needed: int, free: int, target: Path) -> str:
