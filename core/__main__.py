@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from core.choices import OFFLOADS, PRECISIONS
 from core.errors import WanError, explain
 
 
@@ -256,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--fps", type=int, default=None, help="frames per second of the MP4")
     gen.add_argument("--image", default=None, help="starting image (image-to-video, TI2V)")
     gen.add_argument("--last-image", default=None, help="last frame (FLF2V)")
-    gen.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=None)
-    gen.add_argument("--offload", choices=("auto", "none", "model", "group", "sequential"), default=None)
+    gen.add_argument("--precision", choices=PRECISIONS, default=None)
+    gen.add_argument("--offload", choices=OFFLOADS, default=None)
     gen.add_argument("--out", default=None, help="the MP4 to write (default: a new file in the outputs folder)")
     gen.set_defaults(run=_generate)
     perf = sub.add_parser("perf", help="speed and memory history of loads and generations, and slowdowns")

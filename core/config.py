@@ -24,13 +24,11 @@ from typing import Any, Callable
 
 import yaml
 
+from core.choices import OFFLOADS, PRECISIONS
 from core.errors import WanError
 
 ENV_VAR = "WAN_COMPAT_CONFIG"
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
-
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-OFFLOADS = ("auto", "none", "model", "group", "sequential")
 
 
 class ConfigError(WanError):

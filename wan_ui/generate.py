@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from core.choices import OFFLOADS, PRECISIONS
 from core.errors import explain
 from wan_ui import common
 from wan_ui.render import (
@@ -50,9 +51,9 @@ BUSY = ("A video is already being generated; only one runs at a time. Wait for i
         "or press Cancel on the page that started it.")
 CANCELLING = "Cancelling after the current step…"
 NOTHING_TO_CANCEL = "Nothing is being generated."
-PRECISION_CHOICES = ["auto", "bf16", "fp16", "fp32"]
-OFFLOAD_CHOICES = [("auto", "auto"), ("none: everything on the GPU", "none"), ("model", "model"),
-                   ("group", "group"), ("sequential (slowest, least memory)", "sequential")]
+PRECISION_CHOICES = list(PRECISIONS)
+_OFFLOAD_LABELS = {"none": "none: everything on the GPU", "sequential": "sequential (slowest, least memory)"}
+OFFLOAD_CHOICES = [(_OFFLOAD_LABELS.get(word, word), word) for word in OFFLOADS]
 SWITCH_CHOICES = ["auto", "on", "off"]
 GALLERY_MAX = 24
 SELF_TEST = {"prompt": "Self-test: a short clip from a tiny random-weight model", "width": 64, "height": 64,

@@ -47,6 +47,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from core.errors import WanError
 from core.units import format_mib
+from core.choices import DTYPES
 from core.run.hardware import HardwareInfo
 # Re-exported (F401): the estimate's constants and formulas, as tests and tools import them from here.
 from core.run.memory_estimate import (ACTIVATION_SLACK, BASE_RAM_MB, BYTES, CUDA_OVERHEAD_MB,  # noqa: F401
@@ -61,7 +62,7 @@ from core.check.report import ModelReport
 __all__ = ["PLACEMENTS", "PRECISIONS", "Choice", "MemoryEstimate", "OptimizationPlan",
            "OptimizationRequest", "check_request_fits", "plan_for", "stronger_plan"]
 
-PRECISIONS = ("bf16", "fp16", "fp32")
+PRECISIONS = DTYPES   # the number formats a plan settles on (core.choices: the one list)
 GROUP_OFFLOAD_TYPES = ("block_level", "leaf_level")
 #: Shortest clip a refusal suggests before it gives up on a size.
 MIN_SUGGESTED_FRAMES = 17
