@@ -31,18 +31,17 @@ import json
 import logging
 import os
 import shutil
-import stat
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import gradio as gr
 
+from core.check.archive import ZipLimits, extract_zip
 from core.errors import WanError, explain
 from wan_ui import common, dropzone
 from wan_ui.render import (
@@ -61,9 +60,7 @@ INTRO = ("Point Wan Compat at a model folder, a Hugging Face cache folder, a fol
          "never the weights, so even a 100 GB model is checked in about a second.")
 MAX_PATH_CHARS = 4096
 MAX_MANIFEST_CHARS = 64 * 2**20         # the JSON a browser may send for a dropped folder
-ZIP_MAX_BYTES = 2 * 2**30               # unpacked size of an uploaded .zip
-ZIP_MAX_FILES = 10_000
-ZIP_MAX_RATIO = 200                     # unpacked/packed for one member larger than 10 MB: a zip bomb
+ZIP_LIMITS = ZipLimits()                # what an uploaded .zip may hold (core.check.archive)
 ZIP_KEEP = 3                            # unpacked uploads kept (older ones are deleted)
 
 
@@ -165,85 +162,8 @@ _ZIP_LOCK = threading.Lock()
 _ZIP_DIRS: list[str] = []
 
 
-def _safe_member(name: str) -> PurePosixPath | None:
-    """The member's relative path, or None when it would land outside the folder (zip-slip)."""
-    clean = name.replace("\\", "/")
-    if not clean or clean.startswith("/") or (len(clean) > 1 and clean[1] == ":"):
-        return None
-    parts = [p for p in clean.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        return None
-    return PurePosixPath(*parts)
-
-
-def extract_zip(archive: str | os.PathLike[str], dest: str | os.PathLike[str], *,
-                max_bytes: int = ZIP_MAX_BYTES, max_files: int = ZIP_MAX_FILES) -> Path:
-    """Unpack ``archive`` into ``dest`` safely; returns the model folder inside.
-
-    Refuses (WanError, nothing left behind in ``dest``) members that point outside ``dest``
-    (absolute paths, ``..``, drive letters), links, more than ``max_files`` members, more than
-    ``max_bytes`` unpacked (counted while writing, not trusted from the header) and members that
-    unpack to more than ZIP_MAX_RATIO times their packed size (zip bombs).
-    """
-    dest = Path(dest)
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise WanError("That file is not a readable .zip archive.",
-                       "Make the .zip again (right-click the model folder: Compress / Send to ZIP), "
-                       "or type the folder's path instead.", str(exc)) from exc
-    limit_words = f"{max_bytes / 2**30:.0f} GB" if max_bytes >= 2**30 else f"{max_bytes / 2**20:.0f} MB"
-    with zf:
-        members = zf.infolist()
-        if len(members) > max_files:
-            raise WanError(f"The .zip holds {len(members):,} files; a model has far fewer (limit {max_files:,}).",
-                           "Zip only the model folder.")
-        declared = sum(m.file_size for m in members)
-        if declared > max_bytes:
-            raise WanError(f"The .zip unpacks to {declared / 2**30:.1f} GB, more than the {limit_words} "
-                           "allowed for uploads.",
-                           "Uploads are for small models; for a large one type its folder's path, or drop the "
-                           "folder on the page (only its headers are read).")
-        written = 0
-        try:
-            for m in members:
-                rel = _safe_member(m.filename)
-                if rel is None:
-                    raise WanError(f"The .zip contains a path that points outside its folder: {m.filename!r}.",
-                                   "This archive is unsafe to unpack; make the .zip again from the model folder.")
-                mode = (m.external_attr >> 16) & 0o170000
-                if mode == stat.S_IFLNK:
-                    raise WanError(f"The .zip contains a link ({m.filename}); links are not unpacked.",
-                                   "Make the .zip again without links (copy the real files into the folder).")
-                target = dest.joinpath(*rel.parts)
-                if m.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                if m.file_size > 10 * 2**20 and m.file_size > ZIP_MAX_RATIO * max(1, m.compress_size):
-                    raise WanError(f"{m.filename} would unpack to {m.file_size / 2**20:.0f} MB from "
-                                   f"{m.compress_size / 2**10:.0f} KB: that looks like a zip bomb.",
-                                   "Do not use this archive.")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(m) as src, open(target, "wb") as out:
-                    while True:
-                        chunk = src.read(2**20)
-                        if not chunk:
-                            break
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise WanError(f"The .zip unpacks to more than the {limit_words} allowed for uploads.",
-                                           "Type the model folder's path instead.")
-                        out.write(chunk)
-        except zipfile.BadZipFile as exc:
-            raise WanError("The .zip archive is damaged.", "Make the .zip again.", str(exc)) from exc
-    entries = [p for p in dest.iterdir() if p.name != "__MACOSX"]
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return dest
-
-
 def check_zip(file: Any) -> tuple[str, dict[str, Any]]:
-    """Unpack an uploaded .zip (limits as in :func:`extract_zip`) and inspect what is inside."""
+    """Unpack an uploaded .zip (within ZIP_LIMITS, see core.check.archive) and inspect what is inside."""
     path = file.get("path") if isinstance(file, dict) else file
     if not path:
         return render_prompt(), {}
@@ -252,7 +172,7 @@ def check_zip(file: Any) -> tuple[str, dict[str, Any]]:
     try:
         if not str(path).lower().endswith(".zip"):
             raise WanError(f"{name} is not a .zip file.", "Upload a .zip of the model folder.")
-        folder = extract_zip(path, dest)
+        folder = extract_zip(path, dest, ZIP_LIMITS)
         from core.check.detect import inspect
 
         report = inspect(str(folder))
