@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.check.codes import Code, header_code
 from core.check.filesource import FileEntry, FileSource, display_name
 from core.check.report import ComponentReport, Finding, Severity
 from core.check.safetensors_header import HeaderError, SafetensorsHeader, TensorInfo, parse_header
@@ -47,18 +48,18 @@ def read_json(src: FileSource, path: str, what: str) -> tuple[Any, Finding | Non
     try:
         text = src.read_text(path)
     except FileNotFoundError:
-        return None, Finding(ERROR, "config_missing", f"{what} is missing: {shown}.",
+        return None, Finding(ERROR, Code.CONFIG_MISSING, f"{what} is missing: {shown}.",
                              "Download the file again from the model's page.", path)
     except PermissionError:
-        return None, Finding(ERROR, "permission_denied", f"{what} cannot be read ({shown}): permission denied.",
+        return None, Finding(ERROR, Code.PERMISSION_DENIED, f"{what} cannot be read ({shown}): permission denied.",
                              "Give your user read access to the model folder (or check a copy you own).", path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        return None, Finding(ERROR, "config_unreadable", f"{what} cannot be read ({shown}): {_reason(exc)}.",
+        return None, Finding(ERROR, Code.CONFIG_UNREADABLE, f"{what} cannot be read ({shown}): {_reason(exc)}.",
                              "Check the file's permissions, or download it again.", path)
     try:
         return json.loads(text), None
     except ValueError as exc:
-        return None, Finding(ERROR, "config_unreadable", f"{what} is not valid JSON ({shown}): {exc}.",
+        return None, Finding(ERROR, Code.CONFIG_UNREADABLE, f"{what} is not valid JSON ({shown}): {exc}.",
                              "Download the file again; if you edited it, repair the JSON.", path)
 
 
@@ -73,17 +74,17 @@ def read_safetensors(src: FileSource, entry: FileEntry, into: dict[str, TensorIn
     try:
         header = parse_header(src, entry.path, entry.size)
     except HeaderError as exc:
-        findings.append(Finding(ERROR, f"header_{exc.reason}" if exc.reason != "too_short" else "file_truncated",
+        findings.append(Finding(ERROR, header_code(exc.reason),
                                 f"{shown} {exc}.",
                                 "Download this file again; it is damaged or not a safetensors file.", entry.path))
         return None
     except OSError as exc:
-        findings.append(Finding(ERROR, "file_unreadable", f"{shown} cannot be read: {_reason(exc)}.",
+        findings.append(Finding(ERROR, Code.FILE_UNREADABLE, f"{shown} cannot be read: {_reason(exc)}.",
                                 "Check the file's permissions, or download it again.", entry.path))
         return None
     if entry.size < header.expected_file_size:
         findings.append(Finding(
-            ERROR, "file_truncated",
+            ERROR, Code.FILE_TRUNCATED,
             f"{shown} is cut short: {_gb(entry.size)} on disk, but its header describes "
             f"{_gb(header.expected_file_size)} (an interrupted download).",
             "Delete this file and download it again.", entry.path))
@@ -110,7 +111,7 @@ def weight_files(files: list[FileEntry], folder: str, findings: list[Finding], s
         index, problem = read_json(src, base + index_name, "The shard index")
         if problem or not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
             findings.append(problem or Finding(
-                ERROR, "index_unreadable", f"The shard index {display_name(base + index_name)} has no weight_map.",
+                ERROR, Code.INDEX_UNREADABLE, f"The shard index {display_name(base + index_name)} has no weight_map.",
                 "Download the index file again.", base + index_name))
             return [here[n] for n in sorted(here) if n.endswith(".safetensors")], []
         shard_names = sorted({str(v) for v in index["weight_map"].values()})
@@ -129,7 +130,7 @@ def read_weights(src: FileSource, name: str, folder: str, class_name: str | None
     tensors: dict[str, TensorInfo] = {}
     shards, missing = weight_files(src.files, folder, findings, src)
     for path in missing:
-        findings.append(Finding(ERROR, "shard_missing",
+        findings.append(Finding(ERROR, Code.SHARD_MISSING,
                                 f"{display_name(path)} is missing: the shard index names it but it is not on disk.",
                                 "Download this shard again (an interrupted or partial download).", path))
     dtypes: dict[str, int] = {}
@@ -145,12 +146,12 @@ def read_weights(src: FileSource, name: str, folder: str, class_name: str | None
     pickles = [e for e in folder_files if e.path.endswith(PICKLE_SUFFIXES) and "/" not in e.path[len(base):]]
     if not shards and not missing:
         if pickles:
-            findings.append(Finding(INFO, "pickle_weights",
+            findings.append(Finding(INFO, Code.PICKLE_WEIGHTS,
                                     f"{name} has only pickled weights ({', '.join(display_name(p.path) for p in pickles)}); "
                                     "judged by name and size, never opened.",
                                     "Prefer the .safetensors files of this model where they exist.", folder or None))
         elif needs_weights:
-            findings.append(Finding(ERROR, "weights_missing", f"The {name} folder has no weight files.",
+            findings.append(Finding(ERROR, Code.WEIGHTS_MISSING, f"The {name} folder has no weight files.",
                                     f"Download the {name} weights into {display_name(folder or '.')}/.", folder or None))
     complete = not any(f.severity is ERROR for f in findings)
     comp = ComponentReport(
@@ -171,13 +172,13 @@ def read_component_folder(src: FileSource, name: str, declared: tuple[str | None
     if not folder_files and name in getattr(src, "unreadable", ()):
         comp = ComponentReport(name=name, class_name=declared_class, library=library, folder=name, complete=False)
         return PartReading(comp, findings=[Finding(
-            ERROR, "permission_denied", f"The {name}/ folder is there but cannot be read: permission denied.",
+            ERROR, Code.PERMISSION_DENIED, f"The {name}/ folder is there but cannot be read: permission denied.",
             "Give your user read access to the model folder (or check a copy you own).", name)])
     if not folder_files:
         comp = ComponentReport(name=name, class_name=declared_class, library=library, folder=name,
                                present=False, complete=False)
         return PartReading(comp, findings=[Finding(
-            ERROR, "component_missing",
+            ERROR, Code.COMPONENT_MISSING,
             f"model_index.json names a {name} ({declared_class or 'unknown class'}), but the {name}/ folder "
             "is missing or empty.",
             f"Download the {name}/ folder of this model again.", name)])
@@ -191,10 +192,10 @@ def read_component_folder(src: FileSource, name: str, declared: tuple[str | None
         elif isinstance(obj, dict):
             config = obj
         else:
-            findings.append(Finding(ERROR, "config_unreadable", f"{name}/{config_name} is not a JSON object.",
+            findings.append(Finding(ERROR, Code.CONFIG_UNREADABLE, f"{name}/{config_name} is not a JSON object.",
                                     "Download the file again.", f"{name}/{config_name}"))
     elif name not in WEIGHTLESS or name == "scheduler":
-        findings.append(Finding(ERROR, "config_missing", f"{name}/{config_name} is missing.",
+        findings.append(Finding(ERROR, Code.CONFIG_MISSING, f"{name}/{config_name} is missing.",
                                 f"Download {name}/{config_name} again, or run Fix to rebuild it.",
                                 f"{name}/{config_name}"))
     class_name = (config.get("_class_name") or _first(config.get("architectures"))
@@ -231,7 +232,7 @@ def _declared_class_problems(name: str, declared: tuple[str | None, str | None],
     declared_library, declared_class = declared
     if declared_class and class_name and (declared_class, declared_library) != (class_name, library):
         found.append(Finding(
-            ERROR, "component_class_mismatch",
+            ERROR, Code.COMPONENT_CLASS_MISMATCH,
             f"model_index.json loads {name}/ as {declared_library}.{declared_class}, but the folder holds a "
             f"{library}.{class_name}; it would not load, or load with random weights.",
             "Run Fix (`python -m core fix PATH`) to name the right class.", name))
@@ -240,7 +241,7 @@ def _declared_class_problems(name: str, declared: tuple[str | None, str | None],
                if e.path.endswith(".safetensors") and posixpath.dirname(e.path) == name]
     if stem and weights and not any(w.startswith(stem + ".") or w.startswith(stem + "-") for w in weights):
         found.append(Finding(
-            ERROR, "weights_misnamed",
+            ERROR, Code.WEIGHTS_MISNAMED,
             f"{library} looks for {stem}*.safetensors in {name}/, but the weights there are named "
             f"{', '.join(sorted(weights)[:2])}.", "Run Fix to rename them (nothing is copied).", name))
     return found

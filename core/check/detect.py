@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 from core.check import signals
+from core.check.codes import Code
 from core.check.components import (PICKLE_SUFFIXES, PartReading, read_component_folder, read_json,
                              read_safetensors, read_weights)
 from core.check.dit import DitFacts, dit_facts, dit_facts_from_config, dit_facts_from_tensors, vae_z_dim_from_tensors, wan_version
@@ -58,7 +59,7 @@ def inspect(path: str | os.PathLike[str] | FileSource, *, name_hint: str | None 
             report = _inspect_single_file(src, src.files[0], shown, hint)
         else:
             report = _inspect_tree(src, shown, hint)
-    scan = [Finding(WARNING, "scan_truncated" if src.truncated else "scan_problem", p,
+    scan = [Finding(WARNING, Code.SCAN_TRUNCATED if src.truncated else Code.SCAN_PROBLEM, p,
                     "Point the check at the model folder itself." if src.truncated else "")
             for p in src.problems]
     scan += _interrupted_fixes(src)
@@ -75,7 +76,7 @@ def _interrupted_fixes(src: FileSource) -> list[Finding]:
         journal, _ = read_json(src, entry.path, "A Fix journal")
         if isinstance(journal, dict) and journal.get("state") == "applying":
             model = "/".join(parts[:-3]) or "."
-            found.append(Finding(ERROR, "fix_interrupted",
+            found.append(Finding(ERROR, Code.FIX_INTERRUPTED,
                                  f"A repair of {display_name(model)} was interrupted (started "
                                  f"{journal.get('started', 'earlier')}); some of its files are changed, others not yet.",
                                  "Run `python -m core fix PATH --apply` to finish it, or `--undo` to go back.",
@@ -115,10 +116,10 @@ def _inspect_tree(src: FileSource, shown: str, hint: str) -> ModelReport:
             reports.append(_inspect_folder(SubSource(src, root), f"{shown}/{display_name(root)}", sub_hint))
     if len(reports) == 1:
         only = reports[0]
-        note = Finding(INFO, "found_in_subfolder", f"The model is in the subfolder {display_name(roots[0])}.",
+        note = Finding(INFO, Code.FOUND_IN_SUBFOLDER, f"The model is in the subfolder {display_name(roots[0])}.",
                        f"Next time point at {only.path} directly.")
         return replace(only, findings=(note,) + only.findings)
-    note = Finding(INFO, "collection", f"This folder holds {len(reports)} models; each is reported below.", "")
+    note = Finding(INFO, Code.COLLECTION, f"This folder holds {len(reports)} models; each is reported below.", "")
     return ModelReport(path=shown, findings=(note,), models=tuple(reports))
 
 
@@ -204,7 +205,7 @@ def _not_a_model(src: FileSource, shown: str) -> ModelReport:
     else:
         message = f"No model found among {len(src.files):,} files: no model_index.json, config.json or .safetensors weights."
     return ModelReport(path=shown, findings=(Finding(
-        ERROR, "not_a_model", message,
+        ERROR, Code.NOT_A_MODEL, message,
         "Point at the folder that holds model_index.json (diffusers) or the model's config.json and weights, "
         "or at a single .safetensors file."),))
 
@@ -231,7 +232,7 @@ def _inspect_lone_component(src: FileSource, shown: str, hint: str, config: dict
     role = "vae" if cls.startswith("Autoencoder") else "transformer"
     reading = d.add(read_weights(src, role, "", cls, "diffusers", config))
     _note_part(d, role, reading)
-    d.findings.append(Finding(ERROR, "only_a_part",
+    d.findings.append(Finding(ERROR, Code.ONLY_A_PART,
                               f"This folder is one component of a diffusers model ({cls}), not a whole model.",
                               "Point at the folder above it, the one that holds model_index.json."))
     family = signals.COMPONENT_FAMILIES[cls] if role == "transformer" else A.UNKNOWN
@@ -269,27 +270,27 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
     index: dict[str, Any] = {}
     if any(e.path == "model_index.json" for e in src.files):
         obj, problem = read_json(src, "model_index.json", "model_index.json")
-        if problem and problem.code == "permission_denied":
+        if problem and problem.code is Code.PERMISSION_DENIED:
             d.findings.append(problem)  # nothing to rebuild: the file is there, only locked
         elif problem:
-            d.findings.append(replace(problem, code="model_index_unreadable",
+            d.findings.append(replace(problem, code=Code.MODEL_INDEX_UNREADABLE,
                                       remedy="Run Fix (`python -m core fix PATH`) to rebuild it from the component folders."))
         elif not isinstance(obj, dict):
-            d.findings.append(Finding(ERROR, "model_index_unreadable",
+            d.findings.append(Finding(ERROR, Code.MODEL_INDEX_UNREADABLE,
                                       f"model_index.json holds a JSON {type(obj).__name__}, not an object.",
                                       "Run Fix (`python -m core fix PATH`) to rebuild it from the component folders.",
                                       "model_index.json"))
         else:
             index = obj
     else:
-        d.findings.append(Finding(ERROR, "model_index_missing",
+        d.findings.append(Finding(ERROR, Code.MODEL_INDEX_MISSING,
                                   "There is no model_index.json, so diffusers does not know which pipeline this is.",
                                   "Run Fix (`python -m core fix PATH`) to rebuild it from the component folders.",
                                   "model_index.json"))
     declared_pipeline = index.get("_class_name")
     if isinstance(declared_pipeline, list):  # [module, class]: code shipped with the model
         d.custom_code = True
-        d.findings.append(Finding(WARNING, "custom_code",
+        d.findings.append(Finding(WARNING, Code.CUSTOM_CODE,
                                   f"model_index.json asks for custom pipeline code ({declared_pipeline}); "
                                   "it would run Python code from the model folder.",
                                   "Wan models need no custom code; allow it only for models you trust."))
@@ -304,7 +305,7 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
             declared[key] = (value[0], value[1])
             if value[0] not in (None, "diffusers", "transformers"):
                 d.custom_code = True
-                d.findings.append(Finding(WARNING, "custom_code",
+                d.findings.append(Finding(WARNING, Code.CUSTOM_CODE,
                                           f"model_index.json loads {key} from the Python module {value[0]!r}, "
                                           "which would run code from outside diffusers and transformers.",
                                           "Wan models need no custom code; allow it only for models you trust.",
@@ -315,7 +316,7 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
     for name in sorted(set(present) | {k for k, v in declared.items() if v is not None}, key=_component_order):
         if name in declared and declared[name] is None:
             if any(e.path.startswith(name + "/") and e.path.endswith(".safetensors") for e in src.files):
-                d.findings.append(Finding(WARNING, "component_not_in_index",
+                d.findings.append(Finding(WARNING, Code.COMPONENT_NOT_IN_INDEX,
                                           f"The {name}/ folder holds weights, but model_index.json sets {name} to null, "
                                           "so it will not be loaded.",
                                           "Run Fix to add it to model_index.json, or delete the folder if it is stray.",
@@ -323,7 +324,7 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
             continue
         reading = d.add(read_component_folder(src, name, declared.get(name)))
         if index and name not in declared and reading.component.present:
-            d.findings.append(Finding(WARNING, "component_not_in_index",
+            d.findings.append(Finding(WARNING, Code.COMPONENT_NOT_IN_INDEX,
                                       f"The {name}/ folder is not named in model_index.json and will be ignored.",
                                       "Run Fix to add it to model_index.json.", name))
         _note_part(d, name, reading)
@@ -376,7 +377,7 @@ def _config_disagreements(comp: ComponentReport, weights: DitFacts) -> list[Find
         said, held = getattr(configured, field_name), getattr(weights, field_name)
         if said and held and said != held:
             where = f"{comp.folder}/config.json" if comp.folder else "config.json"
-            return [Finding(ERROR, "config_mismatch",
+            return [Finding(ERROR, Code.CONFIG_MISMATCH,
                             f"{where} describes a transformer with {words} {said}, but its weights have {words} "
                             f"{held}; it would not load.",
                             f"Download {where} again from the same model as the weights.", where)]
@@ -406,7 +407,7 @@ def _diffusers_family(d: _Draft, declared_pipeline: Any) -> ArchitectureType:
             or (not from_components.is_wan and (wan_name or from_name not in (A.UNKNOWN, A.DIFFUSERS_OTHER, from_components)))):
         shown = ", ".join(sorted({c for c in classes.values() if c}))
         d.findings.append(Finding(
-            ERROR, "class_name_mismatch",
+            ERROR, Code.CLASS_NAME_MISMATCH,
             f"model_index.json names {declared_pipeline}, but the components are {shown}.",
             "Run Fix (`python -m core fix PATH`) to set the right pipeline class.", "model_index.json"))
     if from_components is not A.UNKNOWN:
@@ -430,7 +431,7 @@ def _inspect_original(src: FileSource, shown: str, hint: str) -> ModelReport:
             elif isinstance(obj, dict):
                 config = obj
         elif folder or any(n.endswith(".safetensors") and "/" not in n for n in names):
-            d.findings.append(Finding(ERROR, "config_missing", f"{cfg_path} is missing.",
+            d.findings.append(Finding(ERROR, Code.CONFIG_MISSING, f"{cfg_path} is missing.",
                                       "Download it again from the model's page.", cfg_path))
         name = {"high_noise_model": "transformer", "low_noise_model": "transformer_2"}.get(folder, "transformer")
         cls = config.get("_class_name") if isinstance(config.get("_class_name"), str) else "WanModel"
@@ -458,18 +459,18 @@ def _inspect_original(src: FileSource, shown: str, hint: str) -> ModelReport:
             d.text_width = 4096
         if not complete:
             d.findings.append(Finding(
-                ERROR, "file_truncated",
+                ERROR, Code.FILE_TRUNCATED,
                 f"{file_name} is {format_bytes(entry.size)}, but the official file is about {format_bytes(expected)} "
                 "(an interrupted download).", "Delete it and download it again.", file_name))
     for role, what in (("vae", "the VAE (Wan2.1_VAE.pth or Wan2.2_VAE.pth)"),
                        ("text_encoder", "the T5 text encoder (models_t5_umt5-xxl-enc-bf16.pth)")):
         if not any(c.name == role for c in d.components):
-            d.findings.append(Finding(ERROR, "component_missing", f"{what[0].upper() + what[1:]} is missing.",
+            d.findings.append(Finding(ERROR, Code.COMPONENT_MISSING, f"{what[0].upper() + what[1:]} is missing.",
                                       f"Download {what.split('(')[1].rstrip(')')} from the model's page into this folder."))
     if not any(n.startswith("google/umt5-xxl/") for n in names):
-        d.findings.append(Finding(WARNING, "tokenizer_missing", "The tokenizer folder google/umt5-xxl/ is missing.",
+        d.findings.append(Finding(WARNING, Code.TOKENIZER_MISSING, "The tokenizer folder google/umt5-xxl/ is missing.",
                                   "Download the google/umt5-xxl folder from the model's page."))
-    d.findings.append(Finding(WARNING, "needs_conversion",
+    d.findings.append(Finding(WARNING, Code.NEEDS_CONVERSION,
                               "This is the original Wan-AI layout; diffusers cannot load it as it is.",
                               "Convert it with Fix (`python -m core fix PATH`), or download the -Diffusers version."))
     family = A.WAN_T2V if any(f.is_wan for f in d.experts) else A.UNKNOWN
@@ -486,7 +487,7 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
     if not entry.path.endswith(".safetensors"):
         kind = "pickled checkpoint" if entry.path.endswith(PICKLE_SUFFIXES) else "file"
         return ModelReport(path=shown, layout=Layout.SINGLE_FILE, findings=(Finding(
-            ERROR, "not_a_model" if kind == "file" else "pickle_not_inspected",
+            ERROR, Code.NOT_A_MODEL if kind == "file" else Code.PICKLE_NOT_INSPECTED,
             f"This is a {kind}, not a .safetensors model file; it is judged by name only and never opened"
             if kind != "file" else "This file is not a model file this tool can read.",
             "Use the .safetensors version of the model, or point at the model folder."),))
@@ -501,7 +502,7 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
         d.experts.append(facts)
         family = A.WAN_T2V
         if "high_noise" in lower or "low_noise" in lower:
-            d.findings.append(Finding(INFO, "one_expert",
+            d.findings.append(Finding(INFO, Code.ONE_EXPERT,
                                       f"This file is the {'high' if 'high_noise' in lower else 'low'}-noise expert of "
                                       "a two-expert Wan2.2 A14B model; the other expert is a separate file.",
                                       "Keep both files together; Fix can assemble them into a diffusers folder."))
@@ -523,15 +524,15 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
     if role in ("vae", "text_encoder") and header is not None:
         what = {"vae": f"a {'Wan2.2' if d.vae_kind == 'wan2.2' else 'Wan2.1'} VAE (z_dim {d.vae_z_dim})",
                 "text_encoder": "a text encoder"}[role]
-        d.findings.append(Finding(ERROR, "only_a_part", f"This file is {what}, one part of a model, not a whole model.",
+        d.findings.append(Finding(ERROR, Code.ONLY_A_PART, f"This file is {what}, one part of a model, not a whole model.",
                                   "Check the transformer file instead; Fix can assemble the parts into a diffusers folder."))
     elif family.is_wan:
-        d.findings.append(Finding(INFO, "single_file",
+        d.findings.append(Finding(INFO, Code.SINGLE_FILE,
                                   "A single transformer file: to generate you also need the VAE, the text encoder "
                                   "and the tokenizer.",
                                   "Fix can assemble the parts into a diffusers folder (`python -m core fix --assemble`)."))
     elif header is not None and family is A.UNKNOWN:
-        d.findings.append(Finding(ERROR, "not_a_model", "This .safetensors file holds no model this tool recognises.",
+        d.findings.append(Finding(ERROR, Code.NOT_A_MODEL, "This .safetensors file holds no model this tool recognises.",
                                   "Point at a Wan model file or folder."))
     return _finish(d, family, None)
 
@@ -557,7 +558,7 @@ def _finish(d: _Draft, family: ArchitectureType, declared_pipeline: str | None) 
         expected_pipeline = signals.TASK_PIPELINE.get(task or "")
         if d.layout is Layout.DIFFUSERS and declared_pipeline and declared_pipeline.startswith("Wan") \
                 and expected_pipeline and declared_pipeline != expected_pipeline:
-            d.findings.append(Finding(ERROR, "class_name_mismatch",
+            d.findings.append(Finding(ERROR, Code.CLASS_NAME_MISMATCH,
                                       f"model_index.json names {declared_pipeline}, but this is a {task.upper()} model "
                                       f"that needs {expected_pipeline}.",
                                       "Run Fix (`python -m core fix PATH`) to set the right pipeline class.",
@@ -572,7 +573,7 @@ def _finish(d: _Draft, family: ArchitectureType, declared_pipeline: str | None) 
                                          A.STABLE_DIFFUSION_XL: "StableDiffusionXLPipeline",
                                          A.STABLE_DIFFUSION_3: "StableDiffusion3Pipeline",
                                          A.FLUX: "FluxPipeline"}.get(family)
-        d.findings.append(Finding(INFO, "not_wan", f"This is not a Wan model: it is {_family_name(family)}"
+        d.findings.append(Finding(INFO, Code.NOT_WAN, f"This is not a Wan model: it is {_family_name(family)}"
                                   + (f", loaded with {pipeline}." if pipeline else "."),
                                   "Load it with diffusers' DiffusionPipeline.from_pretrained; Wan Compat generates only with Wan models."))
     known = [c.parameters for c in d.components if c.parameters is not None]
@@ -597,7 +598,7 @@ def _wan_checks(d: _Draft, task: str | None, version: str | None) -> None:
     # With a shard missing an expert's tensors are partial: the shard finding says it already.
     experts_whole = all(c.complete for c in d.components if c.name.startswith("transformer"))
     if len(d.experts) == 2 and experts_whole and d.experts[0].shape_key != d.experts[1].shape_key:
-        d.findings.append(Finding(ERROR, "expert_mismatch",
+        d.findings.append(Finding(ERROR, Code.EXPERT_MISMATCH,
                                   f"The two experts differ in shape ({_facts_str(d.experts[0])} vs {_facts_str(d.experts[1])}); "
                                   "they come from different models.",
                                   "Download transformer_2 (the low-noise expert) of the same model again."))
@@ -606,20 +607,20 @@ def _wan_checks(d: _Draft, task: str | None, version: str | None) -> None:
         same = a.keys() == b.keys() and list(map(_SHAPE, a.values())) == list(map(_SHAPE, map(b.__getitem__, a)))
         if not same:
             diff = next((n for n in a if n not in b or a[n].shape != b[n].shape), None) or next(iter(b.keys() - a.keys()))
-            d.findings.append(Finding(ERROR, "expert_mismatch",
+            d.findings.append(Finding(ERROR, Code.EXPERT_MISMATCH,
                                       f"The two experts differ at tensor {diff}; they come from different models.",
                                       "Download both experts of the same model again."))
     needed_z = main.out_channels
     if d.vae_z_dim and needed_z and d.vae_z_dim != needed_z:
         needs = signals.VAE_BY_Z_DIM.get(needed_z, f"a z_dim {needed_z}")
-        d.findings.append(Finding(ERROR, "vae_mismatch",
+        d.findings.append(Finding(ERROR, Code.VAE_MISMATCH,
                                   f"The transformer works in {needed_z} latent channels and needs the "
                                   f"{needs.replace('wan', 'Wan')} VAE, but the VAE here has z_dim {d.vae_z_dim}"
                                   f" ({(d.vae_kind or '?').replace('wan', 'Wan')}).",
                                   f"Replace the VAE with the {needs.replace('wan', 'Wan')} VAE "
                                   f"({'Wan2.2_VAE / wan2.2_vae' if needed_z == 48 else 'Wan2.1_VAE / wan_2.1_vae'})."))
     if d.text_width and main.text_dim and d.text_width != main.text_dim:
-        d.findings.append(Finding(ERROR, "text_dim_mismatch",
+        d.findings.append(Finding(ERROR, Code.TEXT_DIM_MISMATCH,
                                   f"The text encoder gives {d.text_width}-wide embeddings but the transformer expects "
                                   f"text_dim {main.text_dim}.",
                                   "Use the UMT5-XXL text encoder that came with this model."))
@@ -628,19 +629,19 @@ def _wan_checks(d: _Draft, task: str | None, version: str | None) -> None:
     names = {c.name for c in d.components}
     for role in ("vae", "text_encoder", "tokenizer", "scheduler"):
         if role not in names:
-            d.findings.append(Finding(ERROR, "component_missing", f"The {role} is missing (no {role}/ folder).",
+            d.findings.append(Finding(ERROR, Code.COMPONENT_MISSING, f"The {role} is missing (no {role}/ folder).",
                                       f"Download the {role}/ folder of this model, or run Fix for a scheduler.", role))
     if "image_branch" in main.features and not {"image_encoder", "image_processor"} <= names:
-        d.findings.append(Finding(ERROR, "component_missing",
+        d.findings.append(Finding(ERROR, Code.COMPONENT_MISSING,
                                   "This Wan2.1 image-to-video model needs image_encoder/ and image_processor/, "
                                   "which are missing.", "Download both folders of this model again.", "image_encoder"))
     if len(d.experts) == 2 and d.boundary_ratio is None:
-        d.findings.append(Finding(WARNING, "boundary_ratio_missing",
+        d.findings.append(Finding(WARNING, Code.BOUNDARY_RATIO_MISSING,
                                   "There are two experts but model_index.json has no boundary_ratio, so the second "
                                   "expert would never be used.",
                                   "Run Fix to set boundary_ratio (0.875 for T2V-A14B, 0.9 for I2V-A14B)."))
     if task == "ti2v" and d.expand_timesteps is not True:
-        d.findings.append(Finding(WARNING, "expand_timesteps_missing",
+        d.findings.append(Finding(WARNING, Code.EXPAND_TIMESTEPS_MISSING,
                                   "A TI2V-5B model needs expand_timesteps true in model_index.json; without it the "
                                   "video comes out wrong.", "Run Fix to set expand_timesteps."))
 

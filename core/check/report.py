@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from core.check.codes import Code, as_code
+
 
 class ArchitectureType(str, Enum):
     """What kind of model a report describes (the values are stable strings)."""
@@ -54,16 +56,22 @@ class Severity(str, Enum):
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem or remark: a stable ``code`` for tools, a sentence and a remedy for people."""
+    """One problem or remark: a stable ``code`` for tools, a sentence and a remedy for people.
+
+    ``code`` is a :class:`~core.check.codes.Code` (a plain string that is one's value becomes it).
+    """
 
     severity: Severity
-    code: str
+    code: Code
     message: str
     remedy: str = ""
     path: str | None = None  # the file or folder it is about, relative to the model root
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", as_code(self.code))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"severity": self.severity.value, "code": self.code, "message": self.message,
+        return {"severity": self.severity.value, "code": str(self.code), "message": self.message,
                 "remedy": self.remedy, "path": self.path}
 
 

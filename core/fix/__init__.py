@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import WanError
+from core.check.codes import Code
 from core.check.filesource import BACKUP_DIR
 from core.fix.journal import FixResult, ProgressCallback, _inspect, _pending_journal, is_ready, undo_fix
 from core.fix.plan import FixAction, FixPlan, ManualStep
@@ -69,7 +70,7 @@ def plan(report: ModelReport, *, out: str | os.PathLike[str] | None = None) -> F
         paths = ", ".join(m.path for m in report.models)
         return FixPlan(report.path, (), (), report, notes=(
             f"This folder holds {len(report.models)} models; run Fix on each of them: {paths}.",))
-    locked = [f for f in report.findings if f.code == "permission_denied"]
+    locked = [f for f in report.findings if f.code == Code.PERMISSION_DENIED]
     if locked:  # what cannot be read cannot be backed up or judged: change nothing
         return FixPlan(report.path, (), tuple(manual_step_for(f, report, []) for f in locked), report, notes=(
             "Some files or folders here cannot be read; Fix changes nothing until they can.",))
@@ -84,7 +85,7 @@ def plan(report: ModelReport, *, out: str | os.PathLike[str] | None = None) -> F
                 if report.architecture_type.value != "unknown" or report.layout is Layout.DIFFUSERS
                 else "No Wan model was recognised here, so there is nothing Fix can repair.")
         codes = {f.code for f in report.findings}
-        if "only_a_part" in codes:
+        if Code.ONLY_A_PART in codes:
             note = "This is one part of a model; run Fix on the folder above it (the one with model_index.json)."
         return FixPlan(report.path, (), (), report, notes=(note,))
     return _Planner(report, root).run()

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from core.atomic import dumps_json
+from core.check.codes import HEADER_DAMAGE, Code
 from core.check.components import WEIGHT_STEMS, library_of
 from core.errors import WanError
 from core.check.filesource import BACKUP_DIR
@@ -170,7 +171,7 @@ class _Planner:
         self._tokenizer_config()
         self._weight_names()
         raw = self._bytes("model_index.json")
-        rebuild = "model_index_missing" in codes or "model_index_unreadable" in codes
+        rebuild = Code.MODEL_INDEX_MISSING in codes or Code.MODEL_INDEX_UNREADABLE in codes
         index: dict[str, Any] | None = None
         if not rebuild and raw is not None:
             try:
@@ -197,8 +198,8 @@ class _Planner:
 
     def _scheduler(self) -> None:
         rel = "scheduler/scheduler_config.json"
-        bad = [f for f in self.report.findings if (f.code in ("config_missing", "config_unreadable") and f.path == rel)
-               or (f.code == "component_missing" and f.path in ("scheduler", None) and "scheduler" in f.message)]
+        bad = [f for f in self.report.findings if (f.code in (Code.CONFIG_MISSING, Code.CONFIG_UNREADABLE) and f.path == rel)
+               or (f.code == Code.COMPONENT_MISSING and f.path in ("scheduler", None) and "scheduler" in f.message)]
         config = self._json(rel)
         if not bad and isinstance(config, dict) and config.get("_class_name"):
             return
@@ -251,7 +252,7 @@ class _Planner:
             self._add("rename_weights",
                       f"Rename {src} to {wanted}: {library} loads a {role} only from that name "
                       "(renamed, not copied).", moves=[(src, dst)])
-            self.handled.add(("weights_misnamed", role))
+            self.handled.add((Code.WEIGHTS_MISNAMED, role))
 
     # --- model_index.json -----------------------------------------------------------
 
@@ -281,7 +282,7 @@ class _Planner:
         if not rebuild and declared != pipeline and not isinstance(declared, list):
             edit("set_pipeline_class", f"Set the pipeline class in model_index.json to {pipeline} "
                  f"(it says {declared or 'nothing'}).", "_class_name", pipeline)
-            self.handled.add(("class_name_mismatch", "model_index.json"))
+            self.handled.add((Code.CLASS_NAME_MISMATCH, "model_index.json"))
         allowed = PIPELINE_COMPONENTS[pipeline]
         needs_image = self.report.task == "animate" or (
             self.report.task in ("i2v", "flf2v") and self.report.wan_version == "2.1")
@@ -305,13 +306,13 @@ class _Planner:
                     how = "sets it to null" if is_null else "does not name it"
                     edit("add_component_entry", f"Add {role} ({want[1]}) to model_index.json: the {role}/ folder "
                          f"is there but model_index.json {how}.", role, list(want))
-                    self.handled.add(("component_not_in_index", role))
+                    self.handled.add((Code.COMPONENT_NOT_IN_INDEX, role))
                 elif not _same_class(role, (entry[0], entry[1]), want):
                     code = "fix_tokenizer_class" if role == "tokenizer" and _transformers_has(entry[1]) is False \
                         else "fix_component_class"
                     edit(code, f"Set {role} in model_index.json to {want[1]} ({want[0]}): it says {entry[1]} "
                          f"({entry[0]}), but the {role}/ folder holds a {want[1]}.", role, list(want))
-                    self.handled.add(("component_class_mismatch", role))
+                    self.handled.add((Code.COMPONENT_CLASS_MISMATCH, role))
                 continue
             # no folder
             optional = (role == "transformer_2" and not needs_t2) or (
@@ -328,7 +329,7 @@ class _Planner:
                 if named:
                     edit("null_missing_component", f"Set {role} to [null, null] in model_index.json: its folder is "
                          "missing and this model does not need it.", role, [None, None])
-                    self.handled.add(("component_missing", role))
+                    self.handled.add((Code.COMPONENT_MISSING, role))
                 elif rebuild and slot_used:
                     edit("add_component_entry", f"{role}: none", role, [None, None])
             elif rebuild and role in STANDARD_CLASSES:
@@ -347,7 +348,7 @@ class _Planner:
                     edit("set_boundary_ratio", f"Set boundary_ratio to {value:g} in model_index.json ({source}): "
                          "without it the second expert is never used.", "boundary_ratio", value,
                          short=f"boundary_ratio: {value:g} ({source})")
-                    self.handled.add(("boundary_ratio_missing", None))
+                    self.handled.add((Code.BOUNDARY_RATIO_MISSING, None))
                 else:
                     self.notes.append("Two experts but no known boundary_ratio for this model: set boundary_ratio in "
                                       "model_index.json by hand (0.875 for T2V-A14B, 0.9 for I2V-A14B).")
@@ -358,7 +359,7 @@ class _Planner:
             if want_expand and work.get("expand_timesteps") is not True:
                 edit("set_expand_timesteps", "Set expand_timesteps to true in model_index.json: a TI2V-5B model "
                      "needs it.", "expand_timesteps", True, short="expand_timesteps: true (TI2V-5B)")
-                self.handled.add(("expand_timesteps_missing", None))
+                self.handled.add((Code.EXPAND_TIMESTEPS_MISSING, None))
             elif rebuild and "expand_timesteps" not in work:
                 edit("add_component_entry", "expand_timesteps: false", "expand_timesteps", False)
         if not edits:
@@ -370,10 +371,10 @@ class _Planner:
             self._add("rebuild_model_index",
                       f"Rebuild model_index.json (it {why}) from the component folders: {pipeline}; "
                       + "; ".join(parts) + ".", {rel: dumps_json(work)})
-            self.handled |= {("model_index_missing", rel), ("model_index_unreadable", rel),
-                             ("class_name_mismatch", rel), ("boundary_ratio_missing", None),
-                             ("expand_timesteps_missing", None)}
-            self.handled |= {("component_not_in_index", role) for role in allowed}
+            self.handled |= {(Code.MODEL_INDEX_MISSING, rel), (Code.MODEL_INDEX_UNREADABLE, rel),
+                             (Code.CLASS_NAME_MISMATCH, rel), (Code.BOUNDARY_RATIO_MISSING, None),
+                             (Code.EXPAND_TIMESTEPS_MISSING, None)}
+            self.handled |= {(Code.COMPONENT_NOT_IN_INDEX, role) for role in allowed}
         else:
             for code, description, content in snapshots:
                 self._add(code, description, {rel: content})
@@ -521,18 +522,18 @@ def manual_step_for(f: Finding, report: ModelReport, cands: list[ModelRequiremen
         return str(Path(root) / folder) + os.sep if folder else str(Path(root)) + os.sep
 
     code, path = f.code, f.path
-    if code == "permission_denied":  # nothing to download: the file is there, only locked
+    if code == Code.PERMISSION_DENIED:  # nothing to download: the file is there, only locked
         return ManualStep(f.message, "nothing to download: give your user read access to it (or fix a copy you own)",
                           str(Path(root) / path) if path else root)
-    if path and (code in ("shard_missing", "file_truncated", "index_unreadable", "config_missing",
-                          "config_unreadable") or code.startswith("header_")):
-        extra = " (delete the damaged copy first)" if code != "shard_missing" and code != "config_missing" else ""
+    if path and (code in (Code.SHARD_MISSING, Code.FILE_TRUNCATED, Code.INDEX_UNREADABLE, Code.CONFIG_MISSING,
+                          Code.CONFIG_UNREADABLE) or code in HEADER_DAMAGE):
+        extra = " (delete the damaged copy first)" if code != Code.SHARD_MISSING and code != Code.CONFIG_MISSING else ""
         return ManualStep(f.message, f"{path}{extra} from {from_repo}", into(posixpath.dirname(path)),
                           repo, (path,), root)
-    if code == "weights_missing" and path:
+    if code == Code.WEIGHTS_MISSING and path:
         return ManualStep(f.message, f"the weight files of {path}/ from {from_repo}", into(path),
                           repo, (f"{path}/*",), root)
-    if code == "component_missing":
+    if code == Code.COMPONENT_MISSING:
         if original:
             vae = cands[0].vae if cands else "wan2.1"
             file = ORIGINAL_VAE_FILES.get(vae, "Wan2.1_VAE.pth") if "VAE" in f.message else ORIGINAL_T5_FILE
@@ -544,24 +545,24 @@ def manual_step_for(f: Finding, report: ModelReport, cands: list[ModelRequiremen
         if role:
             return ManualStep(f.message, f"the whole {role}/ folder from {from_repo}", into(role), repo,
                               (f"{role}/*",), root)
-    if code == "vae_mismatch":
+    if code == Code.VAE_MISMATCH:
         if original:
             vae = cands[0].vae if cands else ("wan2.2" if "Wan2.2 VAE" in f.message else "wan2.1")
             file = ORIGINAL_VAE_FILES.get(vae, "Wan2.1_VAE.pth")
             return ManualStep(f.message, f"{file} from {from_repo}", into(""), repo, (file,), root)
         return ManualStep(f.message, f"the whole vae/ folder from {from_repo} (replace the one there)", into("vae"),
                           repo, ("vae/*",), root)
-    if code == "expert_mismatch":
+    if code == Code.EXPERT_MISMATCH:
         folder = "low_noise_model" if original else "transformer_2"
         return ManualStep(f.message, f"the whole {folder}/ folder from {from_repo} (replace the one there)",
                           into(folder), repo, (f"{folder}/*",), root)
-    if code == "text_dim_mismatch":
+    if code == Code.TEXT_DIM_MISMATCH:
         if original:
             return ManualStep(f.message, f"{ORIGINAL_T5_FILE} from {from_repo}", into(""), repo,
                               (ORIGINAL_T5_FILE,), root)
         return ManualStep(f.message, f"the whole text_encoder/ folder from {from_repo} (replace the one there)",
                           into("text_encoder"), repo, ("text_encoder/*",), root)
-    if code in ("not_a_model", "only_a_part", "pickle_not_inspected"):
+    if code in (Code.NOT_A_MODEL, Code.ONLY_A_PART, Code.PICKLE_NOT_INSPECTED):
         return None
     return ManualStep(f.message, f.remedy or "see the Model Check report", into(posixpath.dirname(path or "")))
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from core.check import signals
+from core.check.codes import Code
 from core.fix.convert.build import _strip_prefix
 from core.fix.convert.keys import (DIT_DIFFUSERS_MARK, IGNORED_TENSORS, TOKENIZER_CLASS, TOKENIZER_NEEDS_ONE_OF, UMT5_MARK,
                                WAN_T5_MARK, WAN_VAE_MARK)
@@ -145,9 +146,9 @@ def plan_conversion(report: ModelReport, target: str | os.PathLike[str] | None =
         return refuse("This is not an original-layout Wan model, so there is nothing this tool can convert.")
     # Parts that are missing, and .pth files (judged by the detector from name and size alone), are
     # checked below by reading them; the rest stops the conversion.
-    checked_here = ("component_missing", "config_missing", "text_dim_mismatch")
+    checked_here = (Code.COMPONENT_MISSING, Code.CONFIG_MISSING, Code.TEXT_DIM_MISMATCH)
     blocking = [f for f in report.errors if f.code not in checked_here
-                and not (f.code == "file_truncated" and (f.path or "").endswith(".pth"))]
+                and not (f.code == Code.FILE_TRUNCATED and (f.path or "").endswith(".pth"))]
     if blocking:
         return refuse(f"{blocking[0].message} {blocking[0].remedy}".strip())
     try:
