@@ -125,11 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in cfg.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
 
-    # core.monitor and core.run.load read these: the same history and settings as the app
-    # (a history database named in the environment still wins, as it does for the CLI).
-    os.environ.setdefault("WAN_COMPAT_HISTORY_DB", str(cfg.history_db))
-    if cfg.source is not None:
-        os.environ["WAN_COMPAT_CONFIG"] = str(cfg.source)
+    # The one configuration of this process: the monitor, registry and loader read it from here
+    # (core.config.current()); the file is not read again.
+    from core.config import use
+    use(cfg)
 
     from wan_ui.render import CSS
 

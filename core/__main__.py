@@ -103,10 +103,10 @@ def _fix_result(args: argparse.Namespace, result) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from core.config import ConfigError, default_config, load_config
+    from core.config import ConfigError, current, default_config
     from core.doctor import run_doctor
     try:
-        config, config_error = load_config(args.config), None
+        config, config_error = current(), None
     except ConfigError as err:  # the doctor is where a broken config gets reported, with the rest
         config, config_error = default_config(), err
         print(f"[ERROR] Config: {err}\n        -> The checks below use the default settings.", file=sys.stderr)
@@ -120,14 +120,22 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 class ProgressBar:
-    """``progress_callback`` for a terminal: one redrawn bar on a TTY, plain lines otherwise."""
+    """A progress callback for a terminal: one redrawn bar on a TTY, plain lines otherwise.
+
+    Takes a :class:`~core.progress.ProgressEvent` (denoising steps are drawn from its fields),
+    or the seed's ``(message, percent)``.
+    """
 
     def __init__(self, stream=sys.stderr, width: int = 30) -> None:
         self.stream, self.width = stream, width
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.last_line = ""
 
-    def __call__(self, message: str, percent: float) -> None:
+    def __call__(self, event, percent: float | None = None) -> None:
+        if percent is None:
+            message, percent = _event_words(event), event.percent
+        else:
+            message = str(event)
         filled = int(self.width * max(0.0, min(100.0, percent)) / 100)
         line = f"[{'#' * filled}{'.' * (self.width - filled)}] {percent:5.1f}%  {message}"
         if self.tty:
@@ -141,6 +149,21 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _event_words(event) -> str:
+    """A ProgressEvent as the bar's words: a denoising step from its numbers, else its message."""
+    if event.step is None or not event.steps:
+        return event.message
+    words = [f"Step {event.step}/{event.steps}"]
+    if event.expert:
+        words.append(f"{event.expert} expert")
+    if event.seconds_per_step is not None:
+        words.append(f"{event.seconds_per_step:.2f} s/step")
+    if event.eta_seconds is not None:
+        eta = int(round(event.eta_seconds))
+        words.append(f"ETA {eta // 60}m {eta % 60:02d}s" if eta >= 60 else f"ETA {eta}s")
+    return " · ".join(words)
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -150,12 +173,14 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    """inspect -> refuse or plan for this request -> load with that plan -> generate (one bar)."""
     import threading
 
-    from core.run.generation import GenerationConfig
-    from core.run.load import WanPipelineLoader
     from core.check.detect import inspect
-    from core.run.generation import resolve
+    from core.progress import Progress
+    from core.run.generation import GenerationConfig, request_for, resolve
+    from core.run.load import load, plan_for_load
+    from core.run.loadable import refusal
     width, height = args.size or (None, None)
     config = GenerationConfig(prompt=args.prompt, negative_prompt=args.negative, num_frames=args.frames,
                               width=width, height=height, num_inference_steps=args.steps,
@@ -167,25 +192,29 @@ def _generate(args: argparse.Namespace) -> int:
         err = explain(exc)
         print(f"{err.message} {err.remedy}".strip(), file=sys.stderr)
         return 2
-    _, errors = resolve(config, report) if report.is_wan else (None, [])
-    if errors:  # before minutes of loading
+    problem = refusal(report)
+    if problem is not None:
+        print(str(problem), file=sys.stderr)
+        return 1
+    settings, errors = resolve(config, report)
+    if errors or settings is None:  # before minutes of loading
         print("\n".join(errors), file=sys.stderr)
         return 2
     overrides = {k: v for k, v in (("precision", args.precision), ("offload", args.offload)) if v}
-    bar = ProgressBar()
+    job = Progress(ProgressBar())
     try:
-        wrapper = WanPipelineLoader().load_wan_pipeline(args.path, optimization_config=overrides,
-                                                        progress_callback=bar)
+        plan = plan_for_load(report, request=request_for(settings, overrides))
+        wrapper = load(report, plan, progress=job.span(0, 30))
     except (ValueError, WanError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
     cancel = threading.Event()
     try:
-        result = wrapper.generate(config, progress_callback=bar, cancel=cancel)
+        result = wrapper.generate(config, plan=plan, progress=job.span(30, 100), cancel=cancel)
     except KeyboardInterrupt:
         print("\nStopped; no video was written.", file=sys.stderr)
         return 130
-    for line in wrapper.plan.summary_lines() if wrapper.plan is not None and result.plan else []:
+    for line in wrapper.plan.summary_lines() if result.plan else []:
         print(f"  {line}", file=sys.stderr)
     for warning in result.warnings:
         print(f"Note: {warning}", file=sys.stderr)
@@ -271,12 +300,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_config(args: argparse.Namespace) -> None:
+    """Read config.yaml once, for the whole command (core.config.current() hands it out).
+
+    A broken file is not fatal here: ``doctor`` reports it, and what needs a setting says
+    why it could not have it (the registry as a problem, the monitor as a warning).
+    """
+    from core.config import ConfigError, init
+    try:
+        init(getattr(args, "config", None))
+    except ConfigError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:  # it has its own parser (core.demo.main): options in any order, its own --help
         from core import demo
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
+    _read_config(args)
     try:
         return args.run(args)
     except KeyboardInterrupt:

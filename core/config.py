@@ -9,8 +9,22 @@ Usage::
     for warning in cfg.warnings:        # unknown keys: reported, never fatal
         print(warning)
 
+The file is read once per process. An entry point (``app.py``, ``python -m core``) calls
+:func:`init` (or :func:`use` with a config it built) at its start; what needs a setting and
+is not handed the config takes :func:`current`, which is that config, or the file read once
+on first use::
+
+    from core import config
+    config.init("my.yaml")              # app.py / the CLI, once
+    config.current().history_db         # the monitor, registry and loader, without re-reading
+
 A mistake in the file raises :class:`ConfigError` with one sentence that names the file
 and the line (invalid YAML) or the key, what was given and what is expected.
+
+Environment variables override the file, applied here and nowhere else (when a config is
+loaded): ``WAN_COMPAT_CONFIG`` names the file, ``WAN_COMPAT_HISTORY_DB`` replaces
+``history_db`` (tests use a throwaway history), ``WAN_COMPAT_MONITOR=off`` sets
+``record_history`` to False.
 """
 
 from __future__ import annotations
@@ -18,9 +32,11 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
-from dataclasses import asdict, dataclass, field
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -28,6 +44,8 @@ from core.choices import OFFLOADS, PRECISIONS
 from core.errors import WanError
 
 ENV_VAR = "WAN_COMPAT_CONFIG"
+HISTORY_DB_ENV = "WAN_COMPAT_HISTORY_DB"      # replaces history_db
+MONITOR_ENV = "WAN_COMPAT_MONITOR"            # "off", "0", "false" or "no": record_history = False
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
 
 
@@ -48,10 +66,13 @@ class ConfigError(WanError):
 
 @dataclass(frozen=True)
 class AppConfig:
-    """Every user-facing default. Build it with :func:`load_config`."""
+    """Every user-facing default, written here only. Build it with :func:`load_config`.
 
-    models_dir: Path
-    outputs_dir: Path
+    Relative default paths are taken from the config file's folder when loaded.
+    """
+
+    models_dir: Path = Path("models")
+    outputs_dir: Path = Path("outputs")
     host: str = "127.0.0.1"
     port: int = 7860
     auth: str | None = None          # "user:password"
@@ -60,6 +81,7 @@ class AppConfig:
     precision: str = "auto"
     offload: str = "auto"
     open_browser: bool = True
+    record_history: bool = True      # not a file setting: WAN_COMPAT_MONITOR=off turns it off
     source: Path | None = None       # the file these settings came from; None: defaults only
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -88,15 +110,18 @@ class AppConfig:
         return out
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> AppConfig:
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                environ: Mapping[str, str] | None = None) -> AppConfig:
     """Read and check a config file; a missing file gives the defaults.
 
     The file is ``path``, else the one named by ``WAN_COMPAT_CONFIG``, else
     ``config.yaml`` in the project folder. Relative paths inside it are taken from the
-    folder the file is in.
+    folder the file is in. ``environ`` (default ``os.environ``; ``{}`` for the file alone)
+    supplies the overrides listed in the module's docstring.
     """
-    explicit = path is not None or bool(os.environ.get(ENV_VAR))
-    file = Path(path if path is not None else os.environ.get(ENV_VAR) or DEFAULT_PATH).expanduser()
+    env = os.environ if environ is None else environ
+    explicit = path is not None or bool(env.get(ENV_VAR))
+    file = Path(path if path is not None else env.get(ENV_VAR) or DEFAULT_PATH).expanduser()
     file = file.resolve()
     warnings: list[str] = []
     if file.is_file():
@@ -109,12 +134,79 @@ def load_config(path: str | os.PathLike[str] | None = None) -> AppConfig:
         if explicit:
             warnings.append(f"{_show(file)} does not exist; using the default settings.")
         data, source = {}, None
-    return _build(data, file, source, warnings)
+    return _with_environment(_build(data, file, source, warnings), env)
 
 
-def default_config() -> AppConfig:
+def default_config(environ: Mapping[str, str] | None = None) -> AppConfig:
     """The settings with no config file at all (paths relative to the project folder)."""
-    return _build({}, Path(DEFAULT_PATH).resolve(), None, [])
+    env = os.environ if environ is None else environ
+    return _with_environment(_build({}, Path(DEFAULT_PATH).resolve(), None, []), env)
+
+
+def _with_environment(config: AppConfig, env: Mapping[str, str]) -> AppConfig:
+    """The one place where environment variables override settings."""
+    changes: dict[str, Any] = {}
+    db = env.get(HISTORY_DB_ENV, "").strip()
+    if db:
+        changes["history_db"] = Path(db).expanduser().absolute()
+    if env.get(MONITOR_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+        changes["record_history"] = False
+    return replace(config, **changes) if changes else config
+
+
+# --- the process's configuration: read once ---------------------------------------------
+
+_current: AppConfig | ConfigError | None = None
+_current_lock = threading.Lock()
+
+
+def init(path: str | os.PathLike[str] | None = None) -> AppConfig:
+    """Read the configuration for this process (an entry point calls this once at its start).
+
+    Raises :class:`ConfigError`; :func:`current` then raises the same error, without
+    reading the file again.
+    """
+    global _current
+    with _current_lock:
+        try:
+            _current = load_config(path)
+        except ConfigError as err:
+            _current = err
+            raise
+        return _current
+
+
+def use(config: AppConfig | None) -> AppConfig | None:
+    """Make ``config`` this process's configuration (None: read the file again on next use).
+
+    Returns the previous one (None when there was none, or it was an error), so that a
+    test can put it back::
+
+        previous = use(replace(current(), history_db=tmp_path / "history.db"))
+        ...
+        use(previous)
+    """
+    global _current
+    with _current_lock:
+        previous, _current = _current, config
+    return previous if isinstance(previous, AppConfig) else None
+
+
+def current() -> AppConfig:
+    """This process's configuration: what :func:`init` or :func:`use` set, else the file read once."""
+    state = _current
+    if state is None:
+        with _current_lock:
+            state = _current
+        if state is None:
+            try:
+                return init()
+            except ConfigError:
+                state = _current
+    if isinstance(state, ConfigError):
+        raise state
+    assert state is not None
+    return state
 
 
 # --- checking ---------------------------------------------------------------------------
@@ -205,18 +297,6 @@ def _path(base: Path) -> Checker:
     return check
 
 
-_DEFAULTS: dict[str, Any] = {
-    "models_dir": "./models",
-    "outputs_dir": "./outputs",
-    "host": "127.0.0.1",
-    "port": 7860,
-    "auth": None,
-    "history_db": "./data/history.db",
-    "user_registry": "./data/user_models.yaml",
-    "precision": "auto",
-    "offload": "auto",
-    "open_browser": True,
-}
 
 
 def _checkers(base: Path) -> dict[str, Checker]:
@@ -237,6 +317,7 @@ def _checkers(base: Path) -> dict[str, Checker]:
 
 def _build(data: dict[str, Any], file: Path, source: Path | None, warnings: list[str]) -> AppConfig:
     checkers = _checkers(file.parent)
+    defaults = {f.name: f.default for f in fields(AppConfig) if f.name in checkers}
     for key in data:
         if key not in checkers:
             near = difflib.get_close_matches(str(key), list(checkers), n=1)
@@ -244,14 +325,14 @@ def _build(data: dict[str, Any], file: Path, source: Path | None, warnings: list
             warnings.append(f"{_show(file)}: unknown setting `{key}` is ignored{hint}.")
     values: dict[str, Any] = {}
     for key, check in checkers.items():
-        given = data.get(key, _DEFAULTS[key])
+        given = data.get(key, defaults[key])
         try:
             values[key] = check(given)
         except _Bad as bad:
             raise ConfigError(
                 f"{_show(file)}: `{key}` must be {bad}, not {_given(given)}.",
                 f"Edit `{key}` in {file.name}, or delete the line to use the default "
-                f"({_given(_DEFAULTS[key])}).",
+                f"({_given(defaults[key])}).",
                 file=file, key=key, line=_line_of(file, key)) from None
     if not _is_loopback(values["host"]) and values["auth"] is None:
         raise ConfigError(
@@ -285,6 +366,8 @@ def _show(file: Path) -> str:
 def _given(value: Any) -> str:
     if value is None:
         return "empty"
+    if isinstance(value, Path):      # a default path, as config.yaml writes it
+        return repr(f"./{value.as_posix()}")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):

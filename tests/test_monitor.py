@@ -10,12 +10,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from core import config as app_config
+from core.config import AppConfig, load_config
 from core.monitor import (SCHEMA_VERSION, OperationMetrics, PerformanceMonitor, effectiveness, find_regressions,
                           get_performance_monitor, model_fingerprint)
 from tests.conftest import REPO, run_cli
@@ -24,12 +28,23 @@ MB = 2**20
 
 
 @pytest.fixture()
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh history database, also the app-wide monitor's (what core.run.load records into)."""
     path = tmp_path / "data" / "history.db"
-    monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(path))
+    monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(path))       # for the CLI in child processes
     monkeypatch.delenv("WAN_COMPAT_MONITOR", raising=False)
-    return path
+    with process_config(load_config()):                           # this process, with the override
+        yield path
+
+
+@contextmanager
+def process_config(cfg: AppConfig) -> Iterator[AppConfig]:
+    """Make ``cfg`` this process's configuration (core.config.use) for the block."""
+    previous = app_config.use(cfg)
+    try:
+        yield cfg
+    finally:
+        app_config.use(previous)
 
 
 def sampler_threads(settle: float = 0.0) -> list[threading.Thread]:
@@ -113,11 +128,12 @@ def test_a_broken_monitor_never_breaks_a_generation(demo_models_dir: Path, tmp_p
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(blocker / "history.db"))   # cannot be created
-    wrapper = WanPipelineLoader().load_wan_pipeline(demo_models_dir / "wan21_t2v")
-    _, result = wrapper.generate_frames(GenerationConfig(prompt="a fox", width=32, height=32, num_frames=5,
-                                                         num_inference_steps=2))
-    assert result.success
-    assert any("cannot be used" in w for w in get_performance_monitor().warnings)
+    with process_config(load_config()):
+        wrapper = WanPipelineLoader().load_wan_pipeline(demo_models_dir / "wan21_t2v")
+        _, result = wrapper.generate_frames(GenerationConfig(prompt="a fox", width=32, height=32, num_frames=5,
+                                                             num_inference_steps=2))
+        assert result.success
+        assert any("cannot be used" in w for w in get_performance_monitor().warnings)
 
 
 # --- what one operation measures -------------------------------------------------------------
@@ -173,11 +189,13 @@ def test_memory_peak_is_sampled_in_the_background_and_the_thread_stops(db: Path)
 
 
 def test_switched_off_records_nothing(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monitor = PerformanceMonitor(db)
     monkeypatch.setenv("WAN_COMPAT_MONITOR", "off")
-    metrics = timed(monitor, 0.01)
-    assert metrics.duration >= 0.01 and metrics.memory_peak_mb is None
+    off = load_config()                     # the override is applied when the config is loaded
     monkeypatch.delenv("WAN_COMPAT_MONITOR")
+    assert off.record_history is False and load_config().record_history is True
+    metrics = timed(get_performance_monitor(off), 0.01)
+    assert metrics.duration >= 0.01 and metrics.memory_peak_mb is None
+    monitor = PerformanceMonitor(db)
     monitor.enabled = False
     timed(monitor, 0.01)
     assert not db.exists() and not sampler_threads(settle=2)

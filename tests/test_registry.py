@@ -368,18 +368,32 @@ def test_get_compatibility_registry_is_cached_per_path(tmp_path):
 
 
 def test_default_user_path_comes_from_config(tmp_path, monkeypatch):
-    pytest.importorskip("core.config")
+    config = pytest.importorskip("core.config")
     write(tmp_path, NEW_MODEL, name="mine.yaml")
     write(tmp_path, "user_registry: ./mine.yaml\n", name="config.yaml")
     monkeypatch.setenv("WAN_COMPAT_CONFIG", str(tmp_path / "config.yaml"))
-    reg = get_compatibility_registry(reload=True)
+    previous = config.use(None)                       # this process reads its config afresh, once
+    try:
+        reg = get_compatibility_registry(reload=True)
+        assert "me/Wan2.1-T2V-14B-Finetune" in reg and reg.problems == []
+        write(tmp_path, "port: many\n", name="config.yaml")
+        assert "me/Wan2.1-T2V-14B-Finetune" in get_compatibility_registry(reload=True)   # not read again
+        config.use(None)                              # as a new process would: the broken file is read
+        broken = get_compatibility_registry(reload=True)
+        assert len(broken) == len(ALL_IDS)
+        assert any("configuration" in p and "`port`" in p for p in broken.problems)
+    finally:
+        config.use(previous)
+        monkeypatch.delenv("WAN_COMPAT_CONFIG")
+        get_compatibility_registry(reload=True)
+
+
+def test_a_config_passed_in_names_the_user_registry(tmp_path):
+    config = pytest.importorskip("core.config")
+    write(tmp_path, NEW_MODEL, name="theirs.yaml")
+    cfg = config.load_config(write(tmp_path, "user_registry: ./theirs.yaml\n", name="other.yaml"))
+    reg = get_compatibility_registry(cfg.user_registry)
     assert "me/Wan2.1-T2V-14B-Finetune" in reg and reg.problems == []
-    write(tmp_path, "port: many\n", name="config.yaml")
-    broken = get_compatibility_registry(reload=True)
-    assert len(broken) == len(ALL_IDS)
-    assert any("configuration" in p for p in broken.problems)
-    monkeypatch.delenv("WAN_COMPAT_CONFIG")
-    get_compatibility_registry(reload=True)
 
 
 def test_loading_is_fast_and_imports_neither_torch_nor_diffusers():

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from core import config
 from core.config import load_config
 from wan_ui import common
+from core.progress import ProgressEvent
 from wan_ui.generate import ProgressView, stage_of
 from tests.test_filesource import manifest_of
 from wan_ui.model_check import check_manifest, check_zip
@@ -29,9 +31,11 @@ def app_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "models").mkdir()
     monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(tmp_path / "data" / "history.db"))
     cfg = load_config(cfg_file)
+    previous = config.use(cfg)          # as app.py does: the process's one configuration
     common.configure(cfg)
     yield cfg
     common.configure(load_config(cfg_file))
+    config.use(previous)
 
 
 @pytest.fixture(scope="module")
@@ -100,21 +104,27 @@ def test_empty_manifest_gives_the_prompt(app_config) -> None:
 
 # --- live progress --------------------------------------------------------------------------
 
-def test_progress_view_reads_the_loader_messages() -> None:
+def test_progress_view_reads_the_event_fields() -> None:
     view = ProgressView()
-    view.update("Loading transformer (WanTransformer3DModel, 57.2 GB)", 20.0, "Loading")
+    view.update(ProgressEvent("load", "Loading transformer (WanTransformer3DModel, 57.2 GB)", 20.0))
     assert view.stage == "Loading the model" and view.step is None
-    view.update("Step 3/40 · high-noise expert · 12.50 s/step · ETA 7m 55s", 12.0, "Generating")
+    # the message is free text: the panel's numbers come from the fields, not from parsing it
+    view.update(ProgressEvent("denoise", "anything", 42.0, step=3, steps=40, expert="high-noise",
+                              seconds_per_step=12.5, eta_seconds=475.0))
     assert (view.stage, view.step, view.steps, view.expert) == ("Denoising", 3, 40, "high-noise expert")
     assert (view.seconds_per_step, view.eta) == ("12.50", "7m 55s")
-    view.update("Step 4/4 · 0.05 s/step · ETA 0s", 90.0, "Generating")
-    assert view.expert == "" and view.step == 4
-    view.update("Decoding the video (VAE)", 91.0, "Generating")
+    view.update(ProgressEvent("denoise", "Step 4/4", 90.0, step=4, steps=4, seconds_per_step=0.05, eta_seconds=0))
+    assert view.expert == "" and view.step == 4 and view.eta == "0s"
+    view.update(ProgressEvent("decode", "Decoding the video (VAE)", 91.0))
     assert view.stage == "Decoding the video (VAE)" and view.step == 4  # the step facts stay
     html = render_progress(view)
     assert 'aria-valuenow="91"' in html and "Step <b>4</b> of <b>4</b>" in html
+    view.update(ProgressEvent("load", "Loading vae", 95.0))
+    assert view.step is None                                            # a new load: no stale step
+    view.update("Copying transformer/1.safetensors", 50.0, "Applying the fix")   # a plain message still shows
+    assert view.stage == "Applying the fix" and view.percent == 50.0
     assert stage_of("Encoding video: frame 3 of 9") == "Writing the MP4"
-    view.update("<script>x</script>", 1, "Generating")
+    view.update(ProgressEvent("write", "<script>x</script>", 99.0))
     assert "<script>" not in render_progress(view)
 
 
@@ -320,7 +330,8 @@ def test_cancel_says_so_at_once_and_returns_the_sentence(app_config) -> None:
     assert generate._RUN_LOCK.acquire(blocking=False)
     saved, generate._CURRENT = generate._CURRENT, job
     try:
-        job.events.put(("Step 3/40 · 1.00 s/step · ETA 37s", 20.0, "Generating"))
+        job.progress.emit("denoise", "Step 3/40 · 1.00 s/step · ETA 37s", 20.0, step=3, steps=40,
+                          seconds_per_step=1.0, eta_seconds=37.0)
         stream = generate._stream(job)
         next(stream)
         t0 = time.monotonic()

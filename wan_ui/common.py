@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.check.report import ModelReport
 from core.errors import WanError
+from core.run.hardware import HardwareInfo
+from core.run.optimize import OptimizationPlan, OptimizationRequest
 
 RECENT_FILE = "recent_models.json"
 RECENT_MAX = 10
@@ -65,8 +68,8 @@ def configure(config: Any = None, models_dir: str | os.PathLike[str] | None = No
     """Set the app's folders from an AppConfig (None: config.yaml / WAN_COMPAT_CONFIG)."""
     global _CONTEXT
     if config is None:
-        from core.config import load_config
-        config = load_config()
+        from core.config import current
+        config = current()
     ctx = AppContext(models_dir=Path(models_dir) if models_dir else Path(config.models_dir),
                      outputs_dir=Path(config.outputs_dir), history_db=Path(config.history_db),
                      precision=config.precision, offload=config.offload, config=config)
@@ -85,11 +88,11 @@ def context() -> AppContext:
 
 # --- hardware and reports, cached briefly ---------------------------------------------------
 
-_HARDWARE: tuple[float, Any] | None = None
-_REPORTS: dict[str, tuple[float, Any]] = {}
+_HARDWARE: tuple[float, HardwareInfo] | None = None
+_REPORTS: dict[str, tuple[float, ModelReport]] = {}
 
 
-def hardware() -> Any:
+def hardware() -> HardwareInfo:
     """core.run.hardware.probe() (no torch), at most HARDWARE_TTL_S old."""
     global _HARDWARE
     now = time.monotonic()
@@ -103,7 +106,7 @@ def hardware() -> Any:
     return hw
 
 
-def inspect_cached(path: str) -> Any:
+def inspect_cached(path: str) -> ModelReport:
     """core.check.detect.inspect(path), reused for REPORT_TTL_S; raises like inspect."""
     key = os.path.abspath(path)
     now = time.monotonic()
@@ -155,7 +158,7 @@ def config_overrides() -> dict[str, Any]:
     return overrides_from(ctx.precision, ctx.offload)
 
 
-def defaults(report: Any) -> Any:
+def defaults(report: ModelReport) -> Any:
     """The registry entry whose defaults apply to ``report`` (or None)."""
     try:
         from core.run.generation import defaults_for
@@ -164,27 +167,32 @@ def defaults(report: Any) -> Any:
         return None
 
 
-def default_request(report: Any, overrides: dict[str, Any] | None = None) -> Any:
-    """An OptimizationRequest at the model's default size, frames and steps."""
-    from core.run.generation import FALLBACK
-    from core.run.optimize import OptimizationRequest
-    entry = defaults(report)
-    width, height = entry.default_size if entry else FALLBACK["size"]
-    return OptimizationRequest(width=width, height=height,
-                               num_frames=entry.frames if entry else FALLBACK["frames"],
-                               num_inference_steps=entry.steps if entry else FALLBACK["steps"],
-                               overrides=dict(overrides if overrides is not None else config_overrides()))
+def default_request(report: ModelReport, overrides: dict[str, Any] | None = None) -> OptimizationRequest:
+    """An OptimizationRequest at the model's default size, frames and steps (config.yaml's settings)."""
+    from core.run.generation import default_request as model_defaults
+    try:
+        return model_defaults(report, overrides if overrides is not None else config_overrides())
+    except Exception:  # noqa: BLE001 - a broken registry must not break the page: the fallback size
+        from core.run.generation import FALLBACK
+        width, height = FALLBACK["size"]
+        return OptimizationRequest(width=width, height=height, num_frames=FALLBACK["frames"],
+                                   num_inference_steps=FALLBACK["steps"],
+                                   overrides=dict(overrides if overrides is not None else config_overrides()))
 
 
-def plan(report: Any, request: Any) -> Any:
-    """core.run.optimize.plan_for on this machine; None for collections and non-Wan models."""
+def plan(report: ModelReport | None, request: OptimizationRequest) -> OptimizationPlan | None:
+    """core.run.optimize.plan_for on this machine; None for collections and non-Wan models.
+
+    The Generate tab loads and runs with the very plan returned here (core.run.load.load).
+    """
     if report is None or report.is_collection or not report.is_wan:
         return None
     from core.run.optimize import plan_for
     return plan_for(report, hardware(), request)
 
 
-def default_plan(report: Any) -> Any:
+def default_plan(report: ModelReport | None) -> OptimizationPlan | None:
+    """The plan at the model's default size, frames and steps (fit badges, Model Check)."""
     return plan(report, default_request(report)) if report is not None and report.is_wan else None
 
 
@@ -193,7 +201,7 @@ PLACEMENT_WORDS = {"all_on_device": "all on the GPU", "model_offload": "model of
                    "balanced": "spread over the GPUs"}
 
 
-def placement_words(plan: Any) -> str:
+def placement_words(plan: OptimizationPlan | None) -> str:
     if plan is None:
         return ""
     if plan.device == "cpu":
@@ -201,7 +209,7 @@ def placement_words(plan: Any) -> str:
     return f"{PLACEMENT_WORDS.get(plan.placement.value, plan.placement.value)}, {plan.precision.value}"
 
 
-def fit_badge(report: Any, plan: Any) -> tuple[str, str]:
+def fit_badge(report: ModelReport | None, plan: OptimizationPlan | None) -> tuple[str, str]:
     """(tone, words) for a model on this machine: tone is "ok", "bad" or "unknown"."""
     if report is None:
         return "unknown", "? not checked"

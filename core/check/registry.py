@@ -409,17 +409,18 @@ def get_compatibility_registry(user_path: str | os.PathLike[str] | None = None, 
                                reload: bool = False) -> CompatibilityRegistry:
     """The registry for this process: built-in models plus the user registry file.
 
-    ``user_path`` defaults to ``config.yaml``'s ``user_registry``; when the configuration
-    cannot be read the built-in list is used alone (with a sentence in ``problems``).
-    The result is cached per ``user_path``; ``reload=True`` reads the files again.
+    ``user_path`` defaults to the process's configuration's ``user_registry``
+    (``core.config.current()``, read once); when the configuration cannot be read the
+    built-in list is used alone (with a sentence in ``problems``). The result is cached
+    per file; ``reload=True`` reads the registry files again.
     """
-    key = None if user_path is None else str(user_path)
+    note = None
+    path: str | os.PathLike[str] | None = user_path
+    if path is None:
+        path, note = _configured_user_path()
+    key = None if path is None else str(path)
     with _CACHE_LOCK:
         if reload or key not in _CACHE:
-            note = None
-            path: str | os.PathLike[str] | None = user_path
-            if path is None:
-                path, note = _configured_user_path()
             registry = CompatibilityRegistry(user_path=path)
             if note:
                 registry.problems.append(note)
@@ -429,11 +430,11 @@ def get_compatibility_registry(user_path: str | os.PathLike[str] | None = None, 
 
 def _configured_user_path() -> tuple[Path | None, str | None]:
     try:
-        from core.config import load_config
+        from core.config import current
     except Exception:  # core.config missing or broken: the built-in list still works
         return None, None
     try:
-        return Path(load_config().user_registry), None
+        return Path(current().user_registry), None
     except Exception as exc:
         reason = getattr(exc, "message", None) or str(exc)
         return None, f"The user registry was not read because the configuration could not be: {reason}"

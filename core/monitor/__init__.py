@@ -22,8 +22,10 @@ Usage::
 
 ``core.run.load`` records every load ("load") and generation ("generation") by itself.
 
-Switches: ``WAN_COMPAT_MONITOR=off`` (or ``monitor.enabled = False``) records nothing;
-``WAN_COMPAT_HISTORY_DB=/path/history.db`` replaces config.yaml's ``history_db`` (tests).
+The app-wide monitor records into the configuration's ``history_db`` and records nothing
+when its ``record_history`` is False (``WAN_COMPAT_MONITOR=off``; see core.config): pass an
+``AppConfig`` to :func:`get_performance_monitor`, or it uses ``core.config.current()``,
+read once per process. ``monitor.enabled = False`` switches one monitor off.
 
 Recording never breaks the work it measures: a monitor error becomes a warning (logged, and
 kept in ``monitor.warnings``). A damaged or unreadable database file is renamed
@@ -42,7 +44,6 @@ rows, damage) and ``core.monitor.stats`` (summaries, regressions, effectiveness,
 from __future__ import annotations
 
 import csv
-import functools
 import itertools
 import json
 import logging
@@ -50,19 +51,57 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from core.monitor.context import (MB, Nvml, compact_plan, cuda_version, hardware_summary, model_fingerprint,
-                                  package_versions, plan_label, reset_torch_peak, this_machine, torch_cuda,
-                                  torch_peak_mb)
-from core.monitor.stats import (METRICS, PLAN_DETAILS, RegressionAlert, comparable_key, describe, effectiveness,
-                                find_regressions, percentile, render_text, what_changed)
-from core.monitor.store import (BUSY_TIMEOUT_S, COLUMNS, INSERT_SQL, MIGRATIONS, SCHEMA_VERSION, OperationMetrics,
-                                connect, from_row, is_damage, jsonable, move_aside, prepare, to_row, while_busy)
+from core.config import HISTORY_DB_ENV, MONITOR_ENV, AppConfig
+from core.config import current as current_config
+from core.monitor.context import (
+    MB,
+    Nvml,
+    compact_plan,
+    cuda_version,
+    hardware_summary,
+    model_fingerprint,
+    package_versions,
+    plan_label,
+    reset_torch_peak,
+    this_machine,
+    torch_cuda,
+    torch_peak_mb,
+)
+from core.monitor.stats import (
+    METRICS,
+    PLAN_DETAILS,
+    RegressionAlert,
+    comparable_key,
+    describe,
+    effectiveness,
+    find_regressions,
+    percentile,
+    render_text,
+    what_changed,
+)
+from core.monitor.store import (
+    BUSY_TIMEOUT_S,
+    COLUMNS,
+    INSERT_SQL,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    OperationMetrics,
+    connect,
+    from_row,
+    is_damage,
+    jsonable,
+    move_aside,
+    prepare,
+    to_row,
+    while_busy,
+)
 
 __all__ = [  # what other code imports from core.monitor; the three modules above hold the parts
     "BUSY_TIMEOUT_S", "DB_ENV", "GENERATION", "LOAD", "MB", "METRICS", "MIGRATIONS", "PLAN_DETAILS", "SCHEMA_VERSION",
@@ -73,8 +112,8 @@ __all__ = [  # what other code imports from core.monitor; the three modules abov
 
 log = logging.getLogger(__name__)
 
-DB_ENV = "WAN_COMPAT_HISTORY_DB"
-SWITCH_ENV = "WAN_COMPAT_MONITOR"            # "off", "0", "false" or "no": record nothing
+DB_ENV = HISTORY_DB_ENV                      # read by core.config when it loads, nowhere else
+SWITCH_ENV = MONITOR_ENV
 LOAD, GENERATION = "load", "generation"      # the operation types core.run.load records
 
 
@@ -158,8 +197,8 @@ class PerformanceMonitor:
 
     @property
     def enabled(self) -> bool:
-        """False after ``monitor.enabled = False`` or with WAN_COMPAT_MONITOR=off: nothing is recorded."""
-        return self._enabled and os.environ.get(SWITCH_ENV, "").strip().lower() not in ("off", "0", "false", "no")
+        """False after ``monitor.enabled = False`` (or built from a config with ``record_history`` off)."""
+        return self._enabled
 
     @enabled.setter
     def enabled(self, value: bool) -> None:
@@ -543,36 +582,31 @@ def _round(value: float | None, digits: int = 4) -> float | str:
 # --- the app-wide monitor --------------------------------------------------------------------
 
 _instance: PerformanceMonitor | None = None
+_instance_key: tuple[Path, bool] | None = None
 _instance_lock = threading.Lock()
 
 
-def history_db_path() -> Path:
-    """WAN_COMPAT_HISTORY_DB if set, else config.yaml's ``history_db``."""
-    env = os.environ.get(DB_ENV, "").strip()
-    if env:
-        return Path(env).expanduser().absolute()
-    return _configured_db(os.environ.get("WAN_COMPAT_CONFIG"))
+def history_db_path(config: AppConfig | None = None) -> Path:
+    """The history database of ``config`` (default: this process's, ``core.config.current()``)."""
+    return Path((config or current_config()).history_db)
 
 
-@functools.lru_cache(maxsize=8)
-def _configured_db(config_env: str | None) -> Path:
-    from core.config import load_config
-    return Path(load_config().history_db)
+def get_performance_monitor(config: AppConfig | None = None) -> PerformanceMonitor:
+    """The app-wide monitor for ``config`` (default: this process's configuration).
 
-
-def get_performance_monitor() -> PerformanceMonitor:
-    """The app-wide monitor (a new one when the database path changed, e.g. in tests).
+    A new one when the database or ``record_history`` changed (e.g. in tests).
 
     >>> get_performance_monitor().get_performance_summary()["operations"]
     42
     """
-    global _instance
-    path = history_db_path()
+    global _instance, _instance_key
+    config = config or current_config()
+    key = (Path(config.history_db), config.record_history)
     with _instance_lock:
-        if _instance is None or _instance.db_path != path:
+        if _instance is None or _instance_key != key:
             if _instance is not None:
                 _instance.close()
-            _instance = PerformanceMonitor(path)
+            _instance, _instance_key = PerformanceMonitor(key[0], enabled=key[1]), key
         return _instance
 
 

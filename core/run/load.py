@@ -1,14 +1,29 @@
 """Load a Wan model with its memory plan, and generate video with live progress.
 
-Usage::
+One way through: inspect -> plan -> load -> generate. The plan a person is shown is the
+object that is applied (``wrapper.plan is plan``)::
 
-    from core.run.load import WanPipelineLoader, GenerationConfig
-    wrapper = WanPipelineLoader().load_wan_pipeline("/models/Wan2.2-TI2V-5B-Diffusers",
-                                                    progress_callback=lambda m, p: print(f"{p:5.1f}% {m}"))
-    result = wrapper.generate(GenerationConfig(prompt="A red fox in the snow", num_frames=33))
+    from core.check.detect import inspect
+    from core.run.generation import GenerationConfig, request_for, resolve
+    from core.run.hardware import probe
+    from core.run.load import load
+    from core.run.optimize import plan_for
+
+    report = inspect("/models/Wan2.2-TI2V-5B-Diffusers")
+    config = GenerationConfig(prompt="A red fox in the snow", width=480, height=320, num_frames=17)
+    settings, errors = resolve(config, report)
+    plan = plan_for(report, probe(), request_for(settings, {"offload": "model"}))
+    wrapper = load(report, plan, progress=lambda event: print(f"{event.percent:5.1f}% {event.message}"))
+    result = wrapper.generate(config, plan=plan)
     print(result.success, result.output_path)
 
-torch and diffusers are imported here, inside the functions that need them.
+The seed guide's names work on top of it (they plan at the model's default size)::
+
+    wrapper = WanPipelineLoader().load_wan_pipeline("/models/Wan2.2-TI2V-5B-Diffusers",
+                                                    progress_callback=lambda m, p: print(f"{p:5.1f}% {m}"))
+
+Progress goes out as :class:`~core.progress.ProgressEvent` (or ``(message, percent)`` to a
+seed-style callback). torch and diffusers are imported here, inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -28,21 +43,30 @@ from core import __version__
 from core.check.components import WEIGHTLESS
 from core.check.detect import inspect
 from core.errors import WanError, explain
+from core.progress import AnyCallback, Progress
 from core.units import format_bytes
-from core.run.generation import GenerationConfig, GenerationResult, ResolvedSettings, resolve
+from core.run.generation import (GenerationConfig, GenerationResult, ResolvedSettings, default_request,
+                                 request_for, resolve)
+from core.run.hardware import HardwareInfo
+from core.run.loadable import ensure_loadable
+from core.run.optimize import Choice, OptimizationPlan, OptimizationRequest, check_request_fits, plan_for
 from core.monitor import GENERATION, LOAD, track
-from core.check.report import Layout, ModelReport, Severity
+from core.check.report import ModelReport
 
 # Fewer allocator gaps on the GPU (the caching allocator reserved 1.3-1.4x its peaks in our
 # calibration runs); set before torch first touches CUDA, and only if the user has not.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
-ProgressCallback = Callable[[str, float], None]
+ProgressCallback = AnyCallback   # (event) or the seed's (message, percent); see core.progress
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# A generation's own 0-100: where each stage lands (the caller may map it onto a wider job).
+ENCODE_AT, DENOISE, DECODE_AT, WRITE = 2.0, (5.0, 90.0), 91.0, (97.0, 100.0)
+EXPERTS = ("high-noise", "low-noise")
 
 
-def _quiet(progress: ProgressCallback | None) -> ProgressCallback:
-    return progress or (lambda message, percent: None)
+def _progress(progress: AnyCallback, progress_callback: AnyCallback = None) -> Progress:
+    """One Progress from the new ``progress=`` or the old ``progress_callback=`` argument."""
+    return Progress(progress if progress is not None else progress_callback)
 
 
 def _torch_dtype(name: str) -> Any:
@@ -69,11 +93,11 @@ class _Cancelled(Exception):
 
 @dataclass
 class _StepClock:
-    """Progress of the denoising loop: step times, the active expert, an ETA."""
+    """The denoising loop's step callback: a "denoise" event per step (expert, s/step, ETA), and Cancel."""
 
     steps: int
     boundary_timestep: float | None
-    progress: ProgressCallback
+    progress: Progress                  # the denoising span: 0-100 over the steps
     cancel: threading.Event | None
     start: float = 0.0
     last: float = 0.0
@@ -84,12 +108,14 @@ class _StepClock:
         now = time.perf_counter()
         self.done = i + 1
         per_step = (now - self.start) / self.done
-        expert = ""
+        expert = None
         if self.boundary_timestep is not None:
-            expert = " · high-noise expert" if float(t) >= self.boundary_timestep else " · low-noise expert"
+            expert = EXPERTS[0] if float(t) >= self.boundary_timestep else EXPERTS[1]
         eta = per_step * (self.steps - self.done)
-        self.progress(f"Step {self.done}/{self.steps}{expert} · {per_step:.2f} s/step · ETA {_duration(eta)}",
-                      5 + 85 * self.done / self.steps)
+        said = f" · {expert} expert" if expert else ""
+        self.progress.emit("denoise", f"Step {self.done}/{self.steps}{said} · {per_step:.2f} s/step · "
+                           f"ETA {_duration(eta)}", 100 * self.done / self.steps, step=self.done,
+                           steps=self.steps, expert=expert, seconds_per_step=per_step, eta_seconds=eta)
         self.ram_peak = max(self.ram_peak, _rss_mb())
         self.last = now
         if self.cancel is not None and self.cancel.is_set() and self.done < self.steps:
@@ -104,21 +130,35 @@ def _rss_mb() -> float:
 
 
 class WanPipelineWrapper:
-    """A loaded Wan pipeline, its memory plan and the Model Check report it was loaded from."""
+    """A loaded Wan pipeline, its memory plan and the Model Check report it was loaded from.
 
-    def __init__(self, pipeline: Any, plan: Any, report: ModelReport, load_seconds: float,
-                 hardware: Any = None) -> None:
+    ``plan`` is the plan in force: the one it was loaded with, until a generation for another
+    size (or the retry after running out of memory) replaces it with another plan object.
+    """
+
+    def __init__(self, pipeline: Any, plan: OptimizationPlan, report: ModelReport, load_seconds: float,
+                 hardware: HardwareInfo | None = None) -> None:
         self.pipeline = pipeline
         self.plan = plan
         self.report = report
         self.load_seconds = load_seconds
-        self.hardware = hardware
+        self.hardware = hardware if hardware is not None else plan.hardware
         self._lock = threading.Lock()
         self._placed: tuple[str, bool] | None = None  # placement hooks in force (applied once)
 
     # --- the memory plan ---------------------------------------------------------------
 
-    def _apply_plan(self, plan: Any) -> None:
+    def can_apply(self, plan: OptimizationPlan) -> bool:
+        """Whether ``plan`` can run on this loaded pipeline (same number formats, not another spread
+        over GPUs); when not, the model must be loaded again with it."""
+        current = self.plan
+        return (plan.precision.value == current.precision.value
+                and plan.vae_precision.value == current.vae_precision.value
+                and plan.device == current.device
+                and (plan.placement.value == "balanced") == (current.placement.value == "balanced")
+                and (plan.placement.value != "balanced" or plan.device_map == current.device_map))
+
+    def _apply_plan(self, plan: OptimizationPlan) -> None:
         """Place the components as the plan says (on a fresh pipeline or after removing hooks)."""
         pipe = self.pipeline
         placement = plan.placement.value
@@ -149,7 +189,7 @@ class WanPipelineWrapper:
                     module.set_attention_backend(backend)
         self.plan = plan
 
-    def _group_offload(self, plan: Any, excluded: list[str]) -> None:
+    def _group_offload(self, plan: OptimizationPlan, excluded: list[str]) -> None:
         import torch
         from diffusers.hooks import apply_group_offloading
         onload, offload = torch.device("cuda"), torch.device("cpu")
@@ -177,55 +217,63 @@ class WanPipelineWrapper:
 
     # --- generation --------------------------------------------------------------------
 
-    def generate(self, config: GenerationConfig, progress_callback: ProgressCallback | None = None,
-                 cancel: threading.Event | None = None) -> GenerationResult:
+    def generate(self, config: GenerationConfig, plan: OptimizationPlan | None = None, progress: AnyCallback = None,
+                 cancel: threading.Event | None = None, *, progress_callback: AnyCallback = None
+                 ) -> GenerationResult:
         """Generate one video and write it as an MP4; never raises for a problem a person can act on.
 
-        ``cancel`` (a threading.Event) stops after the current step and writes nothing.
-        Problems are in ``result.errors``; ``result.output_path`` is the MP4. Every call,
-        failed or cancelled ones included, is recorded in the performance history (core.monitor).
+        ``plan``: the plan made for this request (the one shown); None runs with ``self.plan``
+        when it was made for this size, frames and steps, else with a plan made now for them.
+        ``progress`` gets ProgressEvents ("encode", "denoise" per step, "decode", "write",
+        "done"), or ``(message, percent)`` for a seed-style callback (``progress_callback=``
+        is the seed's name for it). ``cancel`` (a threading.Event) stops after the current
+        step and writes nothing. Problems are in ``result.errors``; ``result.output_path`` is
+        the MP4. Every call, failed or cancelled ones included, is recorded in the
+        performance history (core.monitor).
         """
+        plan, progress = _seed_positional(plan, progress)
         with _recorded_generation(self, config) as op:
-            result = self._generate_video(config, progress_callback, cancel)
+            result = self._generate_video(config, plan, _progress(progress, progress_callback), cancel)
             _record_result(op, result)
         return result
 
-    def _generate_video(self, config: GenerationConfig, progress_callback: ProgressCallback | None,
+    def _generate_video(self, config: GenerationConfig, plan: OptimizationPlan | None, progress: Progress,
                         cancel: threading.Event | None) -> GenerationResult:
-        progress = _quiet(progress_callback)
-        frames, result = self._frames(config, progress, cancel)
+        frames, result = self._frames(config, plan, progress, cancel)
         if not result.success:
             return result
         from core.run.video import write_mp4
         output_path = Path(config.output_path) if config.output_path else _default_output(
             result.metadata["prompt"], result.metadata["seed"])
         start = time.perf_counter()
+        writing = progress.span(*WRITE)
         try:
             write_mp4(frames, output_path, result.fps, result.metadata,
-                      progress_callback=lambda m, p: progress(m, 97 + 3 * p / 100))
+                      progress_callback=lambda message, percent: writing.emit("write", message, percent))
         except WanError as err:
             return result.with_error(f"{err.message} {err.remedy}".strip())
         seconds = dict(result.seconds, write=time.perf_counter() - start)
         seconds["total"] = seconds["total"] + seconds["write"]
-        progress(f"Done: {output_path}", 100)
+        progress.emit("done", f"Done: {output_path}", 100)
         return replace(result, output_path=str(output_path), seconds=seconds)
 
-    def generate_frames(self, config: GenerationConfig, progress_callback: ProgressCallback | None = None,
-                        cancel: threading.Event | None = None) -> tuple[Any, GenerationResult]:
+    def generate_frames(self, config: GenerationConfig, plan: OptimizationPlan | None = None,
+                        progress: AnyCallback = None, cancel: threading.Event | None = None, *,
+                        progress_callback: AnyCallback = None) -> tuple[Any, GenerationResult]:
         """Generate the frames ([F, H, W, 3] floats in 0..1) without writing a file: (frames, result).
 
-        Validation, the memory plan for this request, progress, cancel and the one retry
-        with a stronger plan after running out of memory all happen here. Every call is
-        recorded in the performance history (core.monitor).
+        Arguments as :meth:`generate`. Validation, the memory plan for this request, progress,
+        cancel and the one retry with a stronger plan after running out of memory all happen
+        here. Every call is recorded in the performance history (core.monitor).
         """
+        plan, progress = _seed_positional(plan, progress)
         with _recorded_generation(self, config) as op:
-            frames, result = self._frames(config, progress_callback, cancel)
+            frames, result = self._frames(config, plan, _progress(progress, progress_callback), cancel)
             _record_result(op, result)
         return frames, result
 
-    def _frames(self, config: GenerationConfig, progress_callback: ProgressCallback | None,
+    def _frames(self, config: GenerationConfig, plan: OptimizationPlan | None, progress: Progress,
                 cancel: threading.Event | None) -> tuple[Any, GenerationResult]:
-        progress = _quiet(progress_callback)
         settings, errors = resolve(config, self.report)
         if errors:
             return None, GenerationResult(success=False, errors=errors)
@@ -233,23 +281,24 @@ class WanPipelineWrapper:
             return None, GenerationResult(success=False, errors=[
                 "A generation is already running with this model; wait for it to finish or cancel it."])
         try:
-            return self._generate_frames(settings, progress, cancel)
+            return self._generate_frames(settings, plan, progress, cancel)
         finally:
             self._lock.release()
 
-    def _generate_frames(self, s: ResolvedSettings, progress: ProgressCallback,
+    def _generate_frames(self, s: ResolvedSettings, plan: OptimizationPlan | None, progress: Progress,
                          cancel: threading.Event | None) -> tuple[Any, GenerationResult]:
         warnings: list[str] = []
-        plan = self._plan_for_settings(s)
-        if plan is not None and not plan.fits:
+        plan = self._plan_for_settings(s, plan)
+        if not plan.fits:
             return None, GenerationResult(success=False, plan=plan.to_dict(), errors=[
                 plan.refusal or "This request does not fit this machine."])
+        self._use(plan)
         for attempt in (1, 2):
             try:
                 return self._render(s, progress, cancel, warnings)
             except _Cancelled:
                 return None, GenerationResult(success=False, cancelled=True, warnings=warnings,
-                                              plan=self.plan.to_dict() if self.plan else {},
+                                              plan=self.plan.to_dict(),
                                               errors=["Cancelled; no video was written."])
             except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
                 if not _is_out_of_memory(exc):
@@ -259,55 +308,63 @@ class WanPipelineWrapper:
                 _free_memory()
                 stronger = self._stronger_plan() if attempt == 1 else None
                 if stronger is None:
-                    placement = self.plan.placement.value.replace("_", " ") if self.plan else ""
+                    placement = self.plan.placement.value.replace("_", " ")
                     return None, GenerationResult(success=False, warnings=warnings, errors=[
                         f"Out of memory at {s.width}x{s.height} with {s.num_frames} frames"
                         f"{' even with ' + placement if placement else ''}. "
                         f"Try {_smaller(s)}, or close other programs that use the GPU."])
                 warnings.append(f"Ran out of GPU memory with {self.plan.placement.value.replace('_', ' ')}; "
                                 f"retried with {stronger.placement.value.replace('_', ' ')}.")
-                progress(warnings[-1], 0)
+                progress.emit("plan", warnings[-1], 0)
                 self._reset_placement()
-                self._apply_plan(stronger)
+                self._apply_plan(stronger)      # a new plan object replaces the one in force
         raise AssertionError("unreachable")
 
-    def _plan_for_settings(self, s: ResolvedSettings) -> Any:
-        """Re-plan for this request's size (the load-time plan assumed the model's defaults)."""
-        if self.plan is None or not s.enable_optimizations:
-            return self.plan
-        from core.run.optimize import OptimizationRequest, plan_for
-        request = OptimizationRequest(width=s.width, height=s.height, num_frames=s.num_frames,
-                                      num_inference_steps=s.num_inference_steps, guidance=s.guidance_scale > 1,
-                                      overrides=dict(self.plan.request.overrides))
-        plan = plan_for(self.report, self.hardware, request)
-        if s.force_chunked_processing:
-            from core.run.optimize import Choice
+    def _plan_for_settings(self, s: ResolvedSettings, plan: OptimizationPlan | None) -> OptimizationPlan:
+        """The plan this request runs with: the one given, else the plan in force when it was made
+        for this request, else a new plan for it (the only place a generation plans)."""
+        if plan is None:
+            plan = self.plan
+            wanted = request_for(s, plan.request.overrides)
+            if s.enable_optimizations and plan.request != wanted:
+                plan = plan_for(self.report, self._hardware(), wanted)
+        if s.force_chunked_processing and not (plan.vae_tiling.value and plan.vae_slicing.value):
             plan = replace(plan, vae_tiling=Choice(True, "VAE decoded in tiles (you asked for chunked processing)."),
-                           vae_slicing=Choice(True, "VAE decoded one video at a time (you asked for chunked processing)."))
-        if plan.fits:
-            if self._placed is not None and plan.placement.value != self._placed[0]:
-                self._reset_placement()
-            self._apply_plan(plan)
+                           vae_slicing=Choice(True, "VAE decoded one video at a time (you asked for chunked "
+                                                    "processing)."))
         return plan
 
-    def _stronger_plan(self) -> Any:
-        if self.plan is None or self.hardware is None:
-            return None
-        from core.run.optimize import stronger_plan
-        return stronger_plan(self.plan, self.report, self.hardware)
+    def _use(self, plan: OptimizationPlan) -> None:
+        """Put ``plan`` in force (its placement, tiling, attention) unless it already is."""
+        if plan is self.plan and self._placed is not None:
+            return
+        if self._placed is not None and (plan.placement.value, plan.text_encoder_on_cpu.value) != self._placed:
+            self._reset_placement()
+        self._apply_plan(plan)
 
-    def _render(self, s: ResolvedSettings, progress: ProgressCallback, cancel: threading.Event | None,
+    def _hardware(self) -> HardwareInfo:
+        """The machine the plans are made for (probed only when no plan carried it)."""
+        if self.hardware is None:
+            from core.run.hardware import probe
+            self.hardware = probe(use_torch=True)
+        return self.hardware
+
+    def _stronger_plan(self) -> OptimizationPlan | None:
+        from core.run.optimize import stronger_plan
+        return stronger_plan(self.plan, self.report, self._hardware())
+
+    def _render(self, s: ResolvedSettings, progress: Progress, cancel: threading.Event | None,
                 warnings: list[str]) -> tuple[Any, GenerationResult]:
         import torch
         pipe = self.pipeline
         start = time.perf_counter()
-        cuda = torch.cuda.is_available() and self.plan is not None and self.plan.device == "cuda"
+        cuda = torch.cuda.is_available() and self.plan.device == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         boundary = None
         if getattr(pipe.config, "boundary_ratio", None) is not None and getattr(pipe, "transformer_2", None) is not None:
             boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
-        clock = _StepClock(s.num_inference_steps, boundary, progress, cancel)
+        clock = _StepClock(s.num_inference_steps, boundary, progress.span(*DENOISE), cancel)
         kwargs: dict[str, Any] = dict(
             prompt=s.prompt, negative_prompt=s.negative_prompt, height=s.height, width=s.width,
             num_frames=s.num_frames, num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
@@ -319,7 +376,7 @@ class WanPipelineWrapper:
             kwargs["image"] = _load_image(s.image, s.width, s.height)
         if s.last_image is not None:
             kwargs["last_image"] = _load_image(s.last_image, s.width, s.height)
-        if self.plan is not None and self.plan.text_encoder_on_cpu.value and cuda:
+        if self.plan.text_encoder_on_cpu.value and cuda:
             kwargs.update(self._encode_on_cpu(s))
         pipe.set_progress_bar_config(disable=True)
         stages = _StageTimer(progress)
@@ -328,21 +385,21 @@ class WanPipelineWrapper:
         def encoded() -> None:  # denoising starts when the prompt is encoded
             clock.start = time.perf_counter()
 
-        with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", 2, after=encoded), \
-                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", 91):
+        with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", ENCODE_AT, after=encoded), \
+                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT):
             frames = pipe(**kwargs).frames[0]
         seconds = dict(stages.seconds, denoise=max(0.0, (clock.last or clock.start) - clock.start),
                        total=time.perf_counter() - start)
         metadata = {
             "app": f"Wan Compat {__version__}", "model": self.report.registry_id or Path(self.report.path).name,
             "model_path": self.report.path, "pipeline": type(pipe).__name__, **s.to_metadata(),
-            "plan": self.plan.to_dict() if self.plan is not None else None,
+            "plan": self.plan.to_dict(),
         }
         return frames, GenerationResult(
             success=True, frames=int(frames.shape[0]), width=s.width, height=s.height, fps=s.fps, seconds=seconds,
             seconds_per_step=seconds["denoise"] / max(1, clock.done), peak_ram_mb=max(clock.ram_peak, _rss_mb()),
             peak_vram_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-            plan=self.plan.to_dict() if self.plan is not None else {}, metadata=metadata, warnings=warnings)
+            plan=self.plan.to_dict(), metadata=metadata, warnings=warnings)
 
     def _encode_on_cpu(self, s: ResolvedSettings) -> dict[str, Any]:
         """Run the text encoder on the CPU and hand the embeddings to the GPU pipeline."""
@@ -359,9 +416,9 @@ class WanPipelineWrapper:
 
 
 class _StageTimer:
-    """Times a pipeline method (encode_prompt, vae.decode) and announces it, without changing it."""
+    """Times a pipeline method (encode_prompt, vae.decode) and announces its stage, without changing it."""
 
-    def __init__(self, progress: ProgressCallback) -> None:
+    def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.seconds: dict[str, float] = {}
 
@@ -375,7 +432,7 @@ class _StageTimer:
                 original = getattr(owner, method)
 
                 def timed(*args: Any, **kwargs: Any) -> Any:
-                    timer.progress(message, percent)
+                    timer.progress.emit(stage, message, percent)
                     t0 = time.perf_counter()
                     try:
                         return original(*args, **kwargs)
@@ -394,6 +451,13 @@ class _StageTimer:
         return _Wrapped()
 
 
+def _seed_positional(plan: Any, progress: AnyCallback) -> tuple[OptimizationPlan | None, AnyCallback]:
+    """The seed's ``generate(config, progress_callback)``: a callable in the plan's place is the callback."""
+    if plan is not None and not isinstance(plan, OptimizationPlan) and callable(plan) and progress is None:
+        return None, plan
+    return plan, progress
+
+
 def _load_image(image: Any, width: int, height: int) -> Any:
     """A PIL image from a path or an image, resized to the video size."""
     from PIL import Image
@@ -406,10 +470,10 @@ def _load_image(image: Any, width: int, height: int) -> Any:
     return image.convert("RGB").resize((width, height))
 
 
-def _default_output(prompt: str, seed: int) -> Path:
-    from core.config import load_config
+def _default_output(prompt: str, seed: int, outputs_dir: Path | None = None) -> Path:
+    from core.config import current
     from core.run.video import default_output_path
-    return default_output_path(Path(load_config().outputs_dir), prompt, seed)
+    return default_output_path(Path(outputs_dir or current().outputs_dir), prompt, seed)
 
 
 def _smaller(s: ResolvedSettings) -> str:
@@ -448,97 +512,120 @@ def _free_memory() -> None:
         pass
 
 
+def plan_for_load(report: ModelReport, hardware: HardwareInfo | None = None,
+                  request: OptimizationRequest | None = None, overrides: dict[str, Any] | None = None,
+                  apply_optimizations: bool = True) -> OptimizationPlan:
+    """The plan a load without a plan uses: for ``request``, else at the model's default size.
+
+    ``overrides`` (the optimization_config) are added to the request's. Raises WanError when
+    the plan does not fit (unless ``apply_optimizations`` is False: then everything goes on
+    the device, as asked). ``hardware`` defaults to :func:`~core.run.hardware.probe` with torch.
+
+    >>> plan = plan_for_load(report, hardware, request_for(settings, {"offload": "model"}))  # doctest: +SKIP
+    >>> wrapper = load(report, plan)                                                          # doctest: +SKIP
+    """
+    extra = dict(overrides or {})
+    if not apply_optimizations:
+        extra["placement"] = "none"
+    request = (replace(request, overrides={**request.overrides, **extra}) if request is not None
+               else default_request(report, extra))
+    if hardware is None:
+        import torch  # noqa: F401 - so that probe() can ask torch about CUDA
+        from core.run.hardware import probe
+        hardware = probe(use_torch=True)
+    plan = plan_for(report, hardware, request)
+    if apply_optimizations:
+        check_request_fits(plan)
+    return plan
+
+
+def load(report: ModelReport, plan: OptimizationPlan, progress: AnyCallback = None,
+         trust_remote_code: bool = False) -> WanPipelineWrapper:
+    """Load the checked model with exactly ``plan`` (``wrapper.plan is plan``); no planning here.
+
+    Refuses (before reading any weight) a model that cannot be loaded (see
+    :mod:`core.run.loadable`) and a plan that does not fit (WanError with the plan's refusal
+    and remedy). ``progress`` gets "check" and "load" ProgressEvents (0-100), or ``(message,
+    percent)``. Every call, failed ones included, is recorded in the performance history.
+
+    >>> wrapper = load(inspect(path), plan, progress=lambda e: print(e.percent, e.message))  # doctest: +SKIP
+    >>> wrapper.plan is plan                                                                  # doctest: +SKIP
+    True
+    """
+    with track(LOAD, model=Path(report.path).name) as op:
+        wrapper = _load(report, plan, Progress(progress), trust_remote_code, refuse_unfit=True)
+        op.set(report=wrapper.report, plan=wrapper.plan, hardware=wrapper.hardware,
+               stage_seconds={"total": wrapper.load_seconds})
+    return wrapper
+
+
+def _load(report: ModelReport, plan: OptimizationPlan, progress: Progress, trust_remote_code: bool,
+          refuse_unfit: bool) -> WanPipelineWrapper:
+    start = time.perf_counter()
+    progress.emit("check", "Checking that the model can be loaded", 0)
+    ensure_loadable(report, trust_remote_code)
+    if refuse_unfit:
+        check_request_fits(plan)
+    if trust_remote_code and not report.custom_code:
+        progress.emit("check", "trust_remote_code is not needed for Wan models and was ignored", 1)
+    where = plan.placement.value.replace("_", " ")
+    progress.emit("load", f"Loading the model: {where}, {plan.precision.value}", 2)
+    if plan.device == "cuda":
+        _require_cuda()
+    from core.run.pipelines import PipelineManager
+    pipeline_class = PipelineManager().select_pipeline_class(report)
+    if plan.placement.value == "balanced":
+        pipe = WanPipelineLoader._load_balanced(report, pipeline_class, plan, progress)
+    else:
+        pipe = WanPipelineLoader._load_components(report, pipeline_class, plan, progress)
+    wrapper = WanPipelineWrapper(pipe, plan, report, 0.0)
+    progress.emit("load", f"Applying the memory plan: {where}, {plan.precision.value}", 97)
+    wrapper._apply_plan(plan)
+    wrapper.load_seconds = time.perf_counter() - start
+    progress.emit("load", f"Loaded in {wrapper.load_seconds:.1f} s", 100)
+    return wrapper
+
+
+def _require_cuda() -> None:
+    """A plan for the GPU needs a torch that can use it (the plan may come from NVML alone)."""
+    import torch
+    if not torch.cuda.is_available():
+        raise WanError("The memory plan puts the model on the GPU, but this PyTorch cannot use the GPU.",
+                       "Run `python -m core doctor`: it says which PyTorch build your driver needs.")
+
+
 class WanPipelineLoader:
-    """Loads Wan models component by component, with a memory plan for this machine."""
+    """Loads Wan models component by component, with a memory plan for this machine (seed names)."""
 
     def load_wan_pipeline(self, model_path: str | os.PathLike[str], trust_remote_code: bool = False,
                           apply_optimizations: bool = True, optimization_config: dict[str, Any] | None = None,
-                          progress_callback: ProgressCallback | None = None) -> WanPipelineWrapper:
-        """Load a diffusers-layout Wan model and apply the memory plan.
+                          progress_callback: ProgressCallback = None, *,
+                          request: OptimizationRequest | None = None,
+                          hardware: HardwareInfo | None = None) -> WanPipelineWrapper:
+        """inspect -> plan (for ``request``, else the model's defaults) -> :func:`load`.
 
         Raises ValueError ("... not a Wan architecture ...") for other models, and WanError
         with a plain message and remedy for anything else that stops loading. Every call,
         failed ones included, is recorded in the performance history (core.monitor).
         """
+        progress = Progress(progress_callback)
         with track(LOAD, model=Path(str(model_path)).name) as op:
-            wrapper = self._load(model_path, trust_remote_code, apply_optimizations, optimization_config,
-                                 progress_callback)
+            progress.emit("check", "Checking the model", 0)
+            try:
+                report = inspect(model_path)
+            except OSError as exc:
+                raise explain(exc) from exc
+            ensure_loadable(report, trust_remote_code)
+            plan = plan_for_load(report, hardware, request, optimization_config, apply_optimizations)
+            wrapper = _load(report, plan, progress, trust_remote_code, refuse_unfit=False)
             op.set(report=wrapper.report, plan=wrapper.plan, hardware=wrapper.hardware,
                    stage_seconds={"total": wrapper.load_seconds})
         return wrapper
 
-    def _load(self, model_path: str | os.PathLike[str], trust_remote_code: bool, apply_optimizations: bool,
-              optimization_config: dict[str, Any] | None, progress_callback: ProgressCallback | None
-              ) -> WanPipelineWrapper:
-        progress = _quiet(progress_callback)
-        start = time.perf_counter()
-        progress("Checking the model", 0)
-        try:
-            report = inspect(model_path)
-        except OSError as exc:
-            raise explain(exc) from exc
-        errors_found = [f for f in report.findings if f.severity is Severity.ERROR]
-        if not report.is_wan and report.architecture_type.value == "unknown" and errors_found:
-            raise ValueError(f"{report.path} is not a Wan architecture model: {errors_found[0].message} "
-                             f"{errors_found[0].remedy}".strip())
-        if not report.is_wan:
-            raise ValueError(f"{report.path} is not a Wan architecture model "
-                             f"(detected: {report.architecture_type.value}); load it with diffusers' "
-                             "DiffusionPipeline.from_pretrained instead.")
-        if report.layout is not Layout.DIFFUSERS:
-            raise WanError(f"This Wan model is in the {report.layout.value.replace('_', ' ')} layout, which diffusers "
-                           "cannot load directly.",
-                           "Convert it to the diffusers layout with Fix (`python -m core fix PATH`), or download "
-                           "the -Diffusers version of the model.")
-        errors = [f for f in report.findings if f.severity is Severity.ERROR]
-        if errors:
-            first = errors[0]
-            raise WanError(f"The model cannot be loaded: {first.message}"
-                           + (f" ({len(errors) - 1} more problem(s); see `python -m core check`.)" if len(errors) > 1 else ""),
-                           first.remedy, "\n".join(f"{f.code}: {f.message}" for f in errors))
-        if report.custom_code and not trust_remote_code:
-            raise WanError("model_index.json names Python code from outside diffusers and transformers; "
-                           "it was not loaded, and nothing was run.",
-                           "Wan models need no custom code: repair model_index.json with Fix, or pass "
-                           "trust_remote_code=True only if you trust where the model came from.")
-        if trust_remote_code and not report.custom_code:
-            progress("trust_remote_code is not needed for Wan models and was ignored", 1)
-        from core.run.pipelines import PipelineManager
-        pipeline_class = PipelineManager().select_pipeline_class(report)
-        hardware, plan = self._plan(report, apply_optimizations, optimization_config or {})
-        if plan is not None and plan.placement.value == "balanced":
-            pipe = self._load_balanced(report, pipeline_class, plan, progress)
-        else:
-            pipe = self._load_components(report, pipeline_class, plan, progress)
-        wrapper = WanPipelineWrapper(pipe, plan, report, 0.0, hardware)
-        if plan is not None:
-            progress(f"Applying the memory plan: {plan.placement.value.replace('_', ' ')}, {plan.precision.value}", 97)
-            wrapper._apply_plan(plan)
-        wrapper.load_seconds = time.perf_counter() - start
-        progress(f"Loaded in {wrapper.load_seconds:.1f} s", 100)
-        return wrapper
-
     @staticmethod
-    def _plan(report: ModelReport, apply: bool, overrides: dict[str, Any]) -> tuple[Any, Any]:
-        from core.run.generation import defaults_for
-        from core.run.hardware import probe
-        from core.run.optimize import OptimizationRequest, check_request_fits, plan_for
-        import torch  # noqa: F401 - so that probe() can ask torch about CUDA
-        hardware = probe(use_torch=True)
-        entry = defaults_for(report)
-        width, height = entry.default_size if entry else (832, 480)
-        request = OptimizationRequest(width=width, height=height, num_frames=entry.frames if entry else 81,
-                                      num_inference_steps=entry.steps if entry else 50,
-                                      overrides=overrides if apply else {**overrides, "placement": "none"})
-        plan = plan_for(report, hardware, request)
-        if apply:
-            check_request_fits(plan)
-        return hardware, plan
-
-    @staticmethod
-    def _load_components(report: ModelReport, pipeline_class: str, plan: Any,
-                         progress: ProgressCallback) -> Any:
-        """Load each component from its folder (one progress message each), then the pipeline."""
+    def _load_components(report: ModelReport, pipeline_class: str, plan: OptimizationPlan,
+                         progress: Progress) -> Any:
+        """Load each component from its folder (one "load" event each), then the pipeline."""
         import diffusers
         import transformers
         # Our progress messages replace the libraries' own bars and notices.
@@ -555,29 +642,29 @@ class WanPipelineLoader:
             library, class_name = index[name]
             comp = report.component(name)
             size = comp.size_bytes if comp else 0
-            progress(f"Loading {name} ({class_name}, {_gb(size)})", 3 + 90 * done / total)
+            progress.emit("load", f"Loading {name} ({class_name}, {_gb(size)})", 3 + 90 * done / total)
             t0 = time.perf_counter()
             try:
                 cls = getattr(importlib.import_module(library), class_name)
                 kwargs: dict[str, Any] = {}
-                if name not in WEIGHTLESS and plan is not None:
+                if name not in WEIGHTLESS:
                     precision = plan.vae_precision.value if name == "vae" else plan.precision.value
                     kwargs["torch_dtype"] = _torch_dtype(precision)
                 loaded[name] = cls.from_pretrained(folder / name, **kwargs)
             except Exception as exc:  # noqa: BLE001 - named and explained below
                 raise _load_error(name, class_name, folder / name, exc) from exc
             done += size
-            progress(f"Loaded {name} in {time.perf_counter() - t0:.1f} s", 3 + 90 * done / total)
+            progress.emit("load", f"Loaded {name} in {time.perf_counter() - t0:.1f} s", 3 + 90 * done / total)
         cls = getattr(diffusers, pipeline_class)
         return cls.from_pretrained(folder, **loaded)
 
     @staticmethod
-    def _load_balanced(report: ModelReport, pipeline_class: str, plan: Any, progress: ProgressCallback) -> Any:
-        """Several GPUs: diffusers spreads whole components over them (one message, no per-part progress)."""
+    def _load_balanced(report: ModelReport, pipeline_class: str, plan: OptimizationPlan, progress: Progress) -> Any:
+        """Several GPUs: diffusers spreads whole components over them (one event, no per-part progress)."""
         import diffusers
-        gpus = sorted(plan.max_memory_mb)
-        progress(f"Loading all components across {len(gpus)} GPUs (device_map balanced)", 5)
-        max_memory = {gpu: f"{mb}MiB" for gpu, mb in plan.max_memory_mb.items()}
+        gpus = sorted(plan.max_memory_mb or {})
+        progress.emit("load", f"Loading all components across {len(gpus)} GPUs (device_map balanced)", 5)
+        max_memory = {gpu: f"{mb}MiB" for gpu, mb in (plan.max_memory_mb or {}).items()}
         return getattr(diffusers, pipeline_class).from_pretrained(
             report.path, torch_dtype=_torch_dtype(plan.precision.value), device_map="balanced", max_memory=max_memory)
 
