@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from core.monitor.context import plan_label
+from core.units import format_mib
 
 if TYPE_CHECKING:
     from core.monitor.store import OperationMetrics
@@ -223,7 +224,7 @@ def effectiveness(ops: Sequence[OperationMetrics]) -> list[dict[str, Any]]:
 
 def _fmt(metric: str, value: float) -> str:
     if metric.endswith("_mb"):
-        return f"{value / 1024:.2f} GB" if value >= 1024 else f"{value:.0f} MB"
+        return format_mib(value)
     return f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
 
 
