@@ -194,6 +194,39 @@ def test_generation_problems_are_sentences_before_any_loading(tmp_path: Path, de
     assert not generate.is_busy()
 
 
+def test_one_generate_click_is_one_job_whose_percent_never_goes_back(demo_t2v: Path, app_config) -> None:
+    pytest.importorskip("torch")
+    from core.progress import ProgressEvent
+    from wan_ui import generate
+
+    def click(width: int) -> tuple[dict, list[ProgressEvent]]:
+        job = generate._Job()
+        result = generate._run(job, generate.Request(path=str(demo_t2v), prompt="a red fox", width=width, height=32,
+                                                     num_frames=5, steps=3, seed=1))
+        events = []
+        while not job.events.empty():
+            events.append(job.events.get_nowait())
+        return result, events
+
+    generate.unload()
+    result, events = click(32)
+    assert result["success"], result["errors"]
+    assert all(isinstance(e, ProgressEvent) for e in events)
+    percents = [e.percent for e in events]
+    assert percents == sorted(percents) and percents[-1] == 100      # not "Loading 28% -> Encoding 2%"
+    loading = [e for e in events if e.stage == "load"]
+    assert loading and max(e.percent for e in loading) <= generate.LOAD_SHARE
+    assert min(e.percent for e in events if e.stage == "encode") >= generate.LOAD_SHARE
+    assert [e.step for e in events if e.stage == "denoise"] == [1, 2, 3]
+    loaded = generate._LOADED[1]
+    # another size: the model stays loaded, the plan for that size is put in force (planned once, here)
+    result, events = click(48)
+    assert result["success"], result["errors"]
+    assert generate._LOADED[1] is loaded and loaded.plan.request.width == 48
+    assert [e.message for e in events if e.stage == "load"] == ["Using the model already loaded"]
+    generate.unload()
+
+
 # --- the Fix tab ------------------------------------------------------------------------------
 
 def test_fix_plan_apply_and_undo(tmp_path: Path, demo_t2v: Path, app_config) -> None:

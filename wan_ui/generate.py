@@ -1,8 +1,9 @@
 """The Generate tab: pick a model, set the prompt and size, see the memory plan, and watch it run.
 
 A generation runs in a worker thread; :func:`generate` is a generator that turns the worker's
-``progress_callback(message, percent)`` calls into live updates (stage, step i of n, the
-active expert, seconds per step, ETA, a bar). One generation runs at a time in the whole app
+progress events (:class:`~core.progress.ProgressEvent`) into live updates (stage, step i of n, the active
+expert, seconds per step, ETA, a bar). One click is one job: check, plan, load (when another
+model is loaded) and generate, with one percent that never goes backwards. One generation runs at a time in the whole app
 (a lock); a second request is told so at once. Cancel stops after the current step.
 
 The API (``gradio_client``)::
@@ -33,8 +34,11 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from core.check.report import ModelReport
 from core.choices import OFFLOADS, PRECISIONS
-from core.errors import explain
+from core.errors import WanError, explain
+from core.progress import Progress, ProgressEvent
+from core.run.optimize import OptimizationPlan
 from wan_ui import common
 from wan_ui.render import (
     render_model_info,
@@ -61,12 +65,19 @@ SELF_TEST = {"prompt": "Self-test: a short clip from a tiny random-weight model"
 
 # --- live progress --------------------------------------------------------------------------
 
-_STEP = re.compile(r"^Step (\d+)/(\d+)(?: · ([^·]+?))? · ([\d.]+) s/step · ETA (.+)$")
+#: The panel's headline for each ProgressEvent stage.
+STAGE_LABELS = {"build": "Building the demo model", "check": "Checking the model", "plan": "Memory plan",
+                "load": "Loading the model", "encode": "Encoding the prompt", "denoise": "Denoising",
+                "decode": "Decoding the video (VAE)", "write": "Writing the MP4", "done": "Done",
+                "fix": "Applying the fix", "convert": "Converting"}
+#: A new part of the job: the step facts of an earlier denoising no longer apply.
+_FRESH_STAGES = ("build", "check", "plan", "load")
+LOAD_SHARE = 30.0               # of one Generate click's percent, when the model must be loaded first
 
 
 @dataclass
 class ProgressView:
-    """What the progress panel shows; ``update`` reads one progress message."""
+    """What the progress panel shows; ``update`` reads one ProgressEvent (or a plain message)."""
 
     stage: str = "Starting"
     percent: float = 0.0
@@ -80,7 +91,29 @@ class ProgressView:
     log: list[str] = field(default_factory=list)
     phase: str = ""
 
-    def update(self, message: str, percent: float, phase: str = "") -> None:
+    def update(self, event: ProgressEvent | str, percent: float | None = None, phase: str = "") -> None:
+        """Show one event: its stage, percent and, while denoising, its step numbers.
+
+        ``update(message, percent, phase)`` still takes a plain message from a job that sends
+        no events; its stage is then the phase.
+        """
+        if not isinstance(event, ProgressEvent):
+            self._plain(str(event), float(percent or 0.0), phase)
+            return
+        self.log.append(event.message)
+        del self.log[:-50]
+        self.percent = event.percent
+        if event.step is not None:
+            self.step, self.steps = event.step, event.steps
+            self.expert = f"{event.expert} expert" if event.expert else ""
+            self.seconds_per_step = "" if event.seconds_per_step is None else f"{event.seconds_per_step:.2f}"
+            self.eta = "" if event.eta_seconds is None else _duration(event.eta_seconds)
+        elif event.stage in _FRESH_STAGES:
+            self.step = self.steps = None
+            self.expert = self.seconds_per_step = self.eta = ""
+        self.stage = STAGE_LABELS.get(event.stage, event.stage.capitalize())
+
+    def _plain(self, message: str, percent: float, phase: str) -> None:
         self.log.append(message)
         del self.log[:-50]
         self.percent = percent
@@ -88,14 +121,13 @@ class ProgressView:
             self.phase = phase
             self.step = self.steps = None
             self.expert = self.seconds_per_step = self.eta = ""
-        m = _STEP.match(message)
-        if m:
-            self.stage = "Denoising"
-            self.step, self.steps = int(m.group(1)), int(m.group(2))
-            self.expert = (m.group(3) or "").strip()
-            self.seconds_per_step, self.eta = m.group(4), m.group(5).strip()
-            return
         self.stage = stage_of(message, phase)
+
+
+def _duration(seconds: float) -> str:
+    """An ETA as people read it: "45s", "7m 55s"."""
+    whole = max(0, int(round(seconds)))
+    return f"{whole // 60}m {whole % 60:02d}s" if whole >= 60 else f"{whole}s"
 
 
 def stage_of(message: str, phase: str = "") -> str:
@@ -124,13 +156,16 @@ _EVER_LOADED: list[tuple[Any, ...]] = []
 
 @dataclass
 class _Job:
+    """One Generate click: its Cancel, its queue of ProgressEvents for the page, its result."""
+
     cancel: threading.Event = field(default_factory=threading.Event)
     events: "queue.Queue[Any]" = field(default_factory=queue.Queue)
     result: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    progress: Progress = field(init=False)       # the whole job's percent, never going backwards
 
-    def progress(self, phase: str) -> Callable[[str, float], None]:
-        return lambda message, percent: self.events.put((str(message), float(percent), phase))
+    def __post_init__(self) -> None:
+        self.progress = Progress(lambda event: self.events.put(event))
 
 
 @dataclass(frozen=True)
@@ -192,24 +227,32 @@ def _image_path(value: Any) -> str | None:
     return str(value)
 
 
-def _load(path: str, overrides: dict[str, Any], progress: Callable[[str, float], None]) -> Any:
-    """The loaded pipeline for (path, overrides): the last one when it matches, else a fresh load."""
-    global _LOADED
-    folder = Path(path)
+def _model_key(report: ModelReport) -> tuple[Any, ...]:
+    """Which model is loaded: its folder and when its model_index.json last changed."""
     try:
-        stamp = (folder / "model_index.json").stat().st_mtime_ns
+        stamp = (Path(report.path) / "model_index.json").stat().st_mtime_ns
     except OSError:
         stamp = None
-    key = (os.path.abspath(path), json.dumps(overrides, sort_keys=True), stamp)
-    if _LOADED is not None and _LOADED[0] == key:
-        progress("Using the model already loaded", 100)
+    return (os.path.abspath(report.path), stamp)
+
+
+def _loaded_for(report: ModelReport, plan: OptimizationPlan) -> Any:
+    """The model already loaded, when it is this one and ``plan`` can run on it; else None."""
+    if _LOADED is not None and _LOADED[0] == _model_key(report) and _LOADED[1].can_apply(plan):
         return _LOADED[1]
+    return None
+
+
+def _load(report: ModelReport, plan: OptimizationPlan, progress: Progress) -> Any:
+    """Load ``report``'s model with exactly ``plan`` (core.run.load.load), forgetting the last one first."""
+    global _LOADED
+    key = _model_key(report)
     first = _LOADED is None and not _EVER_LOADED
     _LOADED = None                      # let the previous model's memory go first
     if first:
-        progress("Loading the model (the first time this also starts PyTorch: a few seconds more)", 0)
-    from core.run.load import WanPipelineLoader
-    wrapper = WanPipelineLoader().load_wan_pipeline(path, optimization_config=overrides, progress_callback=progress)
+        progress.emit("load", "Loading the model (the first time this also starts PyTorch: a few seconds more)", 0)
+    from core.run.load import load
+    wrapper = load(report, plan, progress=progress)
     _LOADED = (key, wrapper)
     _EVER_LOADED.append(key)
     return wrapper
@@ -226,60 +269,69 @@ def _fail(message: str, remedy: str = "", details: str = "") -> dict[str, Any]:
     return {"success": False, "errors": [f"{message} {remedy}".strip()], "details": details}
 
 
+def _refused(problem: Exception) -> dict[str, Any]:
+    """core.run.loadable's refusal as the result the page shows."""
+    if isinstance(problem, WanError):
+        return _fail(problem.message, problem.remedy, problem.details)
+    return _fail(str(problem), "Choose a Wan 2.1 or 2.2 model; Model Check tells what a folder holds.")
+
+
 def _run(job: _Job, req: Request) -> dict[str, Any]:
-    """The worker: check, plan, load, generate, record. Returns the result as plain JSON values."""
-    from core.run.generation import GenerationConfig, resolve
+    """The worker: check, plan, load (0-30 %, when needed), generate (the rest), record.
+
+    The plan made here for this request is the one loaded and applied. Returns the result
+    as plain JSON values.
+    """
+    from core.run.generation import GenerationConfig, request_for, resolve
+    from core.run.loadable import refusal
     from core.run.video import default_output_path
 
     ctx = common.context()
     path = req.path
     if not path:
         return _fail("Choose a model first.", "Pick one in the list, or type the path of a model folder.")
-    job.progress("Checking")("Checking the model", 0)
+    progress = job.progress
+    progress.emit("check", "Checking the model", 0)
     try:
         os.stat(path)
         report = common.inspect_cached(path)
     except Exception as exc:  # noqa: BLE001
         err = explain(exc)
         return _fail(err.message, err.remedy, err.details)
-    if report.is_collection:
-        return _fail(f"{path} holds {len(report.models)} models.", "Choose one of them in the list.")
-    if not report.is_wan:
-        return _fail(f"{Path(path).name} is not a Wan model ({report.architecture_type.value}).",
-                     "Choose a Wan 2.1 or 2.2 model; Model Check tells what a folder holds.")
-    if report.errors:
-        first = report.errors[0]
-        more = f" ({len(report.errors) - 1} more problem(s).)" if len(report.errors) > 1 else ""
-        return _fail(f"The model cannot be loaded: {first.message}{more}",
-                     first.remedy or "Open it in Model Check and Fix.")
+    problem = refusal(report)
+    if problem is not None:
+        return _refused(problem)
     config = GenerationConfig(
         prompt=req.prompt, negative_prompt=req.negative_prompt or None, num_frames=req.num_frames,
         width=req.width, height=req.height, num_inference_steps=req.steps, guidance_scale=req.guidance,
         guidance_scale_2=req.guidance_2 if report.experts >= 2 else None, seed=req.seed,
         image=req.image, last_image=req.last_image)
     settings, errors = resolve(config, report)
-    if errors:
+    if errors or settings is None:
         return {"success": False, "errors": errors}
-    from core.run.optimize import OptimizationRequest
-    request = OptimizationRequest(width=settings.width, height=settings.height, num_frames=settings.num_frames,
-                                  num_inference_steps=settings.num_inference_steps,
-                                  guidance=settings.guidance_scale > 1, overrides=dict(req.overrides))
-    plan = common.plan(report, request)
-    if plan is not None and not plan.fits:
-        return _fail(plan.refusal or "This request does not fit this computer.",
-                     plan.remedy or "Choose a smaller size or fewer frames, or a stronger offload setting.")
-    try:
-        wrapper = _load(path, dict(req.overrides), job.progress("Loading"))
-    except ValueError as exc:
-        return _fail(str(exc), "")
-    except Exception as exc:  # noqa: BLE001 - WanError and anything else become a sentence
-        err = explain(exc)
-        return _fail(err.message, err.remedy, err.details)
+    plan = common.plan(report, request_for(settings, req.overrides))
+    if plan is None or not plan.fits:
+        return _fail(plan.refusal if plan and plan.refusal else "This request does not fit this computer.",
+                     plan.remedy if plan and plan.remedy else
+                     "Choose a smaller size or fewer frames, or a stronger offload setting.")
+    wrapper = _loaded_for(report, plan)
+    generating = progress
+    if wrapper is None:
+        try:
+            wrapper = _load(report, plan, progress.span(0, LOAD_SHARE))
+        except ValueError as exc:
+            return _fail(str(exc), "")
+        except Exception as exc:  # noqa: BLE001 - WanError and anything else become a sentence
+            err = explain(exc)
+            return _fail(err.message, err.remedy, err.details)
+        generating = progress.span(LOAD_SHARE, 100)
+    else:
+        progress.emit("load", "Using the model already loaded", 0)
     if job.cancel.is_set():
         return {"success": False, "cancelled": True, "errors": ["Cancelled; no video was written."]}
     output = default_output_path(ctx.outputs_dir, settings.prompt, settings.seed)
     from dataclasses import replace
-    result = wrapper.generate(replace(config, output_path=str(output)), progress_callback=job.progress("Generating"),
+    result = wrapper.generate(replace(config, output_path=str(output)), plan=plan, progress=generating,
                               cancel=job.cancel)
     common.remember(path)
     out = {
@@ -358,8 +410,7 @@ def _stream(job: _Job) -> Iterator[tuple[Any, Any, Any]]:
                     continue
                 if entry is _WAKE:
                     continue
-                message, percent, phase = entry
-                view.update(message, percent, phase)
+                view.update(entry)
             view.elapsed = time.monotonic() - job.started
             if job.cancel.is_set() and not finished:
                 view.state, view.stage = "cancelling", CANCELLING
@@ -403,9 +454,11 @@ def self_test() -> Iterator[tuple[Any, Any, Any]]:
 
     def prepare(job: _Job) -> Request:
         from core.demo import write_demo_model
-        progress = job.progress("Building")
-        progress("Building the demo model (tiny random weights, nothing is downloaded)", 0)
-        folder = write_demo_model(common.DEMO_MODEL, ctx.demo_dir, progress_callback=progress)
+        building = job.progress.span(0, 10)
+        building.emit("build", "Building the demo model (tiny random weights, nothing is downloaded)", 0)
+        folder = write_demo_model(common.DEMO_MODEL, ctx.demo_dir,
+                                  progress_callback=lambda message, percent: building.emit("build", message, percent))
+        job.progress = job.progress.span(10, 100)      # the generation's share of the self-test
         common.forget(str(ctx.demo_dir))
         return Request(path=str(folder), prompt=SELF_TEST["prompt"], width=SELF_TEST["width"],
                        height=SELF_TEST["height"], num_frames=SELF_TEST["frames"], steps=SELF_TEST["steps"],
@@ -480,7 +533,7 @@ def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, gui
         if report.is_collection or not report.is_wan:
             return render_plan(None)
         # The same checks Generate makes first (the prompt and the image are not the plan's business)
-        from core.run.generation import IMAGE_TASKS, GenerationConfig, resolve
+        from core.run.generation import IMAGE_TASKS, GenerationConfig, request_for, resolve
         config = GenerationConfig(prompt="(the plan)", num_frames=_int(frames), width=_int(width),
                                   height=_int(height), num_inference_steps=_int(steps),
                                   guidance_scale=_float(guidance),
@@ -489,11 +542,7 @@ def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, gui
         if problems or settings is None:
             return render_sentences("Generate would refuse these settings", problems,
                                     badge="✗ Check these settings", tone="bad")
-        from core.run.optimize import OptimizationRequest
-        request = OptimizationRequest(
-            width=settings.width, height=settings.height, num_frames=settings.num_frames,
-            num_inference_steps=settings.num_inference_steps, guidance=settings.guidance_scale > 1,
-            overrides=common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu))
+        request = request_for(settings, common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu))
         return render_plan(common.plan(report, request), title="Memory plan for this computer", fold=True)
     except Exception as exc:  # noqa: BLE001 - the plan is advice; never break the form
         err = explain(exc)

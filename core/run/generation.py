@@ -17,10 +17,11 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from core.check.registry import ModelRequirements, get_compatibility_registry
 from core.check.report import ModelReport
+from core.run.optimize import OptimizationRequest
 
 IMAGE_TASKS = frozenset({"i2v", "flf2v", "animate"})   # an image is required
 OPTIONAL_IMAGE_TASKS = frozenset({"ti2v"})              # an image is optional
@@ -90,6 +91,30 @@ def defaults_for(report: ModelReport) -> ModelRequirements | None:
     candidates = [e for e in registry.entries if e.task == report.task and e.layout == "diffusers"]
     same_version = [e for e in candidates if e.wan_version == report.wan_version]
     return (same_version or candidates or [None])[0]
+
+
+def default_request(report: ModelReport, overrides: Mapping[str, Any] | None = None) -> OptimizationRequest:
+    """What a plan is made for when no size is asked: the model's default size, frames and steps.
+
+    >>> default_request(report, {"offload": "model"}).num_frames    # doctest: +SKIP
+    121
+    """
+    entry = defaults_for(report)
+    width, height = entry.default_size if entry else FALLBACK["size"]
+    return OptimizationRequest(width=width, height=height, num_frames=entry.frames if entry else FALLBACK["frames"],
+                               num_inference_steps=entry.steps if entry else FALLBACK["steps"],
+                               overrides=dict(overrides or {}))
+
+
+def request_for(settings: "ResolvedSettings", overrides: Mapping[str, Any] | None = None) -> OptimizationRequest:
+    """The OptimizationRequest a checked request is planned for (``overrides``: the optimization_config).
+
+    >>> settings, _ = resolve(GenerationConfig(prompt="a fox", width=480, height=320, num_frames=17), report)
+    >>> plan = plan_for(report, probe(), request_for(settings, {"offload": "model"}))   # doctest: +SKIP
+    """
+    return OptimizationRequest(width=settings.width, height=settings.height, num_frames=settings.num_frames,
+                               num_inference_steps=settings.num_inference_steps,
+                               guidance=settings.guidance_scale > 1, overrides=dict(overrides or {}))
 
 
 def size_multiple(report: ModelReport) -> int:

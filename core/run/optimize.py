@@ -133,6 +133,8 @@ class OptimizationPlan:
     max_memory_mb: Mapping[int, int] | None = None
     notes: tuple[str, ...] = ()
     remedy: str | None = None
+    #: The machine this plan was made for; the out-of-memory retry plans again for it without probing.
+    hardware: HardwareInfo | None = field(default=None, compare=False, repr=False)
 
     @property
     def choices(self) -> dict[str, Choice]:
@@ -427,8 +429,11 @@ def plan_for(report: ModelReport, hardware: HardwareInfo, request: OptimizationR
     return _plan(report, hardware, request)
 
 
-def stronger_plan(plan: OptimizationPlan, report: ModelReport, hardware: HardwareInfo) -> OptimizationPlan | None:
+def stronger_plan(plan: OptimizationPlan, report: ModelReport,
+                  hardware: HardwareInfo | None = None) -> OptimizationPlan | None:
     """The plan one step stronger than ``plan`` (for one retry after running out of memory).
+
+    ``hardware`` defaults to the machine ``plan`` was made for (``plan.hardware``).
 
     Steps: all_on_device -> balanced (two or more GPUs) -> model_offload -> group_offload
     (block level) -> group_offload (leaf level) -> sequential_offload -> None. The retry keeps
@@ -436,6 +441,9 @@ def stronger_plan(plan: OptimizationPlan, report: ModelReport, hardware: Hardwar
     dropped (the reason says so). The first stronger step whose estimate fits is returned,
     else the next step with ``fits`` False.
     """
+    hardware = hardware if hardware is not None else plan.hardware
+    if hardware is None:
+        return None
     machine = _machine(hardware)
     chain = _chain(machine)
     current = (plan.placement.value, plan.group_offload_type if plan.placement.value == "group_offload" else None)
@@ -482,8 +490,9 @@ def _plan(report: ModelReport, hardware: HardwareInfo, request: OptimizationRequ
     refusal = remedy = None
     if found is None:
         refusal, remedy = _refusal(facts, machine, request, o, precision, chosen)
-    return _build(facts, machine, request, o, chosen, precision, precision_reason, found is not None,
+    plan = _build(facts, machine, request, o, chosen, precision, precision_reason, found is not None,
                   refusal, remedy, retry_from)
+    return replace(plan, hardware=hardware)
 
 
 def _least_memory(tried: Sequence[_Eval]) -> _Eval | None:
