@@ -28,9 +28,10 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -39,6 +40,9 @@ from core.choices import OFFLOADS, PRECISIONS
 from core.errors import WanError, explain
 from core.progress import Progress, ProgressEvent
 from core.run.optimize import OptimizationPlan
+
+if TYPE_CHECKING:  # core.run.load is imported in the worker, on the first generation
+    from core.run.load import WanPipelineWrapper
 from wan_ui import common
 from wan_ui.render import (
     render_model_info,
@@ -149,8 +153,8 @@ def stage_of(message: str, phase: str = "") -> str:
 _DONE = object()
 _WAKE = object()                    # Cancel was pressed: show "cancelling" now, not at the next step
 _RUN_LOCK = threading.Lock()
-_CURRENT: "_Job | None" = None
-_LOADED: tuple[tuple[Any, ...], Any] | None = None   # (key, wrapper): the last model loaded
+_CURRENT: _Job | None = None
+_LOADED: tuple[tuple[Any, ...], WanPipelineWrapper] | None = None   # (key, wrapper): the last model loaded
 _EVER_LOADED: list[tuple[Any, ...]] = []
 
 
@@ -159,7 +163,7 @@ class _Job:
     """One Generate click: its Cancel, its queue of ProgressEvents for the page, its result."""
 
     cancel: threading.Event = field(default_factory=threading.Event)
-    events: "queue.Queue[Any]" = field(default_factory=queue.Queue)
+    events: queue.Queue[Any] = field(default_factory=queue.Queue)
     result: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     progress: Progress = field(init=False)       # the whole job's percent, never going backwards
@@ -236,14 +240,14 @@ def _model_key(report: ModelReport) -> tuple[Any, ...]:
     return (os.path.abspath(report.path), stamp)
 
 
-def _loaded_for(report: ModelReport, plan: OptimizationPlan) -> Any:
+def _loaded_for(report: ModelReport, plan: OptimizationPlan) -> WanPipelineWrapper | None:
     """The model already loaded, when it is this one and ``plan`` can run on it; else None."""
     if _LOADED is not None and _LOADED[0] == _model_key(report) and _LOADED[1].can_apply(plan):
         return _LOADED[1]
     return None
 
 
-def _load(report: ModelReport, plan: OptimizationPlan, progress: Progress) -> Any:
+def _load(report: ModelReport, plan: OptimizationPlan, progress: Progress) -> WanPipelineWrapper:
     """Load ``report``'s model with exactly ``plan`` (core.run.load.load), forgetting the last one first."""
     global _LOADED
     key = _model_key(report)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from core.check.registry import ModelRequirements, get_compatibility_registry
 from core.check.report import ModelReport
@@ -106,7 +107,7 @@ def default_request(report: ModelReport, overrides: Mapping[str, Any] | None = N
                                overrides=dict(overrides or {}))
 
 
-def request_for(settings: "ResolvedSettings", overrides: Mapping[str, Any] | None = None) -> OptimizationRequest:
+def request_for(settings: ResolvedSettings, overrides: Mapping[str, Any] | None = None) -> OptimizationRequest:
     """The OptimizationRequest a checked request is planned for (``overrides``: the optimization_config).
 
     >>> settings, _ = resolve(GenerationConfig(prompt="a fox", width=480, height=320, num_frames=17), report)
@@ -246,5 +247,5 @@ class GenerationResult:
         """The seed guide's name: GPU peak where a GPU was used, else the process's RAM peak."""
         return self.peak_vram_mb if self.peak_vram_mb is not None else self.peak_ram_mb
 
-    def with_error(self, message: str) -> "GenerationResult":
+    def with_error(self, message: str) -> GenerationResult:
         return replace(self, success=False, errors=[*self.errors, message])

@@ -35,23 +35,23 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core import __version__
 from core.check.components import WEIGHTLESS
 from core.check.detect import inspect
+from core.check.report import ModelReport
 from core.errors import WanError, explain
+from core.monitor import GENERATION, LOAD, track
 from core.progress import AnyCallback, Progress
-from core.units import format_bytes
-from core.run.generation import (GenerationConfig, GenerationResult, ResolvedSettings, default_request,
-                                 request_for, resolve)
+from core.run.generation import GenerationConfig, GenerationResult, ResolvedSettings, default_request, request_for, resolve
 from core.run.hardware import HardwareInfo
 from core.run.loadable import ensure_loadable
 from core.run.optimize import Choice, OptimizationPlan, OptimizationRequest, check_request_fits, plan_for
-from core.monitor import GENERATION, LOAD, track
-from core.check.report import ModelReport
+from core.units import format_bytes
 
 # Fewer allocator gaps on the GPU (the caching allocator reserved 1.3-1.4x its peaks in our
 # calibration runs); set before torch first touches CUDA, and only if the user has not.
@@ -531,6 +531,7 @@ def plan_for_load(report: ModelReport, hardware: HardwareInfo | None = None,
                else default_request(report, extra))
     if hardware is None:
         import torch  # noqa: F401 - so that probe() can ask torch about CUDA
+
         from core.run.hardware import probe
         hardware = probe(use_torch=True)
     plan = plan_for(report, hardware, request)
@@ -693,6 +694,7 @@ def _load_error(name: str, class_name: str, folder: Path, exc: BaseException) ->
         message = f"The {name} weights in {where} do not fit {name}/config.json ({class_name}){detail}."
         remedy = f"Download {name}/ again; its config.json and weights come from different models."
     else:
-        message = f"Loading the {name} ({class_name}) from {where} failed: {text.splitlines()[0][:200] if text else type(exc).__name__}"
+        said = text.splitlines()[0][:200] if text else type(exc).__name__
+        message = f"Loading the {name} ({class_name}) from {where} failed: {said}"
         remedy = f"Download {name}/ again, or run `python -m core check` on the model folder."
     return WanError(message, remedy, explain(exc).details)

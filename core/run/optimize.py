@@ -42,22 +42,49 @@ sentences.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
-from core.errors import WanError
-from core.units import format_mib
-from core.choices import DTYPES
-from core.run.hardware import HardwareInfo
-# Re-exported (F401): the estimate's constants and formulas, as tests and tools import them from here.
-from core.run.memory_estimate import (ACTIVATION_SLACK, BASE_RAM_MB, BYTES, CUDA_OVERHEAD_MB,  # noqa: F401
-                                  DIT_DIM_FACTOR, DIT_FFN_FACTOR, DIT_PER_TOKEN_TIMESTEP_FACTOR,
-                                  GROUP_OFFLOAD_BLOCKS_PER_GROUP, GROUP_OFFLOAD_RESIDENT_GROUPS,
-                                  IMAGE_ENCODE_ACTIVATION_MB, MIB, PLACEMENTS, RAM_MARGIN, TEXT_ENCODE_ACTIVATION_MB,
-                                  VAE_CHUNK_FACTOR, VAE_FRAME_FACTOR, VAE_TILE_PIXELS, VAE_TILED_FRAME_FACTOR,
-                                  VRAM_MARGIN, MemoryEstimate, _dit_activation_mb, _Eval, _evaluate, _Facts, _facts,
-                                  _Machine, _machine, _Setup, _vae_activation_mb, latent_tokens)
 from core.check.report import ModelReport
+from core.choices import DTYPES
+from core.errors import WanError
+from core.run.hardware import HardwareInfo
+
+# Re-exported (F401): the estimate's constants and formulas, as tests and tools import them from here.
+from core.run.memory_estimate import (  # noqa: F401
+    ACTIVATION_SLACK,
+    BASE_RAM_MB,
+    BYTES,
+    CUDA_OVERHEAD_MB,
+    DIT_DIM_FACTOR,
+    DIT_FFN_FACTOR,
+    DIT_PER_TOKEN_TIMESTEP_FACTOR,
+    GROUP_OFFLOAD_BLOCKS_PER_GROUP,
+    GROUP_OFFLOAD_RESIDENT_GROUPS,
+    IMAGE_ENCODE_ACTIVATION_MB,
+    MIB,
+    PLACEMENTS,
+    RAM_MARGIN,
+    TEXT_ENCODE_ACTIVATION_MB,
+    VAE_CHUNK_FACTOR,
+    VAE_FRAME_FACTOR,
+    VAE_TILE_PIXELS,
+    VAE_TILED_FRAME_FACTOR,
+    VRAM_MARGIN,
+    MemoryEstimate,
+    _dit_activation_mb,
+    _Eval,
+    _evaluate,
+    _Facts,
+    _facts,
+    _Machine,
+    _machine,
+    _Setup,
+    _vae_activation_mb,
+    latent_tokens,
+)
+from core.units import format_mib
 
 __all__ = ["PLACEMENTS", "PRECISIONS", "Choice", "MemoryEstimate", "OptimizationPlan",
            "OptimizationRequest", "check_request_fits", "plan_for", "stronger_plan"]
