@@ -186,4 +186,8 @@ fi
 [ "${WAN_COMPAT_SETUP_ONLY:-}" = 1 ] && exit 0
 
 export HF_HUB_OFFLINE=1
-exec "$PY" -m pytest -q tests "$@"
+# Lint first (settings in pyproject.toml); the tests run either way, and either failing fails the run.
+lint=0
+"$PY" -m ruff check --quiet . || { lint=1; say "ruff found the problems above (rules in pyproject.toml); running the tests anyway."; }
+"$PY" -m pytest -q tests "$@" || exit $?
+exit "$lint"
