@@ -77,7 +77,8 @@ def _fix(args: argparse.Namespace) -> int:
         print("\n".join(fix_plan.describe()) + "\n")
     try:
         result = fix_plan.execute(progress_callback=ProgressBar())
-    except WanError as err:  # nothing was changed that cannot be finished or undone (see core.fix)
+    except (WanError, OSError) as exc:  # nothing was changed that cannot be finished or undone (see core.fix)
+        err = explain(exc)
         if args.json:
             print(json.dumps({"ok": False, "fixes_applied": [], "errors": [str(err)]}, indent=2))
         else:

@@ -32,6 +32,7 @@ from typing import Any, Iterator
 import gradio as gr
 
 from core.errors import WanError, explain
+from core.progress import ProgressEvent
 from wan_ui import common
 from wan_ui.render import (
     render_error,
@@ -278,7 +279,7 @@ def _execute(planned: PlannedFix) -> Iterator[tuple[Any, ...]]:
 
     def work() -> None:
         try:
-            box["result"] = plan.execute(progress_callback=lambda m, p: events.put((str(m), float(p))))
+            box["result"] = plan.execute(progress_callback=lambda event: events.put(event))
         except Exception as exc:  # noqa: BLE001
             box["error"] = explain(exc)
             box["expected"] = _expected(exc)
@@ -304,11 +305,9 @@ def _execute(planned: PlannedFix) -> Iterator[tuple[Any, ...]]:
             except queue.Empty:
                 break
             batch.append(item)
-        for entry in batch:
-            if entry is not None:
-                message, percent = entry
-                view.update(message, percent, "Applying the fix")
-                view.stage = message if len(message) < 90 else view.stage
+        for event in batch:
+            if event is not None:
+                show_event(view, event)
         view.elapsed = time.monotonic() - started
         if batch[-1] is None:
             break
@@ -338,6 +337,17 @@ def _execute(planned: PlannedFix) -> Iterator[tuple[Any, ...]]:
     state = PlannedFix(plan, planned.path, planned.out, applied=True) if not result.errors else None
     yield (render_progress(view) + summary, render_fix_plan(plan, applied=list(result.fixes_applied)), before,
            after, result.to_dict(), state)
+
+
+def show_event(view: Any, event: ProgressEvent) -> None:
+    """Put one Fix or conversion ProgressEvent on the panel: its percent, step and message.
+
+    The headline is the event's own sentence when it is short (the change being made, the
+    tensor being converted), else the stage's name.
+    """
+    view.update(event)
+    if len(event.message) < 90:
+        view.stage = event.message
 
 
 def _result_card(result: Any) -> str:

@@ -57,6 +57,8 @@ class Code(str, Enum):
     INDEX_UNREADABLE = "index_unreadable"
     FILE_TRUNCATED = "file_truncated"
     FILE_UNREADABLE = "file_unreadable"
+    FILE_EXTRA_BYTES = "file_extra_bytes"
+    WEIGHTS_MISMATCH = "weights_mismatch"
     HEADER_BAD_LENGTH = "header_bad_length"
     HEADER_NOT_JSON = "header_not_json"
     HEADER_BAD_SHAPE = "header_bad_shape"
@@ -91,7 +93,7 @@ def header_code(reason: str) -> Code:
     return HEADER_CODES.get(reason, Code.HEADER_BAD_SHAPE)
 
 
-def as_code(value: "Code | str") -> "Code | str":
+def as_code(value: Code | str) -> Code | str:
     """``value`` as a :class:`Code` when it is one's value, else unchanged (a report from elsewhere)."""
     if isinstance(value, Code):
         return value

@@ -10,7 +10,7 @@ strategies. Usage::
     plan = fix.plan(inspect("/models/Wan2.2-T2V-A14B-Diffusers"))
     print("\\n".join(plan.describe()))      # what would change; nothing has yet
     if not plan.is_empty:
-        result = plan.execute(progress_callback=lambda msg, pct: print(f"{pct:5.1f}% {msg}"))
+        result = plan.execute(progress_callback=lambda event: print(f"{event.percent:5.1f}% {event.message}"))
         result.fixes_applied, result.backup_dir, result.report_after.loadable
 
     fix.apply_wan_compatibility_fix(path, dry_run=True)   # the seed guide's dict form
@@ -26,8 +26,13 @@ importable from here. The work is done in:
 
 - :mod:`core.fix.plan`: the FixPlan and its parts, ``FixPlan.execute``;
 - :mod:`core.fix.planner`: deciding the actions and manual steps (the list of repairs);
-- :mod:`core.fix.journal`: executing in place with backups, journal, lock, crash recovery
-  and undo (Safety, and the ``WAN_COMPAT_FIX_PAUSE_AFTER`` crash-test hook).
+- :mod:`core.fix.parts`: FixAction, ManualStep, FixResult (shared by plan, planner and journal);
+- :mod:`core.fix.journal`: executing in place with backups, journal, crash recovery and
+  undo (Safety, and the ``WAN_COMPAT_FIX_PAUSE_AFTER`` crash-test hook);
+- :mod:`core.fix.lock`: one fix at a time per folder, across threads and processes.
+
+Progress: ``execute`` and ``undo_fix`` send :class:`core.progress.ProgressEvent` (stage
+``"fix"``, ``"convert"`` for a conversion); a ``(message, percent)`` callback still works.
 """
 
 from __future__ import annotations
@@ -39,14 +44,18 @@ from typing import Any
 from core.errors import WanError
 from core.check.codes import Code
 from core.check.filesource import BACKUP_DIR
-from core.fix.journal import FixResult, ProgressCallback, _inspect, _pending_journal, is_ready, undo_fix
-from core.fix.plan import FixAction, FixPlan, ManualStep
-from core.fix.planner import (_conversion_plan, _Planner, _recovery_plan, existing_tokenizer_class,
+from core.fix.journal import pending_journal, undo_fix
+from core.fix.lock import WAIT_SECONDS, FixLock, is_locked
+from core.fix.parts import FixAction, FixResult, ManualStep, inspect_path, is_ready
+from core.fix.plan import FixPlan
+from core.fix.planner import (conversion_plan, existing_tokenizer_class, plan_in_place, recovery_plan,
                               registry_candidates)
+from core.progress import AnyCallback
 from core.check.report import Layout, ModelReport
 
 # Names that lived in this module before it was split, still importable from here.
-from core.fix.journal import LOCK_NAME as LOCK_NAME, PAUSE_ENV as PAUSE_ENV
+from core.fix.lock import LOCK_NAME as LOCK_NAME
+from core.fix.journal import PAUSE_ENV as PAUSE_ENV
 from core.fix.journal import PAUSE_SECONDS_ENV as PAUSE_SECONDS_ENV, SMALL_FILE_LIMIT as SMALL_FILE_LIMIT
 from core.fix.planner import BOUNDARY_PIPELINES as BOUNDARY_PIPELINES, CONFIG_FILES as CONFIG_FILES
 from core.fix.planner import EXPAND_PIPELINES as EXPAND_PIPELINES, WEIGHTLESS as WEIGHTLESS
@@ -75,11 +84,11 @@ def plan(report: ModelReport, *, out: str | os.PathLike[str] | None = None) -> F
         return FixPlan(report.path, (), tuple(manual_step_for(f, report, []) for f in locked), report, notes=(
             "Some files or folders here cannot be read; Fix changes nothing until they can.",))
     root = Path(report.path)
-    pending = _pending_journal(root) if root.is_dir() else None
+    pending = pending_journal(root) if root.is_dir() else None
     if pending is not None:
-        return _recovery_plan(root, pending, report)
+        return recovery_plan(root, pending, report)
     if report.layout in (Layout.WAN_ORIGINAL, Layout.SINGLE_FILE):
-        return _conversion_plan(report, out)
+        return conversion_plan(report, out)
     if report.layout is not Layout.DIFFUSERS or not report.is_wan:
         note = ("This is not a Wan model; Fix repairs and converts Wan 2.1/2.2 models only."
                 if report.architecture_type.value != "unknown" or report.layout is Layout.DIFFUSERS
@@ -88,7 +97,7 @@ def plan(report: ModelReport, *, out: str | os.PathLike[str] | None = None) -> F
         if Code.ONLY_A_PART in codes:
             note = "This is one part of a model; run Fix on the folder above it (the one with model_index.json)."
         return FixPlan(report.path, (), (), report, notes=(note,))
-    return _Planner(report, root).run()
+    return plan_in_place(report, root)
 
 
 def assemble(*, transformer: str | os.PathLike[str], vae: str | os.PathLike[str],
@@ -100,7 +109,7 @@ def assemble(*, transformer: str | os.PathLike[str], vae: str | os.PathLike[str]
     Raises OSError when the transformer file cannot be read, WanError when conversion is
     not available or the parts do not fit.
     """
-    report = _inspect(transformer)
+    report = inspect_path(transformer)
     try:
         from core.fix.convert import plan_assembly
     except ImportError as exc:
@@ -113,7 +122,7 @@ def assemble(*, transformer: str | os.PathLike[str], vae: str | os.PathLike[str]
 
 def apply_wan_compatibility_fix(path: str | os.PathLike[str], dry_run: bool = False,
                                 out: str | os.PathLike[str] | None = None,
-                                progress_callback: ProgressCallback | None = None) -> dict[str, Any]:
+                                progress_callback: AnyCallback = None) -> dict[str, Any]:
     """The seed guide's one-call fix: check, plan, and (unless ``dry_run``) execute.
 
     Returns ``{"fixes_applied", "fixes_planned", "manual_steps", "backup_dir", "errors",
@@ -123,7 +132,7 @@ def apply_wan_compatibility_fix(path: str | os.PathLike[str], dry_run: bool = Fa
     >>> apply_wan_compatibility_fix("/models/broken", dry_run=True)["fixes_planned"]   # doctest: +SKIP
     ['Write scheduler/scheduler_config.json: ...']
     """
-    report = _inspect(path)
+    report = inspect_path(path)
     fix_plan = plan(report, out=out)
     planned = [a.description for a in fix_plan.actions]
     if fix_plan.conversion is not None:
@@ -143,5 +152,6 @@ def apply_wan_compatibility_fix(path: str | os.PathLike[str], dry_run: bool = Fa
     return result
 
 
-__all__ = ["BACKUP_DIR", "FixAction", "FixPlan", "FixResult", "ManualStep", "apply_wan_compatibility_fix",
-           "assemble", "existing_tokenizer_class", "is_ready", "plan", "registry_candidates", "undo_fix"]
+__all__ = ["BACKUP_DIR", "WAIT_SECONDS", "FixAction", "FixLock", "FixPlan", "FixResult", "ManualStep",
+           "apply_wan_compatibility_fix", "assemble", "existing_tokenizer_class", "is_locked", "is_ready", "plan",
+           "registry_candidates", "undo_fix"]

@@ -8,7 +8,12 @@ weights are never copied, only renamed) is copied to ``.wan_compat_backup/<time>
 inside the model folder, beside a ``journal.json`` holding the planned contents. Every write
 is atomic (temporary file, fsync, rename). If the process dies half-way, the next plan of
 that folder is ``finish_interrupted_fix``, which brings it to exactly the planned state
-(``undo_fix`` restores the backups instead). A dry run only reads.
+(``undo_fix`` restores the backups instead). A dry run only reads. One fix or undo at a
+time per folder (:class:`core.fix.lock.FixLock`); progress is sent as ProgressEvents of
+stage ``"fix"``. Usage (``FixPlan.execute`` calls these)::
+
+    result = execute_actions(root, plan.actions, plan.preconditions, Progress(callback))
+    undo_fix(root).fixes_applied       # ['Restored 2 file(s) from .wan_compat_backup/...']
 
 Test hook: ``WAN_COMPAT_FIX_PAUSE_AFTER=<point>`` makes ``execute`` print
 ``WAN_COMPAT_FIX_PAUSED <point>`` to stderr and sleep (``WAN_COMPAT_FIX_PAUSE_SECONDS``,
@@ -28,77 +33,47 @@ import posixpath
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 from core.atomic import atomic_rename, atomic_write_bytes, fsync_dir, temp_path_for
-from core.errors import WanError, explain
 from core.check.filesource import BACKUP_DIR, JOURNAL_NAME
-from core.check.report import Layout, ModelReport
+from core.errors import WanError, explain
+from core.fix.lock import LOCK_NAME, WAIT_SECONDS, FixLock
+from core.fix.parts import FixAction, FixResult, inspect_path, is_ready
+from core.progress import AnyCallback, Progress
 
-if TYPE_CHECKING:  # pragma: no cover
-    from core.fix.plan import FixAction, FixPlan
+__all__ = ["FixResult", "LOCK_NAME", "PAUSE_ENV", "PAUSE_SECONDS_ENV", "SMALL_FILE_LIMIT", "WAIT_SECONDS",
+           "check_preconditions", "execute_actions", "execute_recovery", "file_signature", "is_ready",
+           "pending_journal", "sha256_of", "stat_signature", "undo_fix"]
 
-ProgressCallback = Callable[[str, float], None]
-
-LOCK_NAME = ".lock"
 SMALL_FILE_LIMIT = 16 * 2**20   # files larger than this are never copied or rewritten
 PAUSE_ENV = "WAN_COMPAT_FIX_PAUSE_AFTER"
 PAUSE_SECONDS_ENV = "WAN_COMPAT_FIX_PAUSE_SECONDS"
-
-
-# --------------------------------------------------------------------------- the result
-
-@dataclass(frozen=True)
-class FixResult:
-    """What ``FixPlan.execute`` did."""
-
-    fixes_applied: list[str]
-    backup_dir: str | None
-    errors: list[str]
-    report_after: ModelReport | None
-    output_path: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """No errors and the model (or the converted one) is ready to load."""
-        return not self.errors and self.report_after is not None and is_ready(self.report_after)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"fixes_applied": list(self.fixes_applied), "backup_dir": self.backup_dir,
-                "errors": list(self.errors), "output_path": self.output_path, "ok": self.ok,
-                "report_after": self.report_after.to_dict() if self.report_after else None}
-
-
-def is_ready(report: ModelReport) -> bool:
-    """A Wan model in the diffusers layout that Model Check finds complete: the loader takes it."""
-    return report.is_wan and report.layout is Layout.DIFFUSERS and report.loadable
-
-
-def _inspect(path: str | os.PathLike[str]) -> ModelReport:
-    from core.check.detect import inspect
-    return inspect(path)
+STAGE = "fix"                   # the ProgressEvent stage of applying, finishing and undoing
+WAITING = "Waiting for another fix on this folder to finish"
 
 
 # --------------------------------------------------------------------------- executing in place
 
-def _sha(data: bytes) -> str:
+def sha256_of(data: bytes) -> str:
+    """The sha256 of ``data`` (hex)."""
     return hashlib.sha256(data).hexdigest()
 
 
-def _sha_file(path: Path) -> str | None:
+def file_signature(path: Path) -> str | None:
     """sha256 of a small file; for a large one a signature of its size and time (never read)."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return None
     if st.st_size > SMALL_FILE_LIMIT:
-        return _stat_sig(path)
-    return _sha(path.read_bytes())
+        return stat_signature(path)
+    return sha256_of(path.read_bytes())
 
 
-def _stat_sig(path: Path) -> str | None:
+def stat_signature(path: Path) -> str | None:
+    """``stat:<size>:<mtime_ns>`` of ``path``, None when it is absent."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -114,57 +89,16 @@ def _pause(point: str) -> None:
         time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "60")))
 
 
-class _Lock:
-    """One fix at a time per folder: ``.wan_compat_backup/.lock`` holds the owner's process id."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = root / BACKUP_DIR
-        self.path = self.dir / LOCK_NAME
-        self.created_dir = False
-
-    def __enter__(self) -> "_Lock":
-        if not self.dir.exists():
-            self.dir.mkdir()
-            self.created_dir = True
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _alive(pid):
-                    raise WanError(f"Another fix is running on this folder (process {pid}).",
-                                   "Wait for it to finish, then plan again.") from None
-                self.path.unlink(missing_ok=True)  # left by a process that died
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
-            return self
-        raise WanError("Could not take the fix lock.", "Try again.")
-
-    def __exit__(self, *exc: Any) -> None:
-        self.path.unlink(missing_ok=True)
-        try:
-            self.dir.rmdir()  # only when empty: nothing was backed up
-        except OSError:
-            pass
+def _lock(root: Path, progress: Progress, wait: float) -> FixLock:
+    return FixLock(root, wait, on_wait=lambda: progress.emit(STAGE, WAITING, 0))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        import psutil
-        return psutil.pid_exists(pid)
-    except ImportError:  # pragma: no cover - psutil is a requirement
-        return True
-
-
-def _check_preconditions(root: Path, p: FixPlan) -> None:
+def check_preconditions(root: Path, preconditions: tuple[tuple[str, str | None], ...]) -> None:
+    """Raise WanError when a file the plan read has changed since (``FixPlan.preconditions``)."""
     changed = []
-    for rel, sig in p.preconditions:
+    for rel, sig in preconditions:
         target = root / rel
-        now = _stat_sig(target) if (sig or "").startswith("stat:") else _sha_file(target)
+        now = stat_signature(target) if (sig or "").startswith("stat:") else file_signature(target)
         if now != sig:
             changed.append(rel)
     if changed:
@@ -188,10 +122,10 @@ def _journal_entries(root: Path, actions: tuple[FixAction, ...]) -> tuple[list[d
         for rel, data in a.contents:
             entry = files.get(rel)
             if entry is None:
-                before = _sha_file(root / rel)
+                before = file_signature(root / rel)
                 entry = files[rel] = {"path": rel, "before": before, "states": [before]}
-            entry["states"].append(_sha(data))
-            entry["final"] = _sha(data)
+            entry["states"].append(sha256_of(data))
+            entry["final"] = sha256_of(data)
             entry["final_b64"] = base64.b64encode(data).decode("ascii")
     moves = [[src, dst] for a in actions for src, dst in a.moves]
     return list(files.values()), moves
@@ -216,14 +150,21 @@ def _write_durable(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _execute_actions(p: FixPlan, progress: ProgressCallback) -> FixResult:
-    root = Path(p.path)
-    total = len(p.actions)
-    with _Lock(root) as lock:
-        _check_preconditions(root, p)
-        _remove_stale_partials(lock.dir)
-        progress("Backing up the files that will change", 1)
-        files, moves = _journal_entries(root, p.actions)
+def execute_actions(root: Path, actions: tuple[FixAction, ...],
+                    preconditions: tuple[tuple[str, str | None], ...], progress: Progress,
+                    wait: float = WAIT_SECONDS) -> FixResult:
+    """Back up, commit the journal, then carry out ``actions`` in ``root``; Model Check again.
+
+    Raises WanError (nothing changed) when the folder changed since the plan, another fix
+    holds it for longer than ``wait`` seconds, or the backups cannot be written.
+    """
+    check_preconditions(root, preconditions)   # before the lock, which creates .wan_compat_backup/
+    total = len(actions)
+    with _lock(root, progress, wait) as lock:
+        check_preconditions(root, preconditions)  # again: another fix may have run while this one waited
+        _remove_partials(lock.dir)
+        progress.emit(STAGE, "Backing up the files that will change", 1)
+        files, moves = _journal_entries(root, actions)
         name = _backup_name(lock.dir)
         partial = lock.dir / f".{name}.partial-{os.getpid()}"
         try:
@@ -231,7 +172,7 @@ def _execute_actions(p: FixPlan, progress: ProgressCallback) -> FixResult:
                 if entry["before"] is not None:
                     _write_durable(partial / "files" / entry["path"], (root / entry["path"]).read_bytes())
             journal = {"version": 1, "state": "applying", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                       "actions": [a.to_dict() for a in p.actions], "files": files, "moves": moves,
+                       "actions": [a.to_dict() for a in actions], "files": files, "moves": moves,
                        "new_folders": _new_folders(root, files)}
             _write_durable(partial / JOURNAL_NAME, json.dumps(journal, indent=1).encode())
             for folder in sorted({q.parent for q in partial.rglob("*")} | {partial}, key=lambda q: -len(q.parts)):
@@ -246,8 +187,8 @@ def _execute_actions(p: FixPlan, progress: ProgressCallback) -> FixResult:
         _pause("0")
         applied: list[str] = []
         errors: list[str] = []
-        for i, action in enumerate(p.actions, 1):
-            progress(action.description, 5 + 90 * (i - 1) / total)
+        for i, action in enumerate(actions, 1):
+            progress.emit(STAGE, action.description, 5 + 90 * (i - 1) / total, step=i, steps=total)
             try:
                 _apply(root, action, i)
             except OSError as exc:
@@ -264,9 +205,9 @@ def _execute_actions(p: FixPlan, progress: ProgressCallback) -> FixResult:
                 applied = []
         else:
             _set_journal_state(backup, "done")
-    progress("Checking the model again", 97)
-    report = _inspect(root)
-    progress("Done", 100)
+    progress.emit(STAGE, "Checking the model again", 97)
+    report = inspect_path(root)
+    progress.emit(STAGE, "Done", 100)
     return FixResult(applied, str(backup), errors, report)
 
 
@@ -288,11 +229,10 @@ def _set_journal_state(backup: Path, state: str) -> None:
     atomic_write_bytes(path, json.dumps(journal, indent=1).encode())
 
 
-def _remove_stale_partials(bdir: Path) -> None:
+def _remove_partials(bdir: Path) -> None:
+    """Backups that were never committed: under the lock, nobody else can be writing one."""
     for q in bdir.glob(".*.partial-*"):
-        pid = q.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
-            shutil.rmtree(q, ignore_errors=True)
+        shutil.rmtree(q, ignore_errors=True)
 
 
 def _journals(root: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -311,20 +251,22 @@ def _journals(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def _pending_journal(root: Path) -> tuple[Path, dict[str, Any]] | None:
+def pending_journal(root: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The backup folder and journal of a fix that was interrupted (state ``applying``), if any."""
     pending = [(q, j) for q, j in _journals(root) if j.get("state") == "applying"]
     return pending[-1] if pending else None
 
 
-def _execute_recovery(p: FixPlan, progress: ProgressCallback) -> FixResult:
-    root = Path(p.path)
-    backup = Path(p.recovery_journal or "")
-    with _Lock(root):
-        progress("Finishing the interrupted fix", 5)
+def execute_recovery(root: Path, backup: Path, description: str, progress: Progress,
+                     wait: float = WAIT_SECONDS) -> FixResult:
+    """Finish the interrupted fix recorded in ``backup`` (``finish_interrupted_fix``)."""
+    with _lock(root, progress, wait):
+        progress.emit(STAGE, "Finishing the interrupted fix", 5)
         errors = _finish_journal(root, backup)
-    report = _inspect(root)
-    progress("Done", 100)
-    applied = [] if errors else [p.actions[0].description]
+    progress.emit(STAGE, "Checking the model again", 97)
+    report = inspect_path(root)
+    progress.emit(STAGE, "Done", 100)
+    applied = [] if errors else [description]
     return FixResult(applied, str(backup), errors, report)
 
 
@@ -335,7 +277,7 @@ def _finish_journal(root: Path, backup: Path) -> list[str]:
     for f in journal.get("files", []):
         target = root / f["path"]
         temp_path_for(target).unlink(missing_ok=True)
-        now = _sha_file(target)
+        now = file_signature(target)
         if now == f["final"]:
             continue
         if now in f["states"]:
@@ -366,7 +308,7 @@ def _undo_journal(root: Path, backup: Path) -> list[str]:
     for f in reversed(journal.get("files", [])):
         target = root / f["path"]
         temp_path_for(target).unlink(missing_ok=True)
-        now = _sha_file(target)
+        now = file_signature(target)
         if now == f["before"]:
             continue
         if now not in f["states"]:
@@ -387,24 +329,35 @@ def _undo_journal(root: Path, backup: Path) -> list[str]:
     return errors
 
 
-def undo_fix(path: str | os.PathLike[str], backup_dir: str | os.PathLike[str] | None = None) -> FixResult:
+def undo_fix(path: str | os.PathLike[str], backup_dir: str | os.PathLike[str] | None = None, *,
+             progress_callback: AnyCallback = None, wait: float = WAIT_SECONDS) -> FixResult:
     """Undo a fix from its backups (the latest one unless ``backup_dir`` names another).
 
     Files written by the fix are restored (or removed, if the fix created them) and renames
-    reversed; a file changed since the fix is left alone and named in ``errors``.
+    reversed; a file changed since the fix is left alone and named in ``errors``. Waits up to
+    ``wait`` seconds for a fix running on the folder, then raises WanError.
 
     >>> undo_fix("/models/Wan2.2-T2V-A14B-Diffusers").fixes_applied     # doctest: +SKIP
     ['Restored 2 file(s) from .wan_compat_backup/20261126-120102']
     """
     root = Path(path)
-    with _Lock(root):
+    progress = Progress(progress_callback)
+    nothing = WanError(f"There is no fix to undo in {root}.", "Nothing was changed.")
+    os.stat(root)                          # a missing folder is said as such (OSError), not as "no fix"
+    if not (root / BACKUP_DIR).is_dir():  # never fixed: the lock would create the folder for nothing
+        raise nothing
+    with _lock(root, progress, wait):
         journals = [(q, j) for q, j in _journals(root) if j.get("state") in ("done", "applying")]
         if backup_dir is not None:
             journals = [(q, j) for q, j in journals if q.resolve() == Path(backup_dir).resolve()]
         if not journals:
-            raise WanError(f"There is no fix to undo in {root}.", "Nothing was changed.")
+            raise nothing
         backup, journal = journals[-1]
+        progress.emit(STAGE, f"Restoring the files from {BACKUP_DIR}/{backup.name}", 5)
         errors = _undo_journal(root, backup)
+    progress.emit(STAGE, "Checking the model again", 97)
+    report = inspect_path(root)
+    progress.emit(STAGE, "Done", 100)
     n = len(journal.get("files", [])) + len(journal.get("moves", []))
     applied = [] if errors else [f"Restored {n} file(s) from {BACKUP_DIR}/{backup.name}"]
-    return FixResult(applied, str(backup), errors, _inspect(root))
+    return FixResult(applied, str(backup), errors, report)

@@ -8,74 +8,20 @@ Plans are made by :func:`core.fix.plan` (see :mod:`core.fix.planner`); nothing h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import WanError
 from core.check.filesource import BACKUP_DIR
-from core.fix.journal import FixResult, ProgressCallback, _execute_actions, _execute_recovery, _inspect, is_ready
 from core.check.report import ModelReport
+from core.errors import WanError
+from core.fix.journal import WAIT_SECONDS, execute_actions, execute_recovery
+from core.fix.parts import FixAction, FixResult, ManualStep, inspect_path, is_ready
+from core.progress import AnyCallback, Progress
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - for the annotation only: a plan in place never loads the converter
     from core.fix.convert import ConversionPlan
 
-
-# --------------------------------------------------------------------------- the plan's parts
-
-@dataclass(frozen=True)
-class FixAction:
-    """One change to the model folder: a sentence, the files it writes and the renames it makes.
-
-    Paths are relative to the model folder, with ``/``. ``contents`` holds the new bytes of
-    each written file (computed when the plan is made, so executing it decides nothing).
-    """
-
-    code: str
-    description: str
-    writes: tuple[str, ...] = ()
-    moves: tuple[tuple[str, str], ...] = ()
-    undoable: bool = True
-    contents: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "description": self.description, "writes": list(self.writes),
-                "moves": [list(m) for m in self.moves], "undoable": self.undoable}
-
-
-@dataclass(frozen=True)
-class ManualStep:
-    """Something Fix cannot repair: exactly what to download and where to put it.
-
-    >>> step.command        # doctest: +SKIP
-    'hf download Wan-AI/Wan2.2-T2V-A14B-Diffusers vae/diffusion_pytorch_model.safetensors --local-dir /models/W'
-    """
-
-    problem: str
-    fetch: str
-    where: str
-    repo_id: str | None = None     # the Hugging Face repository, when the registry names one
-    files: tuple[str, ...] = ()    # repository paths (``folder/*`` for a whole folder)
-    local_dir: str | None = None   # the model folder the repository paths are relative to
-
-    @property
-    def command(self) -> str | None:
-        """The ``hf download`` command that fetches it, when the repository is known."""
-        if not self.repo_id or not self.local_dir:
-            return None
-        plain = [f for f in self.files if "*" not in f]
-        patterns = [f for f in self.files if "*" in f]
-        parts = ["hf", "download", self.repo_id, *plain]
-        for p in patterns:
-            parts += ["--include", f'"{p}"']
-        parts += ["--local-dir", _quote(self.local_dir)]
-        return " ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"problem": self.problem, "fetch": self.fetch, "where": self.where, "repo_id": self.repo_id,
-                "files": list(self.files), "command": self.command}
-
-
-def _quote(path: str) -> str:
-    return f'"{path}"' if any(c in path for c in " '\"$&;") else path
+__all__ = ["FixAction", "FixPlan", "FixResult", "ManualStep"]
 
 
 @dataclass(frozen=True)
@@ -140,24 +86,29 @@ class FixPlan:
                 "conversion": self.conversion.to_dict() if self.conversion is not None else None,
                 "notes": list(self.notes), "report_before": self.report_before.to_dict()}
 
-    def execute(self, progress_callback: ProgressCallback | None = None) -> FixResult:
+    def execute(self, progress_callback: AnyCallback = None, *, wait: float = WAIT_SECONDS) -> FixResult:
         """Carry the plan out: backups, then each action atomically, then Model Check again.
 
-        Raises WanError when the folder changed since the plan was made, when another fix is
-        running on it, or when the backups cannot be written (then nothing was changed).
-        Errors after changes began are returned in ``FixResult.errors``.
+        ``progress_callback`` gets a ProgressEvent (stage ``"fix"``, or ``"convert"`` for a
+        conversion), or ``(message, percent)`` for a callback written that way.
+        Raises WanError when the folder changed since the plan was made, when another fix
+        still holds it after ``wait`` seconds, or when the backups cannot be written (then
+        nothing was changed). Errors after changes began are returned in ``FixResult.errors``.
+
+        >>> plan.execute(lambda event: print(event.percent, event.message)).ok   # doctest: +SKIP
         """
-        progress = progress_callback or (lambda message, percent: None)
+        progress = Progress(progress_callback)
         if self.conversion is not None:
             return _execute_conversion(self, progress)
         if self.recovery_journal is not None:
-            return _execute_recovery(self, progress)
+            return execute_recovery(Path(self.path), Path(self.recovery_journal), self.actions[0].description,
+                                    progress, wait)
         if not self.actions:
-            return FixResult([], None, [], _inspect(self.path))
-        return _execute_actions(self, progress)
+            return FixResult([], None, [], inspect_path(self.path))
+        return execute_actions(Path(self.path), self.actions, self.preconditions, progress, wait)
 
 
-def _execute_conversion(p: FixPlan, progress: ProgressCallback) -> FixResult:
+def _execute_conversion(p: FixPlan, progress: Progress) -> FixResult:
     conversion = p.conversion
     assert conversion is not None
     if conversion.refusal:
@@ -166,5 +117,5 @@ def _execute_conversion(p: FixPlan, progress: ProgressCallback) -> FixResult:
         output = conversion.execute(progress_callback=progress)
     except WanError as err:
         return FixResult([], None, [f"{err.message} {err.remedy}".strip()], None, None)
-    report = _inspect(output)
+    report = inspect_path(output)
     return FixResult([f"Converted {p.path} into {output}"], None, [], report, str(output))

@@ -45,8 +45,10 @@ from core.check.codes import HEADER_DAMAGE, Code
 from core.check.components import WEIGHT_STEMS, library_of
 from core.errors import WanError
 from core.check.filesource import BACKUP_DIR
-from core.fix.journal import LOCK_NAME, SMALL_FILE_LIMIT, _alive, _sha, _sha_file, _stat_sig
-from core.fix.plan import FixAction, FixPlan, ManualStep
+from core.fix.journal import SMALL_FILE_LIMIT, file_signature, sha256_of, stat_signature
+from core.fix.lock import is_locked
+from core.fix.parts import FixAction, ManualStep
+from core.fix.plan import FixPlan
 from core.check.report import Finding, Layout, ModelReport, Severity
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,6 +100,11 @@ ORIGINAL_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 
 # --------------------------------------------------------------------------- diffusers folders: repairs in place
 
+def plan_in_place(report: ModelReport, root: Path) -> FixPlan:
+    """The repairs in place for the diffusers-layout Wan folder ``root`` (``report`` is its Model Check)."""
+    return _Planner(report, root).run()
+
+
 class _Planner:
     """Works out the actions for one diffusers-layout Wan folder (on an in-memory copy of its JSON)."""
 
@@ -118,7 +125,7 @@ class _Planner:
         p = self.root / rel
         try:
             if p.stat().st_size > SMALL_FILE_LIMIT:
-                self.read.setdefault(rel, _sha_file(p))
+                self.read.setdefault(rel, file_signature(p))
                 return None
             data = p.read_bytes()
         except FileNotFoundError:
@@ -126,7 +133,7 @@ class _Planner:
             return None
         except OSError:
             return None
-        self.read.setdefault(rel, _sha(data))
+        self.read.setdefault(rel, sha256_of(data))
         return data
 
     def _json(self, rel: str) -> Any:
@@ -248,7 +255,7 @@ class _Planner:
                 continue
             src, dst = f"{role}/{weights[0]}", f"{role}/{wanted}"
             self.read.setdefault(dst, None)
-            self.read.setdefault(src, _stat_sig(self.root / src))
+            self.read.setdefault(src, stat_signature(self.root / src))
             self._add("rename_weights",
                       f"Rename {src} to {wanted}: {library} loads a {role} only from that name "
                       "(renamed, not copied).", moves=[(src, dst)])
@@ -569,7 +576,7 @@ def manual_step_for(f: Finding, report: ModelReport, cands: list[ModelRequiremen
 
 # --------------------------------------------------------------------------- conversions
 
-def _conversion_plan(report: ModelReport, out: str | os.PathLike[str] | None) -> FixPlan:
+def conversion_plan(report: ModelReport, out: str | os.PathLike[str] | None) -> FixPlan:
     """The original layout or a single file: a conversion into a new folder (core.fix.convert decides
     whether it can; it reads the pickled files the detector judges by size alone). When it
     cannot, the downloads that mend the source are listed as manual steps."""
@@ -607,9 +614,10 @@ def _diffusers_twins(cands: list[ModelRequirements]) -> list[ModelRequirements]:
 
 # --------------------------------------------------------------------------- an interrupted fix
 
-def _recovery_plan(root: Path, pending: tuple[Path, dict[str, Any]], report: ModelReport) -> FixPlan:
+def recovery_plan(root: Path, pending: tuple[Path, dict[str, Any]], report: ModelReport) -> FixPlan:
+    """The one step that finishes the fix recorded in ``pending`` (see :func:`core.fix.journal.pending_journal`)."""
     backup, journal = pending
-    todo = [f["path"] for f in journal.get("files", []) if _sha_file(root / f["path"]) != f.get("final")]
+    todo = [f["path"] for f in journal.get("files", []) if file_signature(root / f["path"]) != f.get("final")]
     moves = [tuple(m) for m in journal.get("moves", []) if (root / m[0]).exists()]
     parts = []
     if todo:
@@ -621,10 +629,6 @@ def _recovery_plan(root: Path, pending: tuple[Path, dict[str, Any]], report: Mod
                        f"Finish the fix that was interrupted (started {journal.get('started', '?')}, backups in "
                        f"{BACKUP_DIR}/{backup.name}/): {left}.", tuple(todo), tuple(moves), True)
     notes = ["These are the remaining changes of the earlier fix; plan again afterwards to check for anything else."]
-    try:
-        pid = int((root / BACKUP_DIR / LOCK_NAME).read_text().strip() or 0)
-    except (OSError, ValueError):
-        pid = 0
-    if pid and pid != os.getpid() and _alive(pid):
-        notes.insert(0, f"A fix is running on this folder right now (process {pid}); wait for it to finish.")
+    if is_locked(root):
+        notes.insert(0, "A fix is running on this folder right now; wait for it to finish.")
     return FixPlan(report.path, (action,), (), report, notes=tuple(notes), recovery_journal=str(backup))

@@ -54,6 +54,7 @@ from core.fix.convert.read import _FP8, PTH_WINDOW_BYTES, _Part, _read_json, _to
 from core.fix.convert.write import (MAX_SHARD_BYTES, PAUSE_ENV, PAUSE_SECONDS_ENV, ProgressCallback,  # noqa: F401
                                 _free_bytes, _gb, _no_space, _Pipeline, _stale_partial_bytes, write_folder)
 from core.errors import WanError
+from core.progress import AnyCallback, Progress
 from core.check.report import Layout, ModelReport
 from core.check.safetensors_header import HeaderError, read_header
 
@@ -104,8 +105,11 @@ class ConversionPlan:
                 "bytes_needed": self.bytes_needed, "bytes_free": self.bytes_free,
                 "fits_disk": self.fits_disk, "refusal": self.refusal}
 
-    def execute(self, progress_callback: ProgressCallback | None = None) -> Path:
+    def execute(self, progress_callback: AnyCallback = None) -> Path:
         """Write the target folder and return it; raises WanError (a sentence and a remedy).
+
+        ``progress_callback`` gets ProgressEvents of stage ``"convert"`` (per tensor/shard), or
+        ``(message, percent)`` for a callback written that way.
 
         On any failure the partial folder is removed and the target is not created.
         """
@@ -113,7 +117,7 @@ class ConversionPlan:
             raise WanError(self.refusal)
         assert self.pipeline is not None
         return write_folder(Path(self.target), self.parts, self.pipeline, self.bytes_needed,
-                            progress_callback or (lambda message, percent: None))
+                            Progress(progress_callback))
 
 
 # --------------------------------------------------------------------------- planning

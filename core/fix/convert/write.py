@@ -37,13 +37,15 @@ from core.fix.convert.build import _DIFFUSERS, _TRANSFORMERS, _Component, _compo
 from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
 from core.fix.convert.read import _ST_TO_TORCH, _open, _Part, _read_json, _tokenizer_files, _torch_dtype
 from core.errors import WanError, explain
+from core.progress import Progress
 from core.check.safetensors_header import DTYPE_BYTES
 from core.units import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-ProgressCallback = Callable[[str, float], None]   # (message, percent 0..100)
+ProgressCallback = Callable[[str, float], None]   # the seed's (message, percent 0..100); see core.progress
+STAGE = "convert"                                 # the ProgressEvent stage of a conversion
 
 MAX_SHARD_BYTES = 5 * 10**9          # like save_pretrained(max_shard_size="5GB")
 PAUSE_ENV = "WAN_COMPAT_CONVERT_PAUSE_AFTER"
@@ -66,7 +68,7 @@ class _Pipeline:
 
 
 def write_folder(target: Path, parts: tuple[_Part, ...], pipeline: _Pipeline, bytes_needed: int,
-                 report: ProgressCallback) -> Path:
+                 progress: Progress) -> Path:
     """Write the converted folder ``target`` and return it; raises WanError (a sentence and a remedy).
 
     On any failure the partial folder is removed and the target is not created.
@@ -82,7 +84,7 @@ def write_folder(target: Path, parts: tuple[_Part, ...], pipeline: _Pipeline, by
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir()
-        _Writer(parts, pipeline, partial, report).run()
+        _Writer(parts, pipeline, partial, progress).run()
         _fsync_tree(partial)
         _pause_if_asked("finish")
         if os.path.lexists(target):
@@ -94,18 +96,18 @@ def write_folder(target: Path, parts: tuple[_Part, ...], pipeline: _Pipeline, by
         if isinstance(exc, (WanError, KeyboardInterrupt, SystemExit)):
             raise
         raise explain(exc) from exc
-    report(f"Converted into {target}", 100.0)
+    progress.emit(STAGE, f"Converted into {target}", 100.0)
     return target
 
 
 class _Writer:
     """Carries out a plan into the partial folder: weights, configs, tokenizer, scheduler, index."""
 
-    def __init__(self, parts: tuple[_Part, ...], pipeline: _Pipeline, folder: Path, report: ProgressCallback) -> None:
+    def __init__(self, parts: tuple[_Part, ...], pipeline: _Pipeline, folder: Path, progress: Progress) -> None:
         self.parts = parts
         self.pipeline = pipeline
         self.folder = folder
-        self.report = report
+        self.progress = progress
         self.total = max(1, sum(p.bytes_out for p in parts))
         self.done = 0
         self.tensors = 0
@@ -181,13 +183,13 @@ class _Writer:
     def _tick(self, out: _Out, part: _Part) -> None:
         self.done += out.nbytes
         self.tensors += 1
-        self.report(f"{part.role}: {out.name}", min(99.0, 100.0 * self.done / self.total))
+        self.progress.emit(STAGE, f"{part.role}: {out.name}", min(99.0, 100.0 * self.done / self.total))
         if self.pause_after is not None and self.tensors == self.pause_after:
             _pause_if_asked(str(self.tensors))
 
     def _write_rest(self, comps: list[_Component]) -> None:
         pipe = self.pipeline
-        self.report("Copying the tokenizer and writing the scheduler and model_index.json", 99.0)
+        self.progress.emit(STAGE, "Copying the tokenizer and writing the scheduler and model_index.json", 99.0)
         tok = self.folder / "tokenizer"
         tok.mkdir()
         for f in _tokenizer_files(Path(pipe.tokenizer)):
