@@ -46,11 +46,11 @@ from typing import Any
 
 from core.check import signals
 from core.check.codes import Code
-from core.fix.convert.build import _strip_prefix
+from core.fix.convert.build import strip_prefix
 from core.fix.convert.keys import (DIT_DIFFUSERS_MARK, IGNORED_TENSORS, TOKENIZER_CLASS, TOKENIZER_NEEDS_ONE_OF, UMT5_MARK,
                                WAN_T5_MARK, WAN_VAE_MARK)
 # Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
-from core.fix.convert.read import _FP8, PTH_WINDOW_BYTES, _Part, _read_json, _tokenizer_files  # noqa: F401
+from core.fix.convert.read import FP8_DTYPES, PTH_WINDOW_BYTES, Part, read_json, tokenizer_files  # noqa: F401
 from core.fix.convert.write import (MAX_SHARD_BYTES, PAUSE_ENV, PAUSE_SECONDS_ENV, ProgressCallback,  # noqa: F401
                                 _free_bytes, _gb, _no_space, _Pipeline, _stale_partial_bytes, write_folder)
 from core.errors import WanError
@@ -87,7 +87,7 @@ class ConversionPlan:
     bytes_free: int
     fits_disk: bool
     refusal: str | None
-    parts: tuple[_Part, ...] = field(default=(), repr=False, compare=False)
+    parts: tuple[Part, ...] = field(default=(), repr=False, compare=False)
     pipeline: _Pipeline | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> list[str]:
@@ -190,7 +190,7 @@ def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike
         return ConversionPlan(source, str(target), (), 0, _free_bytes(target), False, reason)
 
     try:
-        parts: list[_Part] = []
+        parts: list[Part] = []
         facts = []
         for role, path in named.items():
             if path is None:
@@ -233,11 +233,11 @@ def _unsupported(task: str | None, image_branch: bool) -> str | None:
     return None
 
 
-def _finish_plan(source: str, target: Path, parts: list[_Part], pipeline: _Pipeline,
+def _finish_plan(source: str, target: Path, parts: list[Part], pipeline: _Pipeline,
                  inside: Path | None) -> ConversionPlan:
     steps = [_step(p) for p in parts]
     tokenizer = Path(pipeline.tokenizer)
-    tok_bytes = sum(p.stat().st_size for p in _tokenizer_files(tokenizer))
+    tok_bytes = sum(p.stat().st_size for p in tokenizer_files(tokenizer))
     shown = tokenizer.relative_to(inside) if inside is not None and _is_within(tokenizer, inside) else tokenizer
     steps.append(f"Copy the tokenizer {shown}/ to tokenizer/ ({TOKENIZER_CLASS}).")
     extra = (f", boundary_ratio {pipeline.boundary_ratio}" if pipeline.boundary_ratio is not None else "") + \
@@ -259,7 +259,7 @@ def _finish_plan(source: str, target: Path, parts: list[_Part], pipeline: _Pipel
                           tuple(parts), pipeline)
 
 
-def _step(part: _Part) -> str:
+def _step(part: Part) -> str:
     what = {"transformer": "transformer/ (WanTransformer3DModel)", "transformer_2": "transformer_2/ (WanTransformer3DModel)",
             "vae": "vae/ (AutoencoderKLWan)", "text_encoder": "text_encoder/ (UMT5EncoderModel)"}[part.role]
     if part.role.startswith("transformer") and part.config and part.config.get("_class_name") == "VaceWanModel":
@@ -269,9 +269,9 @@ def _step(part: _Part) -> str:
     return f"Convert {part.label} to {what}{note}."
 
 
-def _original_parts(root: Path) -> tuple[list[_Part], bool]:
+def _original_parts(root: Path) -> tuple[list[Part], bool]:
     """The parts of an original folder, and whether its DiT has Wan2.1's CLIP image branch."""
-    parts: list[_Part] = []
+    parts: list[Part] = []
     image_branch = False
     folders = [d for d in ("high_noise_model", "low_noise_model") if (root / d).is_dir()]
     if len(folders) == 1:
@@ -282,7 +282,7 @@ def _original_parts(root: Path) -> tuple[list[_Part], bool]:
         files = _dit_files(where)
         if not files:
             raise _Refusal(f"No transformer weights (.safetensors) found in {folder or 'the model folder'}.")
-        config = _read_json(where / "config.json")
+        config = read_json(where / "config.json")
         if config is None:
             raise _Refusal(f"{folder + '/' if folder else ''}config.json is missing or unreadable; download it again.")
         try:
@@ -293,7 +293,7 @@ def _original_parts(root: Path) -> tuple[list[_Part], bool]:
         image_branch = image_branch or any("img_emb.proj.1.weight" in h.tensors for h in headers)
         out = sum(map(_tensor_bytes_out, headers))
         label = f"{folder + '/' if folder else 'the transformer'} ({len(files)} shard{'s' if len(files) != 1 else ''}, {_gb(out)})"
-        parts.append(_Part(role, "dit", tuple(map(str, files)), label, out, config))
+        parts.append(Part(role, "dit", tuple(map(str, files)), label, out, config))
     vaes = [root / n for n in VAE_PTHS if (root / n).is_file()]
     if not vaes:
         raise _Refusal("The VAE (Wan2.1_VAE.pth or Wan2.2_VAE.pth) is missing; download it from the model's page.")
@@ -302,16 +302,16 @@ def _original_parts(root: Path) -> tuple[list[_Part], bool]:
         rows = next((h.shape[0] for h in heads if h is not None), 64)
         vaes = [v for v in vaes if ("2.2" in v.name) == (rows == 48 * 4)]
     vae = vaes[0]
-    parts.append(_Part("vae", "vae", (str(vae),), f"{vae.name} ({_gb(vae.stat().st_size)})", vae.stat().st_size))
+    parts.append(Part("vae", "vae", (str(vae),), f"{vae.name} ({_gb(vae.stat().st_size)})", vae.stat().st_size))
     t5 = root / T5_PTH
     if not t5.is_file():
         raise _Refusal(f"The text encoder {T5_PTH} is missing; download it from the model's page.")
-    parts.append(_Part("text_encoder", "t5", (str(t5),), f"{T5_PTH} ({_gb(t5.stat().st_size)})", t5.stat().st_size))
+    parts.append(Part("text_encoder", "t5", (str(t5),), f"{T5_PTH} ({_gb(t5.stat().st_size)})", t5.stat().st_size))
     return parts, image_branch
 
 
 def _dit_files(folder: Path) -> list[Path]:
-    index = _read_json(folder / "diffusion_pytorch_model.safetensors.index.json")
+    index = read_json(folder / "diffusion_pytorch_model.safetensors.index.json")
     if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
         names = sorted(set(map(str, index["weight_map"].values())))
         missing = [n for n in names if not (folder / n).is_file()]
@@ -322,7 +322,7 @@ def _dit_files(folder: Path) -> list[Path]:
     return files or sorted(folder.glob("*.safetensors"))
 
 
-def _single_file_part(role: str, path: Path) -> tuple[_Part, Any]:
+def _single_file_part(role: str, path: Path) -> tuple[Part, Any]:
     """One named file: check that it is what its role needs; the DiT facts for a transformer."""
     from core.check.dit import dit_facts_from_tensors
     flag = "--" + role.replace("_", "-")
@@ -331,7 +331,7 @@ def _single_file_part(role: str, path: Path) -> tuple[_Part, Any]:
     size = path.stat().st_size
     if path.suffix == ".pth" and role in ("vae", "text_encoder"):
         kind = {"vae": "vae", "text_encoder": "t5"}[role]
-        return _Part(role, kind, (str(path),), f"{path.name} ({_gb(size)})", size), None
+        return Part(role, kind, (str(path),), f"{path.name} ({_gb(size)})", size), None
     if path.suffix != ".safetensors":
         raise _Refusal(f"The file given as {flag} is not a .safetensors file: {path.name}.")
     try:
@@ -346,23 +346,23 @@ def _single_file_part(role: str, path: Path) -> tuple[_Part, Any]:
             raise _Refusal(f"The file given as {flag} is not a Wan transformer: {path.name}.")
         if any(n.endswith(DIT_DIFFUSERS_MARK) for n in names):
             raise _Refusal(f"{path.name} is already in diffusers' naming; put it in a transformer/ folder instead.")
-        return _Part(role, "dit", (str(path),), label, _tensor_bytes_out(header)), facts
+        return Part(role, "dit", (str(path),), label, _tensor_bytes_out(header)), facts
     if role == "vae":
         if not any(n.endswith(WAN_VAE_MARK) for n in names):
             raise _Refusal(f"The file given as --vae is not a Wan VAE: {path.name}.")
-        return _Part(role, "vae", (str(path),), label, _tensor_bytes_out(header)), None
+        return Part(role, "vae", (str(path),), label, _tensor_bytes_out(header)), None
     if not any(n.endswith((WAN_T5_MARK, UMT5_MARK)) for n in names):
         raise _Refusal(f"The file given as --text-encoder is not the umT5 text encoder: {path.name}.")
-    return _Part(role, "t5", (str(path),), label, _tensor_bytes_out(header)), None
+    return Part(role, "t5", (str(path),), label, _tensor_bytes_out(header)), None
 
 
-def _vae_z(part: _Part) -> int | None:
+def _vae_z(part: Part) -> int | None:
     """The latent width of a VAE file: from a .pth's name, or from the header of a .safetensors."""
     path = Path(part.files[0])
     if path.suffix == ".pth":
         return 48 if "2.2" in path.name else 16 if "2.1" in path.name else None
     specs = {n: (t.dtype, t.shape) for n, t in read_header(path).tensors.items()}
-    conv2 = specs.get(_strip_prefix(specs, WAN_VAE_MARK) + "conv2.weight")
+    conv2 = specs.get(strip_prefix(specs, WAN_VAE_MARK) + "conv2.weight")
     return conv2[1][0] if conv2 else None
 
 
@@ -407,7 +407,7 @@ def _defaults(version: str | None, task: str | None, experts: int,
 
 
 def _tensor_bytes_out(header: Any) -> int:
-    return sum(int((t.end - t.start) * (2 if t.dtype in _FP8 else 1)) for n, t in header.tensors.items()
+    return sum(int((t.end - t.start) * (2 if t.dtype in FP8_DTYPES else 1)) for n, t in header.tensors.items()
                if not n.endswith((".scale_weight", *IGNORED_TENSORS)))
 
 

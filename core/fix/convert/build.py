@@ -2,9 +2,9 @@
 
 Usage (inside :mod:`core.fix.convert.write`, before any weight is written)::
 
-    from core.fix.convert.build import _component
+    from core.fix.convert.build import plan_component
 
-    comp, model = _component(part, source.specs)   # a _Component, and its class on ``meta``
+    comp, model = plan_component(part, source.specs)   # a Component, and its class on ``meta``
     [(o.name, o.src, o.dtype, o.shape) for o in comp.outputs]
 
 The DiT's names come from diffusers' own ``convert_wan_transformer_to_diffusers`` and the
@@ -23,16 +23,16 @@ from typing import Any, Callable, Mapping
 from core.fix.convert.keys import (COMFY_PREFIXES, DIT_MARK, IGNORED_TENSORS, T5_TO_UMT5, UMT5_IDENTITY,
                                VAE22_TO_DIFFUSERS, WAN22_VAE_MARK, WAN_T5_MARK, WAN_VAE_MARK, RenameTable, rename,
                                transformer_config, umt5_config, vae21_config, vae22_config)
-from core.fix.convert.read import _FP8, _Part, _torch_dtype
+from core.fix.convert.read import FP8_DTYPES, Part, torch_dtype
 from core.errors import WanError
 from core.check.safetensors_header import DTYPE_BYTES
 
 # The library of each output: diffusers for the DiT and VAE, transformers for the text encoder.
-_DIFFUSERS, _TRANSFORMERS = "diffusers", "transformers"
+DIFFUSERS_LIB, TRANSFORMERS_LIB = "diffusers", "transformers"
 
 
 @dataclass(frozen=True)
-class _Out:
+class OutTensor:
     """One output tensor: its name, dtype and shape, and how to make it from the source."""
 
     name: str
@@ -51,15 +51,15 @@ class _Out:
 
 
 @dataclass(frozen=True)
-class _Component:
+class Component:
     folder: str
     library: str
     class_name: str
     config: dict[str, Any]
-    outputs: tuple[_Out, ...]
+    outputs: tuple[OutTensor, ...]
 
 
-def _strip_prefix(specs: Mapping[str, tuple[str, tuple[int, ...]]], mark: str) -> str:
+def strip_prefix(specs: Mapping[str, tuple[str, tuple[int, ...]]], mark: str) -> str:
     for prefix in ("", *COMFY_PREFIXES, "first_stage_model.", "vae."):
         if prefix + mark in specs:
             return prefix
@@ -84,7 +84,7 @@ def _fp8_plan(specs: Mapping[str, tuple[str, tuple[int, ...]]], prefix: str
 
 
 def _out_dtype(dtype: str) -> str:
-    return "BF16" if dtype in _FP8 else dtype
+    return "BF16" if dtype in FP8_DTYPES else dtype
 
 
 def _traced(converter: Callable[[dict[str, Any]], dict[str, Any]],
@@ -95,7 +95,7 @@ def _traced(converter: Callable[[dict[str, Any]], dict[str, Any]],
     them, whose shape, stride and offset are replayed on the real tensor.
     """
     import torch
-    meta = {k: torch.empty(shape, dtype=_torch_dtype(dtype), device="meta") for k, (dtype, shape) in plain.items()}
+    meta = {k: torch.empty(shape, dtype=torch_dtype(dtype), device="meta") for k, (dtype, shape) in plain.items()}
     by_id = {id(t): k for k, t in meta.items()}
     converted = converter(dict(meta))
     traced: dict[str, tuple[str, Any]] = {}
@@ -127,12 +127,12 @@ def _renamed(table: RenameTable, plain: Mapping[str, tuple[str, tuple[int, ...]]
     return out
 
 
-def _component(part: _Part, specs: Mapping[str, tuple[str, tuple[int, ...]]]) -> tuple[_Component, Any]:
+def plan_component(part: Part, specs: Mapping[str, tuple[str, tuple[int, ...]]]) -> tuple[Component, Any]:
     """Names, shapes and config of one converted component, checked against its class (built on
     the meta device, and returned)."""
     if part.kind == "dit":
         from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
-        prefix = _strip_prefix(specs, DIT_MARK)
+        prefix = strip_prefix(specs, DIT_MARK)
         plain, scales = _fp8_plan(specs, prefix)
         try:
             config = transformer_config({k: s for k, (_, s) in plain.items()}, part.config)
@@ -141,9 +141,9 @@ def _component(part: _Part, specs: Mapping[str, tuple[str, tuple[int, ...]]]) ->
                            "Check that the file is a whole Wan transformer.") from None
         mapping = _traced(convert_wan_transformer_to_diffusers, plain)
         vace = "vace_layers" in config
-        library, cls = _DIFFUSERS, "WanVACETransformer3DModel" if vace else "WanTransformer3DModel"
+        library, cls = DIFFUSERS_LIB, "WanVACETransformer3DModel" if vace else "WanTransformer3DModel"
     elif part.kind == "vae":
-        prefix = _strip_prefix(specs, WAN_VAE_MARK)
+        prefix = strip_prefix(specs, WAN_VAE_MARK)
         plain, scales = _fp8_plan(specs, prefix)
         shapes = {k: s for k, (_, s) in plain.items()}
         if WAN22_VAE_MARK in plain:
@@ -151,7 +151,7 @@ def _component(part: _Part, specs: Mapping[str, tuple[str, tuple[int, ...]]]) ->
         else:
             from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
             config, mapping = vae21_config(shapes), _traced(convert_wan_vae_to_diffusers, plain)
-        library, cls = _DIFFUSERS, "AutoencoderKLWan"
+        library, cls = DIFFUSERS_LIB, "AutoencoderKLWan"
     else:
         prefix = ""
         plain, scales = _fp8_plan(specs, prefix)
@@ -159,20 +159,20 @@ def _component(part: _Part, specs: Mapping[str, tuple[str, tuple[int, ...]]]) ->
         shapes = {k: s for k, (_, s) in plain.items()}
         config = umt5_config(shapes, original)
         mapping = _renamed(T5_TO_UMT5 if original else UMT5_IDENTITY, plain, "text encoder")
-        library, cls = _TRANSFORMERS, "UMT5EncoderModel"
+        library, cls = TRANSFORMERS_LIB, "UMT5EncoderModel"
     outputs = []
     for new, (old, view) in mapping.items():
         dtype, shape = plain[old]
-        outputs.append(_Out(new, prefix + old, _out_dtype(dtype), tuple(view[0]) if view else shape,
+        outputs.append(OutTensor(new, prefix + old, _out_dtype(dtype), tuple(view[0]) if view else shape,
                             view, scales.get(old)))
-    comp = _Component(part.role, library, cls, config, tuple(outputs))
+    comp = Component(part.role, library, cls, config, tuple(outputs))
     return comp, _check_against_class(comp, part.label)
 
 
-def _empty_model(comp: _Component) -> Any:
+def _empty_model(comp: Component) -> Any:
     """The component's class built on the meta device: names, shapes and config, no memory."""
     import torch
-    if comp.library == _TRANSFORMERS:
+    if comp.library == TRANSFORMERS_LIB:
         import transformers
         config = transformers.UMT5Config(**comp.config)
         with torch.device("meta"):
@@ -182,7 +182,7 @@ def _empty_model(comp: _Component) -> Any:
         return getattr(diffusers, comp.class_name)(**comp.config)
 
 
-def _check_against_class(comp: _Component, label: str) -> Any:
+def _check_against_class(comp: Component, label: str) -> Any:
     model = _empty_model(comp)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tied = set(getattr(model, "_tied_weights_keys", None) or ())

@@ -2,9 +2,9 @@
 
 Usage (inside :mod:`core.fix.convert.write`; torch is imported only when tensors are loaded)::
 
-    from core.fix.convert.read import _open
+    from core.fix.convert.read import open_part
 
-    source = _open(part)                  # a planned _Part: .safetensors shards, or one .pth
+    source = open_part(part)                  # a planned Part: .safetensors shards, or one .pth
     try:
         dtype, shape = source.specs[name]  # every tensor's safetensors dtype and shape
         tensor = source.read(name)         # that one tensor, on the CPU
@@ -38,7 +38,7 @@ PTH_WINDOW_BYTES = 1 << 30           # re-open a .pth after reading this much, t
 
 
 @dataclass(frozen=True)
-class _Part:
+class Part:
     """One weights component to convert: where it comes from and what it becomes."""
 
     role: str                       # transformer, transformer_2, vae, text_encoder
@@ -49,22 +49,22 @@ class _Part:
     config: Mapping[str, Any] | None = None   # an original DiT's config.json
 
 
-_ST_TO_TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+ST_TO_TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
                 "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-_FP8 = ("F8_E4M3", "F8_E5M2")
+FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 
 
-def _torch_dtype(name: str) -> "torch.dtype":
+def torch_dtype(name: str) -> "torch.dtype":
     import torch
-    if name not in _ST_TO_TORCH:
+    if name not in ST_TO_TORCH:
         raise WanError(f"Tensors of type {name} cannot be converted.", "Use a float16, bfloat16 or float32 file.")
-    return getattr(torch, _ST_TO_TORCH[name])
+    return getattr(torch, ST_TO_TORCH[name])
 
 
 def _st_dtype(dtype: "torch.dtype") -> str:
     name = str(dtype).removeprefix("torch.")
-    for st, tn in _ST_TO_TORCH.items():
+    for st, tn in ST_TO_TORCH.items():
         if tn == name:
             return st
     raise WanError(f"Tensors of type {name} cannot be converted.", "Use a float16, bfloat16 or float32 file.")
@@ -112,7 +112,7 @@ class _SafetensorsSource:
             if not got:
                 raise WanError(f"{Path(fh.name).name} ended early while reading {name}.", "Download it again.")
             done += got
-        return buf.view(_torch_dtype(dtype)).reshape(shape)
+        return buf.view(torch_dtype(dtype)).reshape(shape)
 
     def close(self) -> None:
         for fh in self._handles:
@@ -173,18 +173,18 @@ def _load_pth(path: str) -> dict[str, Any]:
     return obj
 
 
-def _open(part: _Part) -> _SafetensorsSource | _PickleSource:
+def open_part(part: Part) -> _SafetensorsSource | _PickleSource:
     if part.files[0].endswith(".pth"):
         return _PickleSource(part.files[0])
     return _SafetensorsSource(part.files)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
-def _tokenizer_files(folder: Path) -> list[Path]:
+def tokenizer_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.stat().st_size <= TOKENIZER_MAX_FILE)

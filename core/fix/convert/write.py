@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from core.atomic import fsync_dir
-from core.fix.convert.build import _DIFFUSERS, _TRANSFORMERS, _Component, _component, _Out
+from core.fix.convert.build import DIFFUSERS_LIB, TRANSFORMERS_LIB, Component, plan_component, OutTensor
 from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
-from core.fix.convert.read import _ST_TO_TORCH, _open, _Part, _read_json, _tokenizer_files, _torch_dtype
+from core.fix.convert.read import ST_TO_TORCH, open_part, Part, read_json, tokenizer_files, torch_dtype
 from core.errors import WanError, explain
 from core.progress import Progress
 from core.check.safetensors_header import DTYPE_BYTES
@@ -52,7 +52,7 @@ PAUSE_ENV = "WAN_COMPAT_CONVERT_PAUSE_AFTER"
 PAUSE_SECONDS_ENV = "WAN_COMPAT_CONVERT_PAUSE_SECONDS"
 
 # The weights file stem of each library's output.
-_STEM = {_DIFFUSERS: "diffusion_pytorch_model", _TRANSFORMERS: "model"}
+_STEM = {DIFFUSERS_LIB: "diffusion_pytorch_model", TRANSFORMERS_LIB: "model"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class _Pipeline:
     tokenizer: str
 
 
-def write_folder(target: Path, parts: tuple[_Part, ...], pipeline: _Pipeline, bytes_needed: int,
+def write_folder(target: Path, parts: tuple[Part, ...], pipeline: _Pipeline, bytes_needed: int,
                  progress: Progress) -> Path:
     """Write the converted folder ``target`` and return it; raises WanError (a sentence and a remedy).
 
@@ -103,7 +103,7 @@ def write_folder(target: Path, parts: tuple[_Part, ...], pipeline: _Pipeline, by
 class _Writer:
     """Carries out a plan into the partial folder: weights, configs, tokenizer, scheduler, index."""
 
-    def __init__(self, parts: tuple[_Part, ...], pipeline: _Pipeline, folder: Path, progress: Progress) -> None:
+    def __init__(self, parts: tuple[Part, ...], pipeline: _Pipeline, folder: Path, progress: Progress) -> None:
         self.parts = parts
         self.pipeline = pipeline
         self.folder = folder
@@ -117,36 +117,36 @@ class _Writer:
     def run(self) -> None:
         planned = []
         for part in self.parts:          # every name and shape checked before any weight is written
-            source = _open(part)
+            source = open_part(part)
             try:
-                planned.append(_component(part, source.specs))
+                planned.append(plan_component(part, source.specs))
             finally:
                 source.close()
         components = [comp for comp, _ in planned]
         self._check_pair(components)
         for part, (comp, model) in zip(self.parts, planned):
-            source = _open(part)
+            source = open_part(part)
             try:
                 self._write_component(comp, model, source, part)
             finally:
                 source.close()
         self._write_rest(components)
 
-    def _check_pair(self, comps: list[_Component]) -> None:
+    def _check_pair(self, comps: list[Component]) -> None:
         dits = [c for c in comps if c.folder.startswith("transformer")]
         te = next((c for c in comps if c.folder == "text_encoder"), None)
         if dits and te and dits[0].config["text_dim"] != te.config["d_model"]:
             raise WanError(f"The text encoder gives {te.config['d_model']}-wide embeddings but the transformer expects "
                            f"{dits[0].config['text_dim']}.", "Use the umT5-XXL text encoder that came with the model.")
 
-    def _write_component(self, comp: _Component, model: Any, source: Any, part: _Part) -> None:
+    def _write_component(self, comp: Component, model: Any, source: Any, part: Part) -> None:
         folder = self.folder / comp.folder
         folder.mkdir()
-        if comp.library == _DIFFUSERS:
+        if comp.library == DIFFUSERS_LIB:
             model.save_config(folder)
         else:
             model.config.architectures = [comp.class_name]
-            model.config.dtype = _ST_TO_TORCH.get(comp.outputs[0].dtype, "float32")
+            model.config.dtype = ST_TO_TORCH.get(comp.outputs[0].dtype, "float32")
             model.config.save_pretrained(folder)
         stem = _STEM[comp.library]
         shards = _split(comp.outputs, MAX_SHARD_BYTES)
@@ -160,7 +160,7 @@ class _Writer:
             index = {"metadata": {"total_size": sum(o.nbytes for o in comp.outputs)}, "weight_map": weight_map}
             _write_json(folder / f"{stem}.safetensors.index.json", index)
 
-    def _write_shard(self, path: Path, shard: list[_Out], source: Any, part: _Part) -> None:
+    def _write_shard(self, path: Path, shard: list[OutTensor], source: Any, part: Part) -> None:
         header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
         offset = 0
         for o in shard:
@@ -174,27 +174,27 @@ class _Writer:
             for o in shard:
                 tensor = _materialise(o, source)
                 if tensor.numel():
-                    fh.write(memoryview(tensor.reshape(-1).view(_torch_dtype("U8")).numpy()))
+                    fh.write(memoryview(tensor.reshape(-1).view(torch_dtype("U8")).numpy()))
                 del tensor
                 self._tick(o, part)
             fh.flush()
             os.fsync(fh.fileno())
 
-    def _tick(self, out: _Out, part: _Part) -> None:
+    def _tick(self, out: OutTensor, part: Part) -> None:
         self.done += out.nbytes
         self.tensors += 1
         self.progress.emit(STAGE, f"{part.role}: {out.name}", min(99.0, 100.0 * self.done / self.total))
         if self.pause_after is not None and self.tensors == self.pause_after:
             _pause_if_asked(str(self.tensors))
 
-    def _write_rest(self, comps: list[_Component]) -> None:
+    def _write_rest(self, comps: list[Component]) -> None:
         pipe = self.pipeline
         self.progress.emit(STAGE, "Copying the tokenizer and writing the scheduler and model_index.json", 99.0)
         tok = self.folder / "tokenizer"
         tok.mkdir()
-        for f in _tokenizer_files(Path(pipe.tokenizer)):
+        for f in tokenizer_files(Path(pipe.tokenizer)):
             shutil.copyfile(f, tok / f.name)
-        config = _read_json(tok / "tokenizer_config.json")
+        config = read_json(tok / "tokenizer_config.json")
         config = config if isinstance(config, dict) else {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
         config["tokenizer_class"] = TOKENIZER_CLASS
         _write_json(tok / "tokenizer_config.json", config)
@@ -203,7 +203,7 @@ class _Writer:
         _write_json(self.folder / "model_index.json", _model_index(pipe, comps))
 
 
-def _model_index(pipe: _Pipeline, comps: list[_Component]) -> dict[str, Any]:
+def _model_index(pipe: _Pipeline, comps: list[Component]) -> dict[str, Any]:
     import diffusers
     by_folder = {c.folder: [c.library, c.class_name] for c in comps}
     index: dict[str, Any] = {"_class_name": pipe.pipeline_class, "_diffusers_version": diffusers.__version__}
@@ -211,9 +211,9 @@ def _model_index(pipe: _Pipeline, comps: list[_Component]) -> dict[str, Any]:
         index.update(image_encoder=[None, None], image_processor=[None, None])
     index.update(
         boundary_ratio=pipe.boundary_ratio,
-        scheduler=[_DIFFUSERS, "UniPCMultistepScheduler"],
+        scheduler=[DIFFUSERS_LIB, "UniPCMultistepScheduler"],
         text_encoder=by_folder["text_encoder"],
-        tokenizer=[_TRANSFORMERS, TOKENIZER_CLASS],
+        tokenizer=[TRANSFORMERS_LIB, TOKENIZER_CLASS],
         transformer=by_folder["transformer"],
         transformer_2=by_folder.get("transformer_2", [None, None]),
         vae=by_folder["vae"],
@@ -223,13 +223,13 @@ def _model_index(pipe: _Pipeline, comps: list[_Component]) -> dict[str, Any]:
     return dict(sorted(index.items()))
 
 
-def _materialise(out: _Out, source: Any) -> "torch.Tensor":
+def _materialise(out: OutTensor, source: Any) -> "torch.Tensor":
     """The output tensor: read, viewed, dequantised or cast as planned; contiguous."""
     import torch
     tensor = source.read(out.src)
     if out.view is not None:
         tensor = tensor.as_strided(*out.view)
-    target = _torch_dtype(out.dtype)
+    target = torch_dtype(out.dtype)
     if out.scale is not None:
         scale = source.read(out.scale).to(torch.float32)
         tensor = (tensor.to(torch.float32) * scale).to(target)
@@ -241,9 +241,9 @@ def _materialise(out: _Out, source: Any) -> "torch.Tensor":
     return tensor
 
 
-def _split(outputs: tuple[_Out, ...], limit: int) -> list[list[_Out]]:
+def _split(outputs: tuple[OutTensor, ...], limit: int) -> list[list[OutTensor]]:
     """Shards in source order; within a shard, wider dtypes first so that every tensor is aligned."""
-    shards: list[list[_Out]] = [[]]
+    shards: list[list[OutTensor]] = [[]]
     size = 0
     for o in outputs:
         if shards[-1] and size + o.nbytes > limit:
