@@ -88,10 +88,10 @@ def main() -> int:
         for name, folder in cases.items():
             report = inspect(folder)
             assert report.loadable, name
-            seconds = median_seconds(lambda: inspect(folder), args.runs)
-            floor = median_seconds(lambda: safetensors_floor(folder), args.runs)
-            decode_floor = median_seconds(lambda: read_headers_floor(folder), args.runs)
-            io_floor = median_seconds(lambda: read_headers_floor(folder, parse=False), args.runs)
+            seconds = median_seconds(lambda f=folder: inspect(f), args.runs)
+            floor = median_seconds(lambda f=folder: safetensors_floor(f), args.runs)
+            decode_floor = median_seconds(lambda f=folder: read_headers_floor(f), args.runs)
+            io_floor = median_seconds(lambda f=folder: read_headers_floor(f, parse=False), args.runs)
             size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
             results.append({"name": name, "seconds": round(seconds, 5), "bytes_read": report.bytes_read,
                             "floor_bytes": read_headers_floor(folder), "floor_seconds": round(floor, 5),

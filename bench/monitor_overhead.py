@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from core.demo import write_demo_model  # noqa: E402
+from core.monitor import get_performance_monitor  # noqa: E402
 from core.run.generation import GenerationConfig  # noqa: E402
 from core.run.load import WanPipelineLoader  # noqa: E402
-from core.monitor import get_performance_monitor  # noqa: E402
 
 CONFIG = GenerationConfig(prompt="a red fox running through deep snow", negative_prompt="blurry", width=128,
                           height=128, num_frames=33, num_inference_steps=4, guidance_scale=5.0, seed=1234)

@@ -477,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder = write_demo_model(name, out)
             state = "already complete" if was_complete else "written"
             print(f"{name}: {state} {folder} ({format_bytes(_folder_size(folder))})", flush=True)
-    except Exception as exc:  # any failure becomes one sentence with a remedy
+    except Exception as exc:  # noqa: BLE001 - any failure becomes one sentence with a remedy
         err = explain(exc)
         print(f"Could not write the demo models: {err}", file=sys.stderr)
         return 1

@@ -22,9 +22,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from core.config import AppConfig, load_config
 from core.run.hardware import HardwareInfo, probe, torch_facts_subprocess
@@ -261,7 +262,7 @@ def check_ffmpeg(get_exe: Callable[[], str] | None = None) -> Check:
         exe = get_exe()
     except ImportError:
         return Check("ffmpeg", "error", "imageio-ffmpeg is not installed, so videos cannot be saved as MP4.", remedy)
-    except Exception as exc:  # imageio-ffmpeg raises RuntimeError when its binary is missing
+    except Exception as exc:  # noqa: BLE001 - imageio-ffmpeg raises RuntimeError when its binary is missing
         return Check("ffmpeg", "error", f"ffmpeg was not found: {exc}", remedy)
     return Check("ffmpeg", "ok", f"{_ffmpeg_version(exe) or 'ffmpeg'} at {exe}")
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import inspect
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 STAGES = ("check", "load", "plan", "encode", "denoise", "decode", "write", "fix", "convert", "done")
 
@@ -77,7 +78,7 @@ class Progress:
     """
 
     def __init__(self, callback: AnyCallback = None, start: float = 0.0, end: float = 100.0,
-                 _shared: "_State | None" = None) -> None:
+                 _shared: _State | None = None) -> None:
         if isinstance(callback, Progress):
             _shared, start, end = callback._state, callback._map(start), callback._map(end)
             callback = None
@@ -88,7 +89,7 @@ class Progress:
         percent = min(100.0, max(0.0, float(percent)))
         return self._start + (self._end - self._start) * percent / 100.0
 
-    def span(self, start: float, end: float) -> "Progress":
+    def span(self, start: float, end: float) -> Progress:
         """A view of this progress whose 0-100 covers ``start``-``end`` of this one."""
         return Progress(None, self._map(start), self._map(end), _shared=self._state)
 

@@ -24,9 +24,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 # PyTorch's CUDA builds of torch 2.12/2.13, newest first: (tag, lowest driver major, lowest
@@ -244,7 +244,7 @@ def torch_facts() -> dict:
     """Import torch in this Python and report its version, CUDA build and whether it sees a GPU."""
     try:
         import torch  # noqa: PLC0415 - the check is whether this works
-    except Exception as exc:  # a broken install raises anything (OSError for DLLs)
+    except Exception as exc:  # noqa: BLE001 - a broken install raises anything (OSError for DLLs)
         return {"version": "(cannot be imported)", "cuda": None, "available": False,
                 "error": first_line(str(exc)) or type(exc).__name__}
     return {"version": torch.__version__, "cuda": torch.version.cuda,

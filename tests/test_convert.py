@@ -25,10 +25,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core.fix.convert import plan_assembly, plan_conversion  # noqa: E402
-from core.fix.convert.keys import T5_TO_UMT5, VAE22_TO_DIFFUSERS, rename  # noqa: E402
 from core.check.detect import inspect  # noqa: E402
 from core.errors import WanError  # noqa: E402
+from core.fix.convert import plan_assembly, plan_conversion  # noqa: E402
+from core.fix.convert.keys import T5_TO_UMT5, VAE22_TO_DIFFUSERS, rename  # noqa: E402
 from tests.sparse.original_keys import umt5_original_keys, wan21_vae_keys, wan22_vae_keys, wan_dit_keys  # noqa: E402
 from tests.sparse.original_layout import T5_PTH, VAE_PTH, original_config  # noqa: E402
 from tests.sparse.specs import ModelSpec  # noqa: E402
@@ -46,11 +46,11 @@ TINY = {
 
 # --------------------------------------------------------------------------- builders
 
-def _randn(shape: tuple[int, ...], gen: "torch.Generator", scale: float = 0.3) -> "torch.Tensor":
+def _randn(shape: tuple[int, ...], gen: torch.Generator, scale: float = 0.3) -> torch.Tensor:
     return torch.randn(shape, generator=gen) * scale
 
 
-def tiny_dit(spec: ModelSpec, seed: int) -> dict[str, "torch.Tensor"]:
+def tiny_dit(spec: ModelSpec, seed: int) -> dict[str, torch.Tensor]:
     """An original-name Wan DiT of ``spec`` (one expert), text width TEXT_DIM, random values."""
     gen = torch.Generator().manual_seed(seed)
     keys = wan_dit_keys(spec, "F32")
@@ -86,7 +86,7 @@ def tiny_vae_model(kind: str, seed: int) -> Any:
     return vae.eval()
 
 
-def tiny_vae_original(vae: Any, kind: str) -> dict[str, "torch.Tensor"]:
+def tiny_vae_original(vae: Any, kind: str) -> dict[str, torch.Tensor]:
     """The same weights under the original names (the inverse of the name mapping)."""
     sd = vae.state_dict()
     if kind == "wan2.2":
@@ -97,7 +97,7 @@ def tiny_vae_original(vae: Any, kind: str) -> dict[str, "torch.Tensor"]:
     return {inverse[k]: v.clone() for k, v in sd.items()}
 
 
-def tiny_t5(vocab: int, seed: int) -> dict[str, "torch.Tensor"]:
+def tiny_t5(vocab: int, seed: int) -> dict[str, torch.Tensor]:
     """Wan's T5 encoder names (``umt5_original_keys``) at tiny widths, bfloat16 like the real file."""
     gen = torch.Generator().manual_seed(seed)
     inner = T5_HEADS * T5_DKV
@@ -123,7 +123,7 @@ def write_tokenizer(folder: Path) -> int:
     return len(tok)
 
 
-def save_shards(folder: Path, tensors: dict[str, "torch.Tensor"], shards: int = 2) -> None:
+def save_shards(folder: Path, tensors: dict[str, torch.Tensor], shards: int = 2) -> None:
     """``diffusion_pytorch_model-0000i-of-0000n.safetensors`` + index, as the official repositories."""
     from safetensors.torch import save_file
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,7 @@ def diffusers_transformer_config(spec: ModelSpec) -> dict[str, Any]:
                 image_dim=None, added_kv_proj_dim=None, rope_max_seq_len=1024)
 
 
-def reference_transformer(spec: ModelSpec, state: dict[str, "torch.Tensor"], tmp: Path) -> Any:
+def reference_transformer(spec: ModelSpec, state: dict[str, torch.Tensor], tmp: Path) -> Any:
     """diffusers' own conversion: ``from_single_file`` with a local config, never the hub."""
     from diffusers import WanTransformer3DModel
     cfg = tmp / "ref_transformer" / "transformer"
@@ -187,7 +187,7 @@ def reference_transformer(spec: ModelSpec, state: dict[str, "torch.Tensor"], tmp
                                                   config=str(cfg.parent), subfolder="transformer").eval()
 
 
-def reference_vae21(state: dict[str, "torch.Tensor"], vae_model: Any, tmp: Path) -> Any:
+def reference_vae21(state: dict[str, torch.Tensor], vae_model: Any, tmp: Path) -> Any:
     from diffusers import AutoencoderKLWan
     cfg = tmp / "ref_vae" / "vae"
     cfg.mkdir(parents=True, exist_ok=True)
@@ -196,11 +196,11 @@ def reference_vae21(state: dict[str, "torch.Tensor"], vae_model: Any, tmp: Path)
                                              config=str(cfg.parent), subfolder="vae").eval()
 
 
-def _rms(x: "torch.Tensor", w: "torch.Tensor", eps: float = 1e-6) -> "torch.Tensor":
+def _rms(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w.float()
 
 
-def _bucket(rel: "torch.Tensor", num_buckets: int = T5_BUCKETS, max_dist: int = 128) -> "torch.Tensor":
+def _bucket(rel: torch.Tensor, num_buckets: int = T5_BUCKETS, max_dist: int = 128) -> torch.Tensor:
     """Wan's T5RelativeEmbedding._relative_position_bucket, bidirectional."""
     num_buckets //= 2
     buckets = (rel > 0).long() * num_buckets
@@ -212,7 +212,7 @@ def _bucket(rel: "torch.Tensor", num_buckets: int = T5_BUCKETS, max_dist: int = 
     return buckets + torch.where(rel < max_exact, rel, large)
 
 
-def wan_t5_forward(sd: dict[str, "torch.Tensor"], ids: "torch.Tensor") -> "torch.Tensor":
+def wan_t5_forward(sd: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
     """Wan's T5Encoder (wan/modules/t5.py, shared_pos=False) in float32, from its key list.
 
     Per block: x += o(attn(norm1(x)) + relative bias); x += fc2(fc1(h) * gelu_tanh(gate(h))),
@@ -237,14 +237,14 @@ def wan_t5_forward(sd: dict[str, "torch.Tensor"], ids: "torch.Tensor") -> "torch
     return _rms(x, f["norm.weight"])
 
 
-def _dit_inputs(spec: ModelSpec) -> dict[str, "torch.Tensor"]:
+def _dit_inputs(spec: ModelSpec) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(7)
     return dict(hidden_states=torch.randn(1, spec.in_channels, 2, 4, 4, generator=gen),
                 timestep=torch.tensor([500.0]), encoder_hidden_states=torch.randn(1, 6, TEXT_DIM, generator=gen),
                 return_dict=False)
 
 
-def _max_diff(a: "torch.Tensor", b: "torch.Tensor") -> float:
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
@@ -372,6 +372,7 @@ def test_t5_matches_a_forward_pass_of_wans_t5(a14b: Any) -> None:
 def test_t5_rename_table_covers_the_full_size_key_list() -> None:
     from accelerate import init_empty_weights
     from transformers import UMT5Config, UMT5EncoderModel
+
     from core.fix.convert.keys import umt5_config
     full = umt5_original_keys()
     cfg = umt5_config({k: s for k, (_, s) in full.items()}, original=True)
@@ -420,6 +421,7 @@ def test_wan22_vae_mapping_matches_diffusers_z48_at_full_size() -> None:
     """Every original key of the full-size Wan2.2 VAE maps, onto exactly the z48 state dict's shapes."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKLWan
+
     from core.fix.convert.keys import vae22_config
     full = wan22_vae_keys()
     shapes = {k: s for k, (_, s) in full.items()}
@@ -434,6 +436,7 @@ def test_wan22_vae_mapping_matches_diffusers_z48_at_full_size() -> None:
 
 def test_ti2v_transformer_matches_and_generates(ti2v: Any, tmp_path: Path) -> None:
     from diffusers import WanTransformer3DModel
+
     from core.run.generation import GenerationConfig
     from core.run.load import WanPipelineLoader
     _, weights, out = ti2v
@@ -476,7 +479,7 @@ def test_wan21_vace_converts_to_the_vace_transformer(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- single files
 
-def _save_single(path: Path, tensors: dict[str, "torch.Tensor"], prefix: str = "") -> Path:
+def _save_single(path: Path, tensors: dict[str, torch.Tensor], prefix: str = "") -> Path:
     from safetensors.torch import save_file
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({prefix + k: v.contiguous() for k, v in tensors.items()}, path)
@@ -496,9 +499,10 @@ def _umt5_file(path: Path, vocab: int) -> tuple[Path, Any]:
 @pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
 def test_assembly_of_comfyui_files_loads_and_generates(tmp_path: Path, prefix: str) -> None:
     from diffusers import WanTransformer3DModel
+    from transformers import UMT5EncoderModel
+
     from core.run.generation import GenerationConfig
     from core.run.load import WanPipelineLoader
-    from transformers import UMT5EncoderModel
     spec = ModelSpec("tiny_single", None, None, "2.2", "t2v", 256, FFN, LAYERS, 16, 16, experts=2)
     high, low = tiny_dit(spec, 1), tiny_dit(spec, 2)   # width 256: 2 heads of 128, as the files carry no config
     files = tmp_path / "ComfyUI" / "models"

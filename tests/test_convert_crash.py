@@ -27,8 +27,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core.fix.convert import PAUSE_ENV, plan_conversion  # noqa: E402
 from core.check.detect import inspect  # noqa: E402
+from core.fix.convert import PAUSE_ENV, plan_conversion  # noqa: E402
 from tests.test_convert import tree_hash, write_tiny_original  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,8 +11,7 @@ import pytest
 from core.check.detect import ArchitectureDetector, inspect
 from tests.conftest import run_cli
 from tests.sparse.diffusers_layout import write_diffusers_layout, write_hf_cache_layout
-from tests.sparse.original_layout import write_original_layout, write_single_file, write_umt5_single_file, \
-    write_vae_single_file
+from tests.sparse.original_layout import write_original_layout, write_single_file, write_umt5_single_file, write_vae_single_file
 from tests.sparse.other_layouts import FAMILIES, write_other_family
 from tests.sparse.specs import BY_KEY, SPECS, ModelSpec
 

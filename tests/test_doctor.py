@@ -14,9 +14,18 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from core.config import AppConfig, load_config  # noqa: E402
-from core.doctor import (DoctorReport, check_disk, check_ffmpeg, check_gpu,  # noqa: E402
-                         check_package, check_torch, check_vram, nearest_existing, run_doctor,
-                         torch_install_commands)
+from core.doctor import (  # noqa: E402
+    DoctorReport,
+    check_disk,
+    check_ffmpeg,
+    check_gpu,
+    check_package,
+    check_torch,
+    check_vram,
+    nearest_existing,
+    run_doctor,
+    torch_install_commands,
+)
 from core.run.hardware import GpuInfo, HardwareInfo, probe, torch_facts_subprocess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

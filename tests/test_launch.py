@@ -43,14 +43,14 @@ exec %(real)s "$@"
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    for name in ("launch.sh", "requirements.txt", "requirements-test.txt"):
+    for name in ("launch.sh", "requirements.txt", "requirements-test.txt", "pyproject.toml"):
         shutil.copy2(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "launcher", tmp_path / "launcher")
     fake = tmp_path / ".venv" / "bin" / "python"
     fake.parent.mkdir(parents=True)
     fake.write_text(FAKE_PYTHON % {"real": sys.executable}, encoding="utf-8")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    (tmp_path / "app.py").write_text("import sys\nprint('APP', sys.argv[1:])\nsys.exit(3)\n")
+    (tmp_path / "app.py").write_text("import sys\n\nprint('APP', sys.argv[1:])\nsys.exit(3)\n")
     return tmp_path
 
 
@@ -186,18 +186,30 @@ def test_test_mode_runs_pytest_offline_and_passes_its_exit_code(project: Path) -
     tests = project / "tests"
     tests.mkdir()
     (tests / "test_env.py").write_text(
-        "import os\n"
+        "import os\n\n\n"
         "def test_env():\n"
         "    assert os.environ['HF_HUB_OFFLINE'] == '1'\n"
         "    assert os.environ['GRADIO_ANALYTICS_ENABLED'] == 'False'\n"
         "    assert os.environ['WAN_COMPAT_NO_BROWSER']\n"
         "def test_fails():\n"
-        "    assert False\n")
+        "    assert 1 == 2\n")
     run = launch(project, "test", "-k", "not fails", "-p", "no:cacheprovider", WAN_COMPAT_NO_BROWSER="off")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 passed" in run.stdout
     failing = launch(project, "test", "-p", "no:cacheprovider", WAN_COMPAT_NO_BROWSER="off")
     assert failing.returncode == 1
+
+
+def test_test_mode_lints_with_ruff_and_still_runs_the_tests(project: Path) -> None:
+    tests = project / "tests"
+    tests.mkdir()
+    (tests / "test_ok.py").write_text("import os\n\n\ndef test_ok():\n    assert True\n")  # os unused: F401
+    run = launch(project, "test", "-p", "no:cacheprovider", WAN_COMPAT_NO_BROWSER="off")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "F401" in run.stdout + run.stderr and "ruff found the problems above" in run.stderr
+    assert "1 passed" in run.stdout
+    (tests / "test_ok.py").write_text("def test_ok():\n    assert True\n")
+    assert launch(project, "test", "-p", "no:cacheprovider", WAN_COMPAT_NO_BROWSER="off").returncode == 0
 
 
 def test_no_python_is_a_clear_message(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -163,7 +163,8 @@ def test_first_start_with_an_old_driver_refuses_cpu_torch_then_installs_and_skip
     fake_nvidia_smi(project.parent / "nvidia", "575.57.08, 8.6", header_cuda="12.9")
     code, out = run_bat(project, bridge, wine)
     assert code == 1, out
-    assert pip_installs(bridge)[:1] == [["--disable-pip-version-check", "torch==2.13.0", "--index-url", CU126]], (out, bridge.calls)
+    expected = ["--disable-pip-version-check", "torch==2.13.0", "--index-url", CU126]
+    assert pip_installs(bridge)[:1] == [expected], (out, bridge.calls)
     assert "driver 575.57.08" in out and f"TORCH_INDEX_URL={CU126}" in out and "Traceback" not in out
     assert "Press any key" in out, "a failed double-click start pauses so the message can be read"
     assert not (project / ".venv" / ".install-stamp").exists()
@@ -181,13 +182,19 @@ def test_first_start_with_an_old_driver_refuses_cpu_torch_then_installs_and_skip
     assert not any(args[:2] == ["-m", "pip"] and args[2] != "--version" for _, args in bridge.calls[before:])
 
 
+def _windows_python_path(wine) -> str:
+    """The stub python.exe on WINEPATH as Windows writes it (Z:\\...\\python.exe)."""
+    folder = Path(wine["WINEPATH"][2:].replace("\\", "/"))
+    return "Z:" + str(folder / "python.exe").replace("/", "\\")
+
+
 def test_broken_venv_is_recreated_and_pip_failure_explained(bat_project, wine) -> None:
     project, bridge = bat_project
     (project / ".venv" / "Scripts").mkdir(parents=True)
     shutil.copy2(wine["STUB_EXE"], project / ".venv" / "Scripts" / "python.exe")
     code, out = run_bat(project, bridge, wine, FAKE_PIP_MISSING="1", FAKE_PIP_FAIL="1",
                         FAKE_PIP_ERROR="OSError: [Errno 28] No space left on device",
-                        PYTHON='"' + "Z:" + str(Path(wine["WINEPATH"][2:].replace("\\", "/")) / "python.exe").replace("/", "\\") + '"')
+                        PYTHON='"' + _windows_python_path(wine) + '"')
     assert code == 1, out
     assert ".venv is incomplete" in out and "Creating .venv with" in out
     assert [args[:2] for _, args in bridge.calls].count(["-m", "venv"]) == 1

@@ -20,8 +20,15 @@ import pytest
 
 from core import config as app_config
 from core.config import AppConfig, load_config
-from core.monitor import (SCHEMA_VERSION, OperationMetrics, PerformanceMonitor, effectiveness, find_regressions,
-                          get_performance_monitor, model_fingerprint)
+from core.monitor import (
+    SCHEMA_VERSION,
+    OperationMetrics,
+    PerformanceMonitor,
+    effectiveness,
+    find_regressions,
+    get_performance_monitor,
+    model_fingerprint,
+)
 from tests.conftest import REPO, run_cli
 
 MB = 2**20
@@ -87,7 +94,7 @@ def test_loads_and_generations_record_themselves_and_read_back_after_reopening(
     cancel.set()
     _, cancelled = wrapper.generate_frames(GenerationConfig(**small), cancel=cancel)
     assert cancelled.cancelled
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whichever error: the point is that the failed load is recorded
         WanPipelineLoader().load_wan_pipeline(tmp_path / "no such model")
     get_performance_monitor().close()
 
@@ -141,7 +148,7 @@ def test_a_broken_monitor_never_breaks_a_generation(demo_models_dir: Path, tmp_p
 def test_summary_numbers_match_known_durations(db: Path) -> None:
     monitor = PerformanceMonitor(db)
     sleeps = [0.02, 0.04, 0.06, 0.08, 0.10]
-    for i, seconds in enumerate(sleeps):
+    for seconds in sleeps:
         with monitor.track("generation", model="m", width=32, height=32, frames=5, steps=4) as op:
             time.sleep(seconds)
             op.set(seconds_per_step=seconds / 4)

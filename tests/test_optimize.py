@@ -16,12 +16,22 @@ from pathlib import Path
 import pytest
 
 from core.check.detect import inspect
+from core.check.report import ModelReport
 from core.errors import WanError
 from core.run.hardware import GpuInfo, HardwareInfo
-from core.run.optimize import (ACTIVATION_SLACK, MIB, PLACEMENTS, OptimizationPlan, OptimizationRequest,
-                           _dit_activation_mb, _facts, _vae_activation_mb, check_request_fits, plan_for,
-                           stronger_plan)
-from core.check.report import ModelReport
+from core.run.optimize import (
+    ACTIVATION_SLACK,
+    MIB,
+    PLACEMENTS,
+    OptimizationPlan,
+    OptimizationRequest,
+    _dit_activation_mb,
+    _facts,
+    _vae_activation_mb,
+    check_request_fits,
+    plan_for,
+    stronger_plan,
+)
 from tests.sparse.diffusers_layout import write_diffusers_layout
 from tests.sparse.original_layout import write_original_layout
 from tests.sparse.specs import BY_KEY
@@ -402,6 +412,7 @@ def test_with_model_offload_only_one_expert_is_resident(full: dict[str, ModelRep
 
 def test_ti2v_per_token_timesteps_and_tiling_lower_the_decode(full: dict[str, ModelReport]) -> None:
     from dataclasses import replace
+
     from core.run.optimize import latent_tokens
     facts = _facts(full["wan22_ti2v_5b"])
     assert facts.per_token_timesteps and facts.token_divisor == 32

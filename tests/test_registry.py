@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.check.registry import BUILTIN_PATH, CompatibilityRegistry, ModelRequirements, RegistryError, get_compatibility_registry
 from core.errors import WanError
-from core.check.registry import (BUILTIN_PATH, CompatibilityRegistry, ModelRequirements, RegistryError,
-                           get_compatibility_registry)
 
 ROOT = Path(__file__).resolve().parent.parent
 

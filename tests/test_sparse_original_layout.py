@@ -312,7 +312,7 @@ def test_single_file_fp8_scaled_with_prefix(tmp_path: Path) -> None:
     assert {n.removeprefix("model.diffusion_model.") for n in originals} == set(wan_dit_keys(spec))
     assert path.stat().st_size == pytest.approx(14.3 * GB, rel=0.02)
 
-    from safetensors import safe_open   # the real library accepts the header (scalars, empty marker)
+    from safetensors import safe_open  # the real library accepts the header (scalars, empty marker)
     with safe_open(str(path), framework="pt") as fh:
         assert len(list(fh.keys())) == len(names)
 

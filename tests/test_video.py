@@ -124,7 +124,7 @@ def test_no_metadata_and_foreign_video(tmp_path: Path) -> None:
     out = write_mp4(gradient(5, 64, 64), tmp_path / "plain.mp4", fps=16)
     assert read_video_info(out).metadata == {}
     assert json.loads((tmp_path / "plain.json").read_text()) == {}
-    import imageio_ffmpeg                                        # a video made elsewhere
+    import imageio_ffmpeg  # a video made elsewhere
     foreign = tmp_path / "foreign.mp4"
     writer = imageio_ffmpeg.write_frames(str(foreign), (64, 64), fps=10, ffmpeg_log_level="error")
     writer.send(None)

@@ -16,8 +16,9 @@ import json
 import os
 import statistics
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from core.monitor.context import plan_label
 from core.units import format_mib

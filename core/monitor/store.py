@@ -19,10 +19,11 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from core.monitor.context import plan_label
 

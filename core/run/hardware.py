@@ -21,8 +21,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 MB = 2**20
 
@@ -168,7 +169,7 @@ def _torch_facts_here(problems: list[str]) -> tuple[str | None, str | None, list
                 gpus.append(GpuInfo(i, str(props.name), int(props.total_memory) // MB, free,
                                     cap, bf16_from_capability(cap)))
         return version, cuda, gpus
-    except Exception as exc:  # a half-broken torch must not break the probe
+    except Exception as exc:  # noqa: BLE001 - a half-broken torch must not break the probe
         problems.append(f"torch could not describe the GPUs: {type(exc).__name__}: {exc}.")
         return None, None, gpus
 

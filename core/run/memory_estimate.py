@@ -99,11 +99,12 @@ autocast, while we plan diffusers' advised fp32 VAE, which is the 1.3B's peak (1
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
-from core.run.hardware import GpuInfo, HardwareInfo
 from core.check.report import ComponentReport, ModelReport
+from core.run.hardware import GpuInfo, HardwareInfo
 
 __all__ = ["ACTIVATION_SLACK", "BASE_RAM_MB", "BYTES", "CUDA_OVERHEAD_MB", "DIT_DIM_FACTOR", "DIT_FFN_FACTOR",
            "DIT_PER_TOKEN_TIMESTEP_FACTOR", "GROUP_OFFLOAD_BLOCKS_PER_GROUP", "GROUP_OFFLOAD_RESIDENT_GROUPS",

@@ -18,8 +18,8 @@ import importlib.metadata
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import WanError, explain
 from core.check.report import ModelReport
+from core.errors import WanError, explain
 
 # Components each pipeline needs to run (beyond these, model_index.json may list more).
 REQUIRED_COMPONENTS: dict[str, tuple[str, ...]] = {

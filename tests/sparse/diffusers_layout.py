@@ -28,10 +28,11 @@ import itertools
 import json
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from tests.sparse.specs import SPECS, ModelSpec
 from tests.sparse.writer import tensor_bytes, write_sparse_safetensors
@@ -198,7 +199,7 @@ def _key(config: Mapping[str, Any]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _diffusers_model(class_name: str, config_key: str) -> tuple[TensorTable, str]:
     """State-dict table and ``config.json`` text of a diffusers model built on the meta device."""
     import diffusers
@@ -210,7 +211,7 @@ def _diffusers_model(class_name: str, config_key: str) -> tuple[TensorTable, str
     return table, model.to_json_string()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transformers_model(class_name: str, config_key: str) -> tuple[TensorTable, Mapping[str, Any]]:
     """State-dict table (tied copies dropped, as save_pretrained does) and config of a transformers model."""
     import transformers
@@ -385,7 +386,7 @@ def model_index(spec: ModelSpec) -> dict[str, Any]:
     return index
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scheduler_json(flow_shift: float) -> str:
     from diffusers import UniPCMultistepScheduler
 

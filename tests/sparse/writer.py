@@ -16,8 +16,8 @@ import json
 import math
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from core.check.safetensors_header import DTYPE_BYTES
 
