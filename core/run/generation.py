@@ -49,6 +49,18 @@ class GenerationConfig:
     fps: int | None = None
     image: Any = None              # a path or a PIL image (image-to-video, TI2V)
     last_image: Any = None         # FLF2V: the last frame
+    # Task inputs, in diffusers' argument names (core.run.tasks says which task takes which):
+    video: Any = None              # video-to-video source, or VACE control video (path, frames folder, PIL list)
+    mask: Any = None               # VACE: white = generate, black = keep
+    reference_images: Any = None   # VACE: a list of images (paths or PIL)
+    conditioning_scale: float | None = None   # VACE
+    strength: float | None = None  # video-to-video: (0, 1], how much changes
+    pose_video: Any = None         # Animate
+    face_video: Any = None         # Animate
+    background_video: Any = None   # Animate, replace mode
+    mask_video: Any = None         # Animate, replace mode
+    mode: str | None = None        # Animate: "animate" or "replace"
+    segment_frame_length: int | None = None   # Animate
     enable_optimizations: bool = True
     force_chunked_processing: bool = False   # decode the VAE in tiles and slices
     output_path: str | None = None
@@ -73,13 +85,28 @@ class ResolvedSettings:
     enable_optimizations: bool
     force_chunked_processing: bool
     output_path: str | None
+    video: Any = None
+    mask: Any = None
+    reference_images: Any = None
+    conditioning_scale: float | None = None
+    strength: float | None = None
+    pose_video: Any = None
+    face_video: Any = None
+    background_video: Any = None
+    mask_video: Any = None
+    mode: str | None = None
+    segment_frame_length: int | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)   # field -> InputInfo (core.run.inputs), checked
+    notes: tuple[str, ...] = ()                             # e.g. the size taken from the image
 
     def to_metadata(self) -> dict[str, Any]:
         """The JSON-able settings (images by their source, not their pixels)."""
-        data = asdict(self)
-        for key in ("image", "last_image"):
+        from core.run.tasks import INPUTS, describe
+        data = {k: v for k, v in asdict(self).items() if k not in ("inputs", "notes")}
+        for key in INPUTS:
             value = data[key]
-            data[key] = None if value is None else (str(value) if isinstance(value, (str, Path)) else "<image>")
+            data[key] = None if value is None else (str(value) if isinstance(value, (str, Path)) else "<in memory>")
+        data["inputs"] = describe(self.inputs)
         return data
 
 
@@ -131,22 +158,29 @@ def _nearest_multiples(value: int, multiple: int) -> str:
 
 def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSettings | None, list[str]]:
     """Fill unset fields from the model's defaults and check everything; (settings, errors)."""
+    from core.run import tasks
     entry = defaults_for(report)
     default_w, default_h = entry.default_size if entry else FALLBACK["size"]
     errors: list[str] = []
     prompt = (config.prompt or "").strip()
     if not prompt:
         errors.append("The prompt is empty: describe the video you want, e.g. \"A red fox running through snow\".")
+    inputs, input_errors = tasks.check_inputs(config, report)   # files probed: nothing is loaded yet
+    multiple = size_multiple(report)
+    notes: list[str] = []
+    if config.width is None and config.height is None and "image" in inputs and report.task in tasks.IMAGE_SIZED_TASKS:
+        default_w, default_h = tasks.image_size(inputs["image"], (default_w, default_h), multiple)
+        notes.append(f"Size {default_w}x{default_h}: the starting image's aspect ratio at the model's pixel area.")
     width = config.width if config.width is not None else default_w
     height = config.height if config.height is not None else default_h
-    multiple = size_multiple(report)
     for name, value in (("width", width), ("height", height)):
         if not isinstance(value, int) or value < multiple:
             errors.append(f"The {name} must be a whole number of at least {multiple} pixels, not {value!r}.")
         elif value % multiple:
             errors.append(f"The {name} must be a multiple of {multiple} for this model: "
                           f"use {_nearest_multiples(value, multiple)} instead of {value}.")
-    frames = config.num_frames if config.num_frames is not None else (entry.frames if entry else FALLBACK["frames"])
+    frames = config.num_frames if config.num_frames is not None else tasks.default_frames(
+        inputs, entry.frames if entry else FALLBACK["frames"])
     if not isinstance(frames, int) or frames < 1:
         errors.append(f"The number of frames must be a whole number of at least 1, not {frames!r}.")
     elif (frames - 1) % 4:
@@ -167,17 +201,9 @@ def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSett
     fps = config.fps if config.fps is not None else (entry.fps if entry else FALLBACK["fps"])
     if not isinstance(fps, int) or not 1 <= fps <= 120:
         errors.append(f"The frame rate must be a whole number from 1 to 120, not {fps!r}.")
-    if report.task in IMAGE_TASKS and config.image is None:
-        errors.append(f"This is an image-to-video model ({(report.task or '').upper()}): give a starting image.")
-    if config.image is not None and report.task not in IMAGE_TASKS | OPTIONAL_IMAGE_TASKS:
-        errors.append("This text-to-video model takes no image: remove the image, or use an image-to-video model.")
-    if config.last_image is not None and report.task != "flf2v" and report.task != "i2v":
-        errors.append("Only first-and-last-frame models (FLF2V) take a last image.")
-    for label, image in (("starting image", config.image), ("last image", config.last_image)):
-        if isinstance(image, (str, os.PathLike)):
-            problem = _image_problem(Path(image))
-            if problem:
-                errors.append(f"The {label} {image} {problem}")
+    errors += input_errors
+    if isinstance(frames, int) and frames >= 1:
+        errors += tasks.frame_problems(inputs, frames)
     if config.output_path:
         problem = _output_problem(Path(config.output_path))
         if problem:
@@ -192,20 +218,9 @@ def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSett
         height=height, num_inference_steps=steps, guidance_scale=float(guidance),
         guidance_scale_2=None if guidance_2 is None else float(guidance_2), seed=seed, fps=fps,
         image=config.image, last_image=config.last_image, enable_optimizations=config.enable_optimizations,
-        force_chunked_processing=config.force_chunked_processing, output_path=config.output_path), []
-
-
-def _image_problem(path: Path) -> str | None:
-    """Why an image file cannot be used, or None (opened with Pillow, pixels not decoded)."""
-    if not path.is_file():
-        return "does not exist: give the path of a PNG or JPEG file."
-    try:
-        from PIL import Image
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as exc:  # noqa: BLE001 - any reason Pillow gives is the user's answer
-        return f"cannot be read as an image ({type(exc).__name__}): use a PNG or JPEG file."
-    return None
+        force_chunked_processing=config.force_chunked_processing, output_path=config.output_path,
+        **{name: getattr(config, name) for name in (*tasks.INPUTS, *tasks.OPTIONS) if name not in ("image", "last_image")},
+        inputs=inputs, notes=tuple(notes)), []
 
 
 def _output_problem(path: Path) -> str | None:

@@ -145,6 +145,7 @@ class WanPipelineWrapper:
         self.hardware = hardware if hardware is not None else plan.hardware
         self._lock = threading.Lock()
         self._placed: tuple[str, bool] | None = None  # placement hooks in force (applied once)
+        self._task_pipes: dict[str, Any] = {}          # from_pipe pipelines of other tasks (core.run.tasks)
 
     # --- the memory plan ---------------------------------------------------------------
 
@@ -356,7 +357,9 @@ class WanPipelineWrapper:
     def _render(self, s: ResolvedSettings, progress: Progress, cancel: threading.Event | None,
                 warnings: list[str]) -> tuple[Any, GenerationResult]:
         import torch
-        pipe = self.pipeline
+
+        from core.run.tasks import pipeline_kwargs, takes_num_frames, task_pipeline
+        pipe = task_pipeline(self.pipeline, s, self._task_pipes)   # e.g. TI2V + image: from_pipe, no second load
         start = time.perf_counter()
         cuda = torch.cuda.is_available() and self.plan.device == "cuda"
         if cuda:
@@ -372,10 +375,9 @@ class WanPipelineWrapper:
             callback_on_step_end=clock)
         if s.guidance_scale_2 is not None and getattr(pipe, "transformer_2", None) is not None:
             kwargs["guidance_scale_2"] = s.guidance_scale_2
-        if s.image is not None:
-            kwargs["image"] = _load_image(s.image, s.width, s.height)
-        if s.last_image is not None:
-            kwargs["last_image"] = _load_image(s.last_image, s.width, s.height)
+        kwargs.update(pipeline_kwargs(pipe, s, lambda message, done: progress.emit("inputs", message, ENCODE_AT * done)))
+        if not takes_num_frames(pipe):   # video-to-video and Animate: the (cut) input video sets the length
+            del kwargs["num_frames"]
         if self.plan.text_encoder_on_cpu.value and cuda:
             kwargs.update(self._encode_on_cpu(s))
         pipe.set_progress_bar_config(disable=True)
@@ -456,18 +458,6 @@ def _seed_positional(plan: Any, progress: AnyCallback) -> tuple[OptimizationPlan
     if plan is not None and not isinstance(plan, OptimizationPlan) and callable(plan) and progress is None:
         return None, plan
     return plan, progress
-
-
-def _load_image(image: Any, width: int, height: int) -> Any:
-    """A PIL image from a path or an image, resized to the video size."""
-    from PIL import Image
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            image = Image.open(image)
-            image.load()
-        except (OSError, ValueError) as exc:
-            raise WanError(f"The image {image} cannot be read: {exc}.", "Use a PNG or JPEG file.") from exc
-    return image.convert("RGB").resize((width, height))
 
 
 def _default_output(prompt: str, seed: int, outputs_dir: Path | None = None) -> Path:
