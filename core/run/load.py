@@ -103,6 +103,7 @@ class _StepClock:
     last: float = 0.0
     done: int = 0
     ram_peak: float = 0.0
+    guard: Any = None                   # core.run.guard.FiniteGuard: one finite check per step
 
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         now = time.perf_counter()
@@ -111,6 +112,8 @@ class _StepClock:
         expert = None
         if self.boundary_timestep is not None:
             expert = EXPERTS[0] if float(t) >= self.boundary_timestep else EXPERTS[1]
+        if self.guard is not None:
+            self.guard.check_step(self.done, kwargs.get("latents"), expert)
         eta = per_step * (self.steps - self.done)
         said = f" · {expert} expert" if expert else ""
         self.progress.emit("denoise", f"Step {self.done}/{self.steps}{said} · {per_step:.2f} s/step · "
@@ -146,6 +149,7 @@ class WanPipelineWrapper:
         self._lock = threading.Lock()
         self._placed: tuple[str, bool] | None = None  # placement hooks in force (applied once)
         self._task_pipes: dict[str, Any] = {}          # from_pipe pipelines of other tasks (core.run.tasks)
+        self._guard_calls: list[Any] = []
 
     # --- the memory plan ---------------------------------------------------------------
 
@@ -294,9 +298,21 @@ class WanPipelineWrapper:
             return None, GenerationResult(success=False, plan=plan.to_dict(), errors=[
                 plan.refusal or "This request does not fit this machine."])
         self._use(plan)
+        from core.run.guard import NonFiniteStep
+        non_finite: dict[str, Any] | None = None
         for attempt in (1, 2):
             try:
-                return self._render(s, progress, cancel, warnings)
+                frames, result = self._render(s, progress, cancel, warnings)
+                if non_finite is not None:  # the failed attempt, its cause and the retry, for the history
+                    result = replace(result, metadata={**result.metadata, "non_finite": non_finite})
+                return frames, result
+            except NonFiniteStep as failure:
+                from core.run.nonfinite import respond
+                outcome = respond(self, s, failure, self._guard_calls, attempt, progress, warnings)
+                if outcome.result is not None:
+                    return None, outcome.result
+                non_finite = outcome.note
+                continue
             except _Cancelled:
                 return None, GenerationResult(success=False, cancelled=True, warnings=warnings,
                                               plan=self.plan.to_dict(),
@@ -320,6 +336,14 @@ class WanPipelineWrapper:
                 self._reset_placement()
                 self._apply_plan(stronger)      # a new plan object replaces the one in force
         raise AssertionError("unreachable")
+
+    def reload(self, plan: OptimizationPlan) -> None:
+        """Load the model again from its folder with ``plan`` (another precision; drops every hook)."""
+        self.pipeline = None
+        self._placed = None
+        _free_memory()
+        fresh = _load(self.report, plan, Progress(None), False, refuse_unfit=True)
+        self.pipeline, self._placed, self.plan = fresh.pipeline, fresh._placed, fresh.plan
 
     def _plan_for_settings(self, s: ResolvedSettings, plan: OptimizationPlan | None) -> OptimizationPlan:
         """The plan this request runs with: the one given, else the plan in force when it was made
@@ -367,7 +391,10 @@ class WanPipelineWrapper:
         boundary = None
         if getattr(pipe.config, "boundary_ratio", None) is not None and getattr(pipe, "transformer_2", None) is not None:
             boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
-        clock = _StepClock(s.num_inference_steps, boundary, progress.span(*DENOISE), cancel)
+        from core.run.guard import FiniteGuard
+        guard = FiniteGuard(pipe, s.num_inference_steps)
+        self._guard_calls = guard.calls    # the failing step's transformer calls, for the cause finder
+        clock = _StepClock(s.num_inference_steps, boundary, progress.span(*DENOISE), cancel, guard=guard)
         kwargs: dict[str, Any] = dict(
             prompt=s.prompt, negative_prompt=s.negative_prompt, height=s.height, width=s.width,
             num_frames=s.num_frames, num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
@@ -388,8 +415,9 @@ class WanPipelineWrapper:
             clock.start = time.perf_counter()
 
         with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", ENCODE_AT, after=encoded), \
-                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT):
+                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT), guard.watching():
             frames = pipe(**kwargs).frames[0]
+        guard.check_frames(frames)        # before anything is written
         seconds = dict(stages.seconds, denoise=max(0.0, (clock.last or clock.start) - clock.start),
                        total=time.perf_counter() - start)
         metadata = {
@@ -485,6 +513,8 @@ def _record_result(op: Any, result: GenerationResult) -> None:
            error="; ".join(result.errors)[:500] or None)
     if result.plan:
         op.set(plan=result.plan)
+    if meta.get("non_finite"):
+        op.set(non_finite=meta["non_finite"])
     if result.width and result.height:
         op.set(width=result.width, height=result.height, frames=meta.get("num_frames") or result.frames)
     if meta.get("num_inference_steps"):
