@@ -186,7 +186,8 @@ def _generate(args: argparse.Namespace) -> int:
     config = GenerationConfig(prompt=args.prompt, negative_prompt=args.negative, num_frames=args.frames,
                               width=width, height=height, num_inference_steps=args.steps,
                               guidance_scale=args.guidance, guidance_scale_2=args.guidance_2, seed=args.seed,
-                              fps=args.fps, image=args.image, last_image=args.last_image, output_path=args.out)
+                              fps=args.fps, image=args.image, last_image=args.last_image, output_path=args.out,
+                              **{name: getattr(args, name) for name in TASK_FLAGS})
     try:
         report = inspect(args.path)
     except OSError as exc:
@@ -201,8 +202,15 @@ def _generate(args: argparse.Namespace) -> int:
     if errors or settings is None:  # before minutes of loading
         print("\n".join(errors), file=sys.stderr)
         return 2
+    for note in settings.notes:
+        print(f"Note: {note}", file=sys.stderr)
     overrides = {k: v for k, v in (("precision", args.precision), ("offload", args.offload)) if v}
     job = Progress(ProgressBar())
+    if args.gpus not in (None, "1"):  # N ranks over N GPUs (core.run.parallel); None: run here
+        from core.run.parallel import cli_generate
+        code = cli_generate(report, settings, config, overrides, args.gpus, progress=job)
+        if code is not None:
+            return code
     try:
         plan = plan_for_load(report, request=request_for(settings, overrides))
         wrapper = load(report, plan, progress=job.span(0, 30))
@@ -252,6 +260,27 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.main(args.rest)
 
 
+# Task inputs of `generate` (GenerationConfig fields, diffusers' names; see core/run/tasks.py).
+TASK_FLAGS = ("video", "mask", "reference_images", "conditioning_scale", "strength", "pose_video", "face_video",
+              "background_video", "mask_video", "mode", "segment_frame_length")
+
+
+def _task_arguments(gen: argparse.ArgumentParser) -> None:
+    videos = "an MP4/WebM/MOV/GIF file or a folder of frames"
+    gen.add_argument("--video", default=None, help=f"source video (video-to-video, T2V models) or VACE control video: {videos}")
+    gen.add_argument("--strength", type=float, default=None, help="video-to-video: how much changes, in (0, 1]")
+    gen.add_argument("--mask", default=None, help="VACE: mask video (white = generate), with --video")
+    gen.add_argument("--reference", dest="reference_images", action="append", default=None, metavar="IMAGE",
+                     help="VACE: a reference image (repeatable)")
+    gen.add_argument("--conditioning-scale", type=float, default=None, help="VACE: control strength, 0 or more")
+    gen.add_argument("--pose-video", default=None, help=f"Animate: the pose video ({videos})")
+    gen.add_argument("--face-video", default=None, help="Animate: the face video")
+    gen.add_argument("--mode", choices=("animate", "replace"), default=None, help="Animate: animate or replace")
+    gen.add_argument("--background-video", default=None, help="Animate replace mode: the background video")
+    gen.add_argument("--mask-video", default=None, help="Animate replace mode: the mask video")
+    gen.add_argument("--segment-frame-length", type=int, default=None, help="Animate: frames per segment (77)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Wan Compat: check, fix and run Wan video models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -287,9 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--fps", type=int, default=None, help="frames per second of the MP4")
     gen.add_argument("--image", default=None, help="starting image (image-to-video, TI2V)")
     gen.add_argument("--last-image", default=None, help="last frame (FLF2V)")
+    _task_arguments(gen)
     gen.add_argument("--precision", choices=PRECISIONS, default=None)
     gen.add_argument("--offload", choices=OFFLOADS, default=None)
     gen.add_argument("--out", default=None, help="the MP4 to write (default: a new file in the outputs folder)")
+    gen.add_argument("--gpus", default=None, metavar="N|auto",
+                     help="spread one generation over N GPUs (auto: all of them when the model does not fit one)")
     gen.set_defaults(run=_generate)
     perf = sub.add_parser("perf", help="speed and memory history of loads and generations, and slowdowns")
     perf.add_argument("--json", action="store_true", help="print {summary, alerts, effectiveness} as one JSON object")

@@ -85,5 +85,16 @@ def write_task_models(out: Path) -> dict[str, Path]:
         folder = Path(out) / f"tiny_{task}"
         if not (folder / "model_index.json").is_file():
             build_task_pipeline(task).save_pretrained(folder)
+            _published_processor_name(folder / "model_index.json")
         folders[task] = folder
     return folders
+
+
+def _published_processor_name(index_file: Path) -> None:
+    """Without torchvision, transformers 5 saves ``CLIPImageProcessorPil``; the published
+    repositories (and Model Check) say ``CLIPImageProcessor``, which loads the same files."""
+    import json
+    index = json.loads(index_file.read_text())
+    if index.get("image_processor", [None, None])[1] == "CLIPImageProcessorPil":
+        index["image_processor"][1] = "CLIPImageProcessor"
+        index_file.write_text(json.dumps(index, indent=2))

@@ -142,8 +142,9 @@ def _opened(path: Path) -> Any:
     from PIL import Image, UnidentifiedImageError
     try:
         image = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise _bomb(path, None) from exc
+    except Image.DecompressionBombError as exc:   # Pillow's own limit, from the header
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _bomb(path, None, int(claimed.group(1)) if claimed else None) from exc
     except UnidentifiedImageError as exc:
         raise WanError(f"{path} cannot be read as an image: its contents are not PNG, JPEG, WebP or GIF.",
                        _REMEDY_IMAGE) from exc
@@ -155,10 +156,11 @@ def _opened(path: Path) -> Any:
     return image
 
 
-def _bomb(path: Path, size: tuple[int, int] | None) -> WanError:
-    claimed = f"{size[0]}x{size[1]} pixels" if size else "an enormous size"
-    return WanError(f"{path} claims to be {claimed}, more than the {MAX_PIXELS // 10**6} megapixels allowed "
-                    "(possibly a decompression bomb); it was not decoded.",
+def _bomb(path: Path, size: tuple[int, int] | None, pixels: int | None = None) -> WanError:
+    claimed = (f"{size[0]}x{size[1]} pixels" if size else
+               f"{pixels // 10**6} megapixels" if pixels else "an enormous size")
+    return WanError(f"{path} claims to be {claimed} in its header, more than the 8192x8192 allowed "
+                    "(a decompression bomb?); it was not decoded.",
                     "Use an image of at most 8192x8192 pixels.")
 
 

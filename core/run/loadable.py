@@ -37,6 +37,10 @@ def refusal(report: ModelReport, trust_remote_code: bool = False) -> Exception |
         return ValueError(f"{report.path} is not a Wan architecture model "
                           f"(detected: {report.architecture_type.value}); load it with diffusers' "
                           "DiffusionPipeline.from_pretrained instead.")
+    if report.task == "s2v":
+        return WanError("Wan2.2 speech-to-video (S2V) cannot run here: diffusers has no pipeline for it yet, "
+                        "so nothing was loaded.",
+                        "Run it with generate.py from the Wan2.2 repository (github.com/Wan-Video/Wan2.2).")
     if report.layout is not Layout.DIFFUSERS:
         return WanError(f"This Wan model is in the {report.layout.value.replace('_', ' ')} layout, which diffusers "
                         "cannot load directly.",

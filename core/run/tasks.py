@@ -105,7 +105,8 @@ def check_inputs(config: Any, report: Any) -> tuple[dict[str, InputInfo], list[s
     taken = TASK_INPUTS.get(task, ())
     for field, spec in INPUTS.items():
         if _value(config, field) is not None and field not in taken:
-            errors.append(f"This {name} model takes no {spec.label.removeprefix('starting ')} ({spec.flag}): only {spec.takers} do; "
+            what = spec.label.removeprefix("starting ")
+            errors.append(f"This {name} model takes no {what} ({spec.flag}): only {spec.takers} do; "
                           "remove it or choose such a model.")
     for field, (tasks, flag, takers) in OPTIONS.items():
         if _value(config, field) is not None and task not in tasks:
