@@ -211,11 +211,6 @@ def _generate(args: argparse.Namespace) -> int:
         code = cli_generate(report, settings, config, overrides, args.gpus, progress=job)
         if code is not None:
             return code
-    if args.gpus not in (None, "1"):  # N ranks over N GPUs (core.run.parallel); None: run here
-        from core.run.parallel import cli_generate
-        code = cli_generate(report, settings, config, overrides, args.gpus, progress=job)
-        if code is not None:
-            return code
     try:
         plan = plan_for_load(report, request=request_for(settings, overrides))
         wrapper = load(report, plan, progress=job.span(0, 30))
@@ -325,8 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--precision", choices=PRECISIONS, default=None)
     gen.add_argument("--offload", choices=OFFLOADS, default=None)
     gen.add_argument("--out", default=None, help="the MP4 to write (default: a new file in the outputs folder)")
-    gen.add_argument("--gpus", default=None, metavar="N|auto",
-                     help="spread one generation over N GPUs (auto: all of them when the model does not fit one)")
     gen.add_argument("--gpus", default=None, metavar="N|auto",
                      help="spread one generation over N GPUs (auto: all of them when the model does not fit one)")
     gen.set_defaults(run=_generate)
