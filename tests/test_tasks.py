@@ -118,3 +118,54 @@ def test_the_default_size_follows_the_image_aspect(task_models: dict, tmp_path: 
     square = noise_image(tmp_path / "square.png", 50, 50)
     settings, _ = resolve(GenerationConfig(prompt="x", image=str(square)), report)
     assert (settings.width, settings.height) == (960, 960)
+
+
+# --------------------------------------------------------------------------- video-to-video, VACE, Animate
+
+def test_video_to_video_equals_the_plain_pipeline_and_cuts_a_longer_video(
+        wrappers: dict, task_models: dict, tmp_path: Path) -> None:
+    source = noise_video(tmp_path / "source.mp4", 7)          # longer than the 5 frames asked: cut
+    events: list = []
+    frames, result = wrappers["t2v"].generate_frames(GenerationConfig(
+        prompt="a red fox", num_inference_steps=STEPS, guidance_scale=5.0, seed=SEED, video=str(source),
+        strength=0.7, width=SIZE, height=SIZE, num_frames=5), progress=events.append)
+    assert result.success, result.errors
+    reference = diffusers.WanVideoToVideoPipeline.from_pretrained(task_models["t2v"])
+    expected = direct(reference, video=decoded_video(source, 5), strength=0.7, width=SIZE, height=SIZE)
+    assert frames.shape == expected.shape == (5, SIZE, SIZE, 3)
+    assert np.abs(frames - expected).max() == 0
+    assert result.metadata["pipeline"] == "WanVideoToVideoPipeline" and result.metadata["inputs"]["video"]["frames"] == 7
+    assert any(e.message == "Reading video: 5/5 frames" for e in events)
+
+
+def test_vace_equals_the_plain_pipeline(wrappers: dict, task_models: dict, tmp_path: Path) -> None:
+    control = noise_video(tmp_path / "control.mp4", 9)
+    mask = noise_video(tmp_path / "mask.mp4", 9, seed=3)
+    ref = noise_image(tmp_path / "ref.png", 48, 64)
+    events: list = []
+    frames, result = wrappers["vace"].generate_frames(GenerationConfig(
+        prompt="a red fox", num_inference_steps=STEPS, guidance_scale=5.0, seed=SEED, video=str(control),
+        mask=str(mask), reference_images=[str(ref)], conditioning_scale=0.8, width=SIZE, height=SIZE),
+        progress=events.append)
+    assert result.success, result.errors
+    from PIL import Image
+    reference = diffusers.WanVACEPipeline.from_pretrained(task_models["vace"])
+    expected = direct(reference, video=decoded_video(control), mask=decoded_video(mask),
+                      reference_images=[Image.open(ref).convert("RGB")], conditioning_scale=0.8,
+                      width=SIZE, height=SIZE, num_frames=9)
+    assert frames.shape == (9, SIZE, SIZE, 3) and np.abs(frames - expected).max() == 0
+    assert any(e.message == "Reading control video: 9/9 frames" for e in events)
+
+
+def test_animate_equals_the_plain_pipeline(wrappers: dict, task_models: dict, tmp_path: Path) -> None:
+    character = noise_image(tmp_path / "character.png")
+    pose = noise_video(tmp_path / "pose.mp4", 5)
+    face = noise_video(tmp_path / "face.mp4", 5, 32, 32, seed=2)
+    frames, result = ours(wrappers["animate"], image=str(character), pose_video=str(pose), face_video=str(face),
+                          segment_frame_length=5, width=SIZE, height=SIZE)
+    from PIL import Image
+    reference = diffusers.WanAnimatePipeline.from_pretrained(task_models["animate"])
+    expected = direct(reference, image=Image.open(character).convert("RGB"), pose_video=decoded_video(pose),
+                      face_video=decoded_video(face), mode="animate", segment_frame_length=5, width=SIZE, height=SIZE)
+    assert frames.shape == (5, SIZE, SIZE, 3) and np.abs(frames - expected).max() == 0
+    assert result.metadata["inputs"]["pose_video"]["frames"] == 5 and result.metadata["mode"] is None
