@@ -162,8 +162,11 @@ _ZIP_LOCK = threading.Lock()
 _ZIP_DIRS: list[str] = []
 
 
-def check_zip(file: Any) -> tuple[str, dict[str, Any]]:
-    """Unpack an uploaded .zip (within ZIP_LIMITS, see core.check.archive) and inspect what is inside."""
+def check_zip(file: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:  # noqa: B008
+    """Unpack an uploaded .zip (within ZIP_LIMITS, see core.check.archive) and inspect what is inside.
+
+    The page shows "Unpacking the .zip: i of n files" while it unpacks (a zip of 9,999 small
+    files takes tens of seconds)."""
     path = file.get("path") if isinstance(file, dict) else file
     if not path:
         return render_prompt(), {}
@@ -172,7 +175,8 @@ def check_zip(file: Any) -> tuple[str, dict[str, Any]]:
     try:
         if not str(path).lower().endswith(".zip"):
             raise WanError(f"{name} is not a .zip file.", "Upload a .zip of the model folder.")
-        folder = extract_zip(path, dest, ZIP_LIMITS)
+        folder = extract_zip(path, dest, ZIP_LIMITS,
+                             progress=lambda event: progress(event.percent / 100, desc=event.message))
         from core.check.detect import inspect
 
         report = inspect(str(folder))
@@ -289,7 +293,7 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
     manifest_send.click(check_manifest, inputs=manifest_box, outputs=outputs, api_name="check_manifest",
                         show_progress="minimal").then(**after)
     zip_file.upload(check_zip, inputs=zip_file, outputs=outputs, api_name="check_zip",
-                    show_progress="minimal").then(**after)
+                    show_progress="full").then(**after)
     if folder_button is not None:
         folder_button.click(lambda: str(folder), outputs=path_box, api_visibility="private").then(
             check_path, inputs=path_box, outputs=outputs, api_visibility="private",

@@ -5,6 +5,7 @@ Usage::
     from core.check.archive import ZipLimits, extract_zip
     folder = extract_zip("Wan2.1-T2V-1.3B.zip", tmp_dir)                 # the model folder inside
     folder = extract_zip(upload, tmp_dir, ZipLimits(max_bytes=200 * 10**6))
+    folder = extract_zip(upload, tmp_dir, progress=lambda event: print(event.percent, event.message))
 
 Nothing in an archive is trusted: a member that would land outside ``dest`` (``../``, an
 absolute path, a drive letter), a link, too many members, too many bytes (declared, and
@@ -17,15 +18,20 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from core.errors import WanError
+from core.progress import Progress, ProgressEvent
 from core.units import format_bytes
 
 CHUNK = 2**20
+PROGRESS_EVERY_S = 0.2
+ProgressCallback = Callable[[ProgressEvent], object]
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,10 @@ def safe_member(name: str) -> PurePosixPath | None:
 
 
 def extract_zip(archive: str | os.PathLike[str], dest: str | os.PathLike[str],
-                limits: ZipLimits | None = None) -> Path:
+                limits: ZipLimits | None = None, progress: ProgressCallback | None = None) -> Path:
     """Unpack ``archive`` into ``dest`` within ``limits``; returns the model folder inside.
+
+    ``progress`` receives "check" ProgressEvents (files unpacked of all, a few a second at most).
 
     When the archive holds a single top folder (beside a ``__MACOSX`` one), that folder is
     returned, else ``dest``. On a refusal, ``dest`` is left as it was found (created and
@@ -80,7 +88,7 @@ def extract_zip(archive: str | os.PathLike[str], dest: str | os.PathLike[str],
         with zf:
             _check_listing(zf.infolist(), limits)
             dest.mkdir(parents=True, exist_ok=True)
-            _unpack(zf, dest, limits)
+            _unpack(zf, dest, limits, Progress(progress))
     except BaseException:
         _undo(dest, existed, before)
         raise
@@ -118,20 +126,25 @@ def _check_listing(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
                            "Do not use this archive.")
 
 
-def _unpack(zf: zipfile.ZipFile, dest: Path, limits: ZipLimits) -> None:
+def _unpack(zf: zipfile.ZipFile, dest: Path, limits: ZipLimits, progress: Progress) -> None:
     """Write the members, counting bytes as written (a header may lie about sizes)."""
     written = 0
+    members = zf.infolist()
+    shown = 0.0
     try:
-        for m in zf.infolist():
+        for i, m in enumerate(members, 1):
             rel = safe_member(m.filename)
             assert rel is not None  # _check_listing refused the others
             target = dest.joinpath(*rel.parts)
             if m.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(m) as src, open(target, "wb") as out:
-                written = _copy(src, out, written, limits)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(m) as src, open(target, "wb") as out:
+                    written = _copy(src, out, written, limits)
+            if time.monotonic() - shown > PROGRESS_EVERY_S or i == len(members):
+                shown = time.monotonic()
+                progress.emit("check", f"Unpacking the .zip: {i:,} of {len(members):,} files", 100.0 * i / len(members))
     except zipfile.BadZipFile as exc:
         raise WanError("The .zip archive is damaged.", "Make the .zip again.", str(exc)) from exc
 

@@ -31,6 +31,7 @@ class Code(str, Enum):
     SCAN_PROBLEM = "scan_problem"
     PERMISSION_DENIED = "permission_denied"
     FIX_INTERRUPTED = "fix_interrupted"
+    JOURNAL_FOREIGN = "journal_foreign"
     # what the model is
     NOT_WAN = "not_wan"
     SINGLE_FILE = "single_file"
@@ -68,6 +69,9 @@ class Code(str, Enum):
     EXPERT_MISMATCH = "expert_mismatch"
     VAE_MISMATCH = "vae_mismatch"
     TEXT_DIM_MISMATCH = "text_dim_mismatch"
+    # what only `check --deep` finds (it reads every byte)
+    TENSOR_NOT_FINITE = "tensor_not_finite"
+    ZERO_FILLED = "zero_filled"
 
     def __str__(self) -> str:  # the plain value in f-strings and str(), on every Python version
         return self.value

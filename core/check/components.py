@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.check.codes import Code, header_code
+from core.check.expected import BadConfig, compare, expected_tensors
 from core.check.filesource import FileEntry, FileSource, display_name
 from core.check.report import ComponentReport, Finding, Severity
 from core.check.safetensors_header import HeaderError, SafetensorsHeader, TensorInfo, parse_header
@@ -61,6 +62,10 @@ def read_json(src: FileSource, path: str, what: str) -> tuple[Any, Finding | Non
     except ValueError as exc:
         return None, Finding(ERROR, Code.CONFIG_UNREADABLE, f"{what} is not valid JSON ({shown}): {exc}.",
                              "Download the file again; if you edited it, repair the JSON.", path)
+    except RecursionError:
+        return None, Finding(ERROR, Code.CONFIG_UNREADABLE,
+                             f"{what} ({shown}) nests brackets thousands deep; no real config does.",
+                             "Download the file again; if you edited it, repair the JSON.", path)
 
 
 def _reason(exc: BaseException) -> str:
@@ -87,6 +92,12 @@ def read_safetensors(src: FileSource, entry: FileEntry, into: dict[str, TensorIn
             ERROR, Code.FILE_TRUNCATED,
             f"{shown} is cut short: {_gb(entry.size)} on disk, but its header describes "
             f"{_gb(header.expected_file_size)} (an interrupted download).",
+            "Delete this file and download it again.", entry.path))
+    elif entry.size > header.expected_file_size:
+        findings.append(Finding(
+            ERROR, Code.FILE_EXTRA_BYTES,
+            f"{shown} is {entry.size - header.expected_file_size:,} bytes longer than its header describes; "
+            "the safetensors library refuses such a file.",
             "Delete this file and download it again.", entry.path))
     into.update(header.tensors)
     return header
@@ -205,11 +216,36 @@ def read_component_folder(src: FileSource, name: str, declared: tuple[str | None
     if name not in WEIGHTLESS:
         findings.extend(_declared_class_problems(name, (library, declared_class), class_name,
                                                  library_of(config) or library, folder_files))
+    elif declared_class and not _fits_weightless(name, library, declared_class, class_name):
+        findings.append(Finding(
+            ERROR, Code.COMPONENT_CLASS_MISMATCH,
+            f"model_index.json loads {name}/ as {library}.{declared_class}, but the folder holds a {class_name}; "
+            "diffusers cannot load it so.", "Run Fix (`python -m core fix PATH`) to name the right class.", name))
     reading = read_weights(src, name, name, class_name, library, config, needs_weights=name not in WEIGHTLESS)
+    if config and not findings and not any(f.severity is ERROR for f in reading.findings):
+        findings.extend(_class_problems(name, config_name, class_name, config, reading.tensors))
     reading.findings[:0] = findings
     if findings:
         reading.component = _replace(reading.component, complete=False)
     return reading
+
+
+def _class_problems(name: str, config_name: str, class_name: str | None, config: dict[str, Any],
+                    tensors: dict[str, TensorInfo]) -> list[Finding]:
+    """The weights against what ``class_name`` builds from ``config`` (see core.check.expected)."""
+    try:
+        want = expected_tensors(class_name, config)
+    except BadConfig as exc:
+        return [Finding(ERROR, Code.CONFIG_UNREADABLE, f"{name}/{config_name} {exc}; the {class_name} cannot be built.",
+                        f"Download {name}/{config_name} again from the model's page.", f"{name}/{config_name}")]
+    problem = None if want is None else compare(want, tensors, class_name or "")
+    if problem is None:
+        return []
+    return [Finding(ERROR, Code.WEIGHTS_MISMATCH,
+                    f"The weights in {name}/ do not fit {class_name} as its config describes it: {problem}. "
+                    "diffusers would fill the gaps with random numbers (a noise video) or refuse to load.",
+                    f"Download the {name}/ folder of this model again (config and weights from the same model).",
+                    name)]
 
 
 # The weight file names each library's from_pretrained looks for.
@@ -245,6 +281,18 @@ def _declared_class_problems(name: str, declared: tuple[str | None, str | None],
             f"{library} looks for {stem}*.safetensors in {name}/, but the weights there are named "
             f"{', '.join(sorted(weights)[:2])}.", "Run Fix to rename them (nothing is copied).", name))
     return found
+
+
+# Classes that may load a weightless folder besides the one its config names.
+WEIGHTLESS_CLASSES = {"tokenizer": ("T5Tokenizer", "T5TokenizerFast", "AutoTokenizer"),
+                      "image_processor": ("CLIPImageProcessor", "CLIPImageProcessorFast", "AutoImageProcessor")}
+
+
+def _fits_weightless(name: str, library: str | None, declared: str, in_folder: str | None) -> bool:
+    """Whether model_index.json's (library, class) can load a tokenizer, scheduler or processor folder."""
+    if name == "scheduler":
+        return library == "diffusers" and declared == in_folder
+    return library == "transformers" and (declared == in_folder or declared in WEIGHTLESS_CLASSES.get(name, ()))
 
 
 def _first(value: Any) -> Any:

@@ -23,17 +23,19 @@ import gc
 import os
 import posixpath
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from operator import attrgetter
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from operator import attrgetter
+from typing import Any
 
 from core.check import signals
 from core.check.codes import Code
-from core.check.components import (PICKLE_SUFFIXES, PartReading, read_component_folder, read_json,
-                             read_safetensors, read_weights)
+from core.check.components import (PICKLE_SUFFIXES, PartReading, read_component_folder, read_json, read_safetensors,
+                                   read_weights)
 from core.check.dit import DitFacts, dit_facts, dit_facts_from_config, dit_facts_from_tensors, vae_z_dim_from_tensors, wan_version
 from core.check.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSource, LocalSource, SubSource, display_name
+from core.check.journal_trust import journal_problem
 from core.check.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from core.check.safetensors_header import TensorInfo
 from core.units import format_bytes
@@ -42,6 +44,7 @@ ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 A = ArchitectureType
 _SNAPSHOT = re.compile(r"^(?:(.*)/)?(models--[^/]+)/snapshots/([^/]+)$")
 _SHAPE = attrgetter("shape")
+MAX_MODELS = 100  # models one check reports (a folder of thousands is not one to check at once)
 MODEL_ROLES = ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -76,6 +79,15 @@ def _interrupted_fixes(src: FileSource) -> list[Finding]:
         journal, _ = read_json(src, entry.path, "A Fix journal")
         if isinstance(journal, dict) and journal.get("state") == "applying":
             model = "/".join(parts[:-3]) or "."
+            root = getattr(src, "root", None) if not getattr(src, "is_file", False) else None
+            problem = journal_problem(journal, os.path.join(root, *parts[:-3]) if root else None)
+            if problem:
+                found.append(Finding(ERROR, Code.JOURNAL_FOREIGN,
+                                     f"{display_name(model)} carries a repair record that points outside it "
+                                     f"({problem}); it was not written by this computer's Fix.",
+                                     f"Do not run Fix's finish or undo on it; delete {display_name(entry.path)} "
+                                     "if you do not know where it came from.", entry.path))
+                continue
             found.append(Finding(ERROR, Code.FIX_INTERRUPTED,
                                  f"A repair of {display_name(model)} was interrupted (started "
                                  f"{journal.get('started', 'earlier')}); some of its files are changed, others not yet.",
@@ -106,6 +118,8 @@ def _inspect_tree(src: FileSource, shown: str, hint: str) -> ModelReport:
         return _not_a_model(src, shown)
     if roots == [""]:
         return _inspect_folder(src, shown, hint)
+    skipped = len(roots) - MAX_MODELS
+    roots = roots[:MAX_MODELS]
     reports = []
     for root in roots:
         entry = next((e for e in src.files if e.path == root), None)
@@ -120,6 +134,10 @@ def _inspect_tree(src: FileSource, shown: str, hint: str) -> ModelReport:
                        f"Next time point at {only.path} directly.")
         return replace(only, findings=(note,) + only.findings)
     note = Finding(INFO, Code.COLLECTION, f"This folder holds {len(reports)} models; each is reported below.", "")
+    if skipped > 0:
+        note = Finding(WARNING, Code.SCAN_TRUNCATED,
+                       f"This folder holds {len(reports) + skipped:,} models or loose weight files; only the first "
+                       f"{MAX_MODELS} are reported below.", "Point the check at one model folder at a time.")
     return ModelReport(path=shown, findings=(note,), models=tuple(reports))
 
 
@@ -288,6 +306,14 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
                                   "Run Fix (`python -m core fix PATH`) to rebuild it from the component folders.",
                                   "model_index.json"))
     declared_pipeline = index.get("_class_name")
+    if index and not (isinstance(declared_pipeline, str) and declared_pipeline or _is_entry(declared_pipeline)
+                      and None not in declared_pipeline):
+        d.findings.append(Finding(ERROR, Code.MODEL_INDEX_UNREADABLE,
+                                  f"model_index.json's _class_name is {str(declared_pipeline)[:60]}, not a pipeline "
+                                  "class; diffusers cannot load the pipeline.",
+                                  "Run Fix (`python -m core fix PATH`) to rebuild it from the component folders.",
+                                  "model_index.json"))
+        declared_pipeline = None
     if isinstance(declared_pipeline, list):  # [module, class]: code shipped with the model
         d.custom_code = True
         d.findings.append(Finding(WARNING, Code.CUSTOM_CODE,
@@ -297,7 +323,15 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
         declared_pipeline = declared_pipeline[-1] if declared_pipeline else None
     declared: dict[str, tuple[str | None, str | None] | None] = {}
     for key, value in index.items():
-        if key.startswith("_") or not isinstance(value, list) or len(value) != 2:
+        if not key.startswith("_") and not _is_entry(value) and (
+                isinstance(value, list) or key in signals.KNOWN_COMPONENT_FOLDERS):
+            d.findings.append(Finding(ERROR, Code.MODEL_INDEX_UNREADABLE,
+                                      f"model_index.json sets {display_name(key)} to {str(value)[:60]}, not a "
+                                      "[library, class] pair; diffusers cannot load the pipeline.",
+                                      "Run Fix (`python -m core fix PATH`) to rebuild it from the component folders.",
+                                      "model_index.json"))
+            continue
+        if key.startswith("_") or not isinstance(value, list):
             continue
         if value == [None, None]:
             declared[key] = None
@@ -334,6 +368,12 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
         d.expand_timesteps = index["expand_timesteps"]
     family = _diffusers_family(d, declared_pipeline)
     return _finish(d, family, declared_pipeline if isinstance(declared_pipeline, str) else None)
+
+
+def _is_entry(value: Any) -> bool:
+    """``[library, class]`` (two texts) or ``[null, null]``: what diffusers reads from model_index.json."""
+    return isinstance(value, list) and len(value) == 2 and (
+        value == [None, None] or all(isinstance(v, str) and v for v in value))
 
 
 def _component_order(name: str) -> tuple[int, str]:

@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import stat
 from dataclasses import dataclass, field
@@ -25,6 +26,11 @@ from typing import Protocol
 MAX_ENTRIES = 20_000        # files and folders visited before a scan stops
 MAX_DEPTH = 8               # folder levels below the root
 MAX_TEXT_BYTES = 16 * 2**20  # the largest JSON config we are willing to read
+MAX_PATH_CHARS = 4096        # a longer "path" is not one
+MAX_FILE_BYTES = 2**50       # 1 PiB: a larger size in a manifest is a lie
+MAX_MANIFEST_ENTRIES = 5_000  # files one manifest may describe (a model has tens)
+MAX_MANIFEST_DATA_BYTES = 64 * 2**20  # texts and headers one manifest may carry, together
+MAX_HEAD_BYTES = 100 * 2**20 + 8     # a safetensors header and its length (the library's limit)
 
 # Folders that never hold model parts and can be huge (a git checkout's objects, caches).
 SKIPPED_DIRS = frozenset({".git", "__pycache__", ".cache", "node_modules", ".venv", ".locks"})
@@ -214,26 +220,48 @@ class ManifestSource:
     def __post_init__(self) -> None:
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("files"), list):
             raise ValueError("The manifest must be an object with a list of files.")
-        self.name = self.name or str(self.manifest.get("name") or "dropped folder")
+        self.name = display_name(str(self.manifest.get("name") or "dropped folder")[:MAX_PATH_CHARS])
         self._text: dict[str, str] = {}
         self._head: dict[str, bytes] = {}
-        for item in self.manifest["files"][:MAX_ENTRIES]:
-            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-                self.problems.append("A manifest entry without a path was skipped.")
+        budget = MAX_MANIFEST_DATA_BYTES  # texts and headers together: the work one request may ask for
+        skipped = 0
+        for item in self.manifest["files"][:MAX_MANIFEST_ENTRIES]:
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str) or \
+                    not 0 < len(item["path"]) <= MAX_PATH_CHARS or "\0" in item["path"]:
+                self.problems.append("A manifest entry without a usable path was skipped.")
                 continue
             path = item["path"].strip("/")
             size = item.get("size")
-            if not isinstance(size, int) or size < 0:
+            if type(size) is not int or not 0 <= size <= MAX_FILE_BYTES:
                 self.problems.append(f"{display_name(path)} has no valid size; skipped.")
                 continue
             self.files.append(FileEntry(path, size))
-            if isinstance(item.get("text"), str):
-                self._text[path] = item["text"]
-            if isinstance(item.get("head_b64"), str):
-                self._head[path] = base64.b64decode(item["head_b64"])
-        if len(self.manifest["files"]) > MAX_ENTRIES:
+            text, head = item.get("text"), item.get("head_b64")
+            if isinstance(text, str) and len(text) <= MAX_TEXT_BYTES:
+                if len(text) > budget:
+                    skipped += 1
+                    continue
+                budget -= len(text)
+                self._text[path] = text
+            if isinstance(head, str) and head:
+                data = _b64(head[: (MAX_HEAD_BYTES * 4) // 3 + 4])
+                if data is None:
+                    self.problems.append(f"The header sent for {display_name(path)} is not valid base64; "
+                                         "it was not read.")
+                elif len(data) > budget:
+                    skipped += 1
+                else:
+                    budget -= len(data)
+                    self._head[path] = data
+        if len(self.manifest["files"]) > MAX_MANIFEST_ENTRIES:
             self.truncated = True
-            self.problems.append(f"The manifest lists more than {MAX_ENTRIES:,} files; the rest were ignored.")
+            self.problems.append(f"The manifest lists {len(self.manifest['files']):,} files; only the first "
+                                 f"{MAX_MANIFEST_ENTRIES:,} were read. Drop the model folder itself, not a folder "
+                                 "of many files.")
+        if skipped:
+            self.truncated = True
+            self.problems.append(f"The configs and headers sent take more than {MAX_MANIFEST_DATA_BYTES // 2**20} MB; "
+                                 f"{skipped:,} of them were not read. Drop the model folder itself.")
         self.files.sort(key=lambda e: e.path)
 
     def read_text(self, path: str) -> str:
@@ -248,6 +276,18 @@ class ManifestSource:
         data = self._head[path][:size]
         self.bytes_read += len(data)
         return data
+
+
+def _b64(text: str) -> bytes | None:
+    """Strict base64 decoding; None when ``text`` is not base64.
+
+    >>> _b64("AAE="), _b64("not base64!")
+    (b'\\x00\\x01', None)
+    """
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 @dataclass

@@ -119,7 +119,7 @@ class ModelReport:
     registry_id: str | None = None
     custom_code: bool = False             # model_index.json names code that would run
     findings: tuple[Finding, ...] = ()
-    models: tuple["ModelReport", ...] = ()  # for a folder that holds several models
+    models: tuple[ModelReport, ...] = ()  # for a folder that holds several models
     bytes_read: int = 0
 
     @property
@@ -136,10 +136,10 @@ class ModelReport:
 
     @property
     def loadable(self) -> bool:
-        """Complete and consistent: a known model type with no error finding."""
+        """Complete and consistent: a known model type with no error finding and no custom code to run."""
         if self.models:
             return all(m.loadable for m in self.models) and not self.errors
-        return self.architecture_type is not ArchitectureType.UNKNOWN and not self.errors
+        return self.architecture_type is not ArchitectureType.UNKNOWN and not self.errors and not self.custom_code
 
     @property
     def weights_bytes_bf16(self) -> int | None:

@@ -17,20 +17,27 @@ import json
 import math
 import os
 import struct
-from functools import partial
-from operator import itemgetter, le
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple
+from functools import partial
+from itertools import chain, repeat
+from operator import eq, itemgetter, le, mul, sub
+from typing import NamedTuple
 
 from core.check.filesource import FileSource, LocalSource
 
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library refuses larger headers too
 
-DTYPE_BYTES: Mapping[str, float] = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
-    "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1,
-    "BOOL": 1, "F6_E2M3": 0.75, "F6_E3M2": 0.75, "F4": 0.5, "C64": 8,
+MAX_RANK = 16               # dimensions of one tensor (real ones have at most 5)
+MAX_DIM = 2**48             # one dimension, and any byte offset (256 TB)
+
+# Bits per element of every dtype the safetensors library knows (others it refuses).
+DTYPE_BITS: Mapping[str, int] = {
+    "F64": 64, "I64": 64, "U64": 64, "F32": 32, "I32": 32, "U32": 32, "F16": 16, "BF16": 16,
+    "I16": 16, "U16": 16, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "I8": 8, "U8": 8,
+    "BOOL": 8, "F6_E2M3": 6, "F6_E3M2": 6, "F4": 4, "C64": 64,
 }
+DTYPE_BYTES: Mapping[str, float] = {d: b / 8 for d, b in DTYPE_BITS.items()}
 
 
 class HeaderError(ValueError):
@@ -85,54 +92,80 @@ def parse_header(source: FileSource, path: str, file_size: int) -> SafetensorsHe
     raw = source.read_head(path, 8 + n)[8:]
     if len(raw) < n:
         raise HeaderError("too_short", "ends inside its header")
+    return header_from_bytes(raw)
+
+
+def header_from_bytes(raw: bytes) -> SafetensorsHeader:
+    """Decode and validate the JSON header ``raw`` exactly as the safetensors library reads it.
+
+    Strict UTF-8 (no byte-order mark), one JSON object (nested too deep is not JSON); raises HeaderError.
+
+    >>> header_from_bytes(b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}').parameters
+    2
+    """
+    if not raw.lstrip(b" \t\r\n").startswith(b"{"):
+        raise HeaderError("not_json", "has a header that does not start with a JSON object "
+                                      "(not a safetensors file, or damaged)")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise HeaderError("not_json", "has a header that is not valid JSON (not a safetensors file, or damaged)") from None
     # Without a "-" anywhere in the header no dimension can be negative: skip that check.
-    return header_from_json(obj, n, may_be_negative=b"-" in raw)
+    return header_from_json(obj, len(raw), may_be_negative=b"-" in raw)
 
 
 def header_from_json(obj: object, header_size: int, may_be_negative: bool = True) -> SafetensorsHeader:
     """Validate a decoded header and build a SafetensorsHeader (raises HeaderError).
 
-    Every check reads thousands of tensors (about 2,600 for an A14B folder), so the
-    header is read column by column with C-level ``map`` calls instead of a Python loop
-    per tensor: this is most of Model Check's time.
+    The rules are the safetensors library's: every dimension a non-negative whole number
+    (checked before any arithmetic, and bounded), a known dtype, each tensor's bytes exactly
+    its elements times its dtype's size, the tensors contiguous from offset 0 with no gap or
+    overlap, ``__metadata__`` a map of strings. Every check reads thousands of tensors (about
+    2,600 for an A14B folder), so the header is read column by column with C-level ``map``
+    calls instead of a Python loop per tensor: this is most of Model Check's time.
     """
     if not isinstance(obj, dict):
         raise HeaderError("bad_shape", "has a header that is not a JSON object")
     raw_meta = obj.pop("__metadata__", None)
-    metadata = {str(k): str(v) for k, v in raw_meta.items()} if isinstance(raw_meta, dict) else {}
+    if raw_meta is not None and not (isinstance(raw_meta, dict) and all(isinstance(v, str) for v in raw_meta.values())):
+        raise HeaderError("bad_shape", "has __metadata__ that is not a map of texts (the safetensors library refuses it)")
+    metadata = dict(raw_meta or {})
     specs = list(obj.values())
     try:
         dtypes = list(map(itemgetter("dtype"), specs))
         shapes = list(map(tuple, map(itemgetter("shape"), specs)))
         offsets = list(map(tuple, map(itemgetter("data_offsets"), specs)))
-        starts, ends = (list(col) for col in zip(*offsets)) if offsets else ([], [])
-        numels = list(map(math.prod, shapes))  # a non-number in a shape gives a non-int, or TypeError
-        ok = (set(map(type, numels)) <= {int} and set(map(type, starts + ends)) <= {int}
+        starts, ends = (list(col) for col in zip(*offsets, strict=False)) if offsets else ([], [])
+        dims = list(chain.from_iterable(shapes))
+        # Types and bounds first: math.prod of a string or a 10**4000 must never run.
+        ok = (set(map(type, dims)) <= {int} and set(map(type, starts + ends)) <= {int}
               and set(map(type, dtypes)) <= {str} and set(map(len, offsets)) <= {2}
-              and (not may_be_negative or min(map(min, filter(None, shapes)), default=0) >= 0)
-              and all(map(le, starts, ends)) and min(starts, default=0) >= 0)
-        dtype_parameters: dict[str, int] = {}
-        spans: dict[str, int] = {}  # bytes each dtype's offsets cover
-        if len(set(dtypes)) == 1:   # the usual case, without a Python loop
-            dtype_parameters[dtypes[0]] = sum(numels)
-            spans[dtypes[0]] = sum(ends) - sum(starts)
-        else:
-            for dtype, numel, start, end in zip(dtypes, numels, starts, ends):
-                dtype_parameters[dtype] = dtype_parameters.get(dtype, 0) + numel
-                spans[dtype] = spans.get(dtype, 0) + end - start
-        # Each dtype's tensors must fill exactly the bytes their offsets span.
-        ok = ok and all(int(count * DTYPE_BYTES[d]) == spans[d]
-                        for d, count in dtype_parameters.items() if d in DTYPE_BYTES)
+              and max(map(len, shapes), default=0) <= MAX_RANK
+              and max(dims, default=0) <= MAX_DIM and max(ends, default=0) <= MAX_DIM
+              and (not may_be_negative or min(dims, default=0) >= 0)
+              and all(map(le, starts, ends)) and min(starts, default=0) >= 0
+              and set(dtypes) <= DTYPE_BITS.keys())
     except (TypeError, KeyError, ValueError, AttributeError):
         ok = False
     if not ok:
         raise HeaderError("bad_shape", "has a malformed tensor entry in its header")
+    numels = list(map(math.prod, shapes))
+    bits = list(map(DTYPE_BITS.__getitem__, dtypes))
+    # Each tensor's bytes are exactly its elements times its dtype's size ...
+    if not all(map(eq, map(mul, numels, bits), map(mul, map(sub, ends, starts), repeat(8)))):
+        raise HeaderError("bad_shape", "has a tensor whose byte range does not match its shape and dtype")
+    # ... and the tensors follow each other from offset 0 with no gap and no overlap.
+    spans = sorted(zip(starts, ends, strict=False))
+    if spans and (spans[0][0] != 0 or not all(map(eq, map(itemgetter(0), spans[1:]), map(itemgetter(1), spans)))):
+        raise HeaderError("bad_shape", "has tensors whose byte ranges leave gaps or overlap")
+    dtype_parameters: dict[str, int] = {}
+    if len(set(dtypes)) == 1:   # the usual case, without a Python loop
+        dtype_parameters[dtypes[0]] = sum(numels)
+    else:
+        for dtype, numel in zip(dtypes, numels, strict=False):
+            dtype_parameters[dtype] = dtype_parameters.get(dtype, 0) + numel
     make = partial(tuple.__new__, TensorInfo)  # C-level, unlike TensorInfo._make
-    tensors = dict(zip(obj, map(make, zip(dtypes, shapes, starts, ends))))
+    tensors = dict(zip(obj, map(make, zip(dtypes, shapes, starts, ends, strict=False)), strict=False))
     return SafetensorsHeader(header_size, tensors, metadata, sum(numels), max(ends, default=0), dtype_parameters)
 
 
