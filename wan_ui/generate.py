@@ -537,12 +537,11 @@ def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, gui
         if report.is_collection or not report.is_wan:
             return render_plan(None)
         # The same checks Generate makes first (the prompt and the image are not the plan's business)
-        from core.run.generation import IMAGE_TASKS, GenerationConfig, request_for, resolve
+        from core.run.generation import GenerationConfig, request_for, resolve
         config = GenerationConfig(prompt="(the plan)", num_frames=_int(frames), width=_int(width),
                                   height=_int(height), num_inference_steps=_int(steps),
-                                  guidance_scale=_float(guidance),
-                                  image="(an image)" if report.task in IMAGE_TASKS else None)
-        settings, problems = resolve(config, report)
+                                  guidance_scale=_float(guidance))
+        settings, problems = resolve(config, report, inputs_required=False)
         if problems or settings is None:
             return render_sentences("Generate would refuse these settings", problems,
                                     badge="✗ Check these settings", tone="bad")

@@ -156,8 +156,13 @@ def _nearest_multiples(value: int, multiple: int) -> str:
     return f"{low} or {high}" if low != value else str(low)
 
 
-def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSettings | None, list[str]]:
-    """Fill unset fields from the model's defaults and check everything; (settings, errors)."""
+def resolve(config: GenerationConfig, report: ModelReport, *, inputs_required: bool = True
+            ) -> tuple[ResolvedSettings | None, list[str]]:
+    """Fill unset fields from the model's defaults and check everything; (settings, errors).
+
+    ``inputs_required=False`` leaves out "this model needs a pose video" and the like (for a
+    memory plan shown before the inputs are chosen).
+    """
     from core.run import tasks
     entry = defaults_for(report)
     default_w, default_h = entry.default_size if entry else FALLBACK["size"]
@@ -165,7 +170,7 @@ def resolve(config: GenerationConfig, report: ModelReport) -> tuple[ResolvedSett
     prompt = (config.prompt or "").strip()
     if not prompt:
         errors.append("The prompt is empty: describe the video you want, e.g. \"A red fox running through snow\".")
-    inputs, input_errors = tasks.check_inputs(config, report)   # files probed: nothing is loaded yet
+    inputs, input_errors = tasks.check_inputs(config, report, required=inputs_required)   # files probed, nothing loaded
     multiple = size_multiple(report)
     notes: list[str] = []
     if config.width is None and config.height is None and "image" in inputs and report.task in tasks.IMAGE_SIZED_TASKS:

@@ -92,8 +92,10 @@ def _paths(value: Any, kind: str) -> list[Any]:
     return [value]
 
 
-def check_inputs(config: Any, report: Any) -> tuple[dict[str, InputInfo], list[str]]:
+def check_inputs(config: Any, report: Any, required: bool = True) -> tuple[dict[str, InputInfo], list[str]]:
     """Every input problem of ``config`` for ``report``'s task, as sentences; files are probed.
+
+    ``required=False``: inputs the task needs may be missing (a plan made before they are chosen).
 
     >>> infos, errors = check_inputs(GenerationConfig(prompt="x", pose_video="p.mp4"), t2v_report)  # doctest: +SKIP
     >>> errors
@@ -111,7 +113,7 @@ def check_inputs(config: Any, report: Any) -> tuple[dict[str, InputInfo], list[s
     for field, (tasks, flag, takers) in OPTIONS.items():
         if _value(config, field) is not None and task not in tasks:
             errors.append(f"This {name} model takes no {flag}: only {takers} do.")
-    for field in REQUIRED.get(task, ()):
+    for field in REQUIRED.get(task, ()) if required else ():
         if _value(config, field) is None:
             spec = INPUTS[field]
             errors.append(f"This {name} model needs a {spec.label}: give it with {spec.flag}.")
