@@ -21,7 +21,7 @@ from tests.browser import ROOT, chromium_browser, chromium_page, run_app, screen
 from wan_ui.model_check import check_path, clean_path
 from wan_ui.render import PROMPT_SENTENCE, headline, render_report
 
-E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 STARTUP_LIMIT_S = 10.0
 
 
@@ -54,7 +54,7 @@ PROBLEMS = (
             "Download the missing shard again from the model's page.", "transformer_2"),
     Finding(E, "file_truncated", "transformer_2/shard-4.safetensors is shorter than its header says "
             "<script>alert(1)</script>.", "Download this file again; the download was interrupted."),
-    Finding(I, "registry_match", "Matches Wan-AI/Wan2.2-T2V-A14B-Diffusers.", ""),
+    Finding(INFO, "registry_match", "Matches Wan-AI/Wan2.2-T2V-A14B-Diffusers.", ""),
 )
 
 

@@ -11,15 +11,15 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from core import fix
 from core.check.detect import inspect
-from core.errors import WanError
 from core.check.report import Severity
+from core.errors import WanError
 from tests.conftest import run_cli
 from tests.sparse.diffusers_layout import disk_usage, model_index, write_diffusers_layout
 from tests.sparse.specs import BY_KEY, SPECS

@@ -15,10 +15,10 @@ import pytest
 
 from core import config
 from core.config import load_config
-from wan_ui import common
 from core.progress import ProgressEvent
-from wan_ui.generate import ProgressView, stage_of
 from tests.test_filesource import manifest_of
+from wan_ui import common
+from wan_ui.generate import ProgressView, stage_of
 from wan_ui.model_check import check_manifest, check_zip
 from wan_ui.render import render_plan, render_progress, render_result
 

@@ -129,7 +129,8 @@ async function send(files) {
     await new Promise((resolve) => setTimeout(resolve, 60));
     button.click();
     const b = manifest.browser;
-    say(`Sent ${fmt(b.sent_bytes)} of configs and headers describing ${b.files} files (${fmt(b.total_bytes)} on disk); no weights were uploaded.`);
+    say(`Sent ${fmt(b.sent_bytes)} of configs and headers describing ${b.files} files ` +
+        `(${fmt(b.total_bytes)} on disk); no weights were uploaded.`);
   } catch (err) {
     say('The folder could not be read: ' + err);
   } finally {

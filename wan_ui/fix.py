@@ -25,9 +25,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 
@@ -274,7 +275,7 @@ def _execute(planned: PlannedFix) -> Iterator[tuple[Any, ...]]:
         yield (render_notice("Nothing to apply: the plan has no changes.", "unknown", "i"), render_fix_plan(plan),
                before, "", {"ok": False, "fixes_applied": [], "errors": [], "nothing_to_do": True}, planned)
         return
-    events: "queue.Queue[Any]" = queue.Queue()
+    events: queue.Queue[Any] = queue.Queue()
     box: dict[str, Any] = {}
 
     def work() -> None:

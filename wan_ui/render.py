@@ -18,8 +18,6 @@ from __future__ import annotations
 import os
 from html import escape
 
-from core.errors import WanError
-from core.units import format_mib
 from core.check.report import (
     ArchitectureType,
     ComponentReport,
@@ -37,6 +35,8 @@ from core.check.wording import (
     format_size,
     headline,
 )
+from core.errors import WanError
+from core.units import format_mib
 
 A = ArchitectureType
 

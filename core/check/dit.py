@@ -9,8 +9,9 @@ Usage::
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from core.check import signals
 from core.check.safetensors_header import TensorInfo
@@ -145,6 +146,7 @@ def vae_z_dim_from_tensors(tensors: Mapping[str, TensorInfo]) -> tuple[str | Non
     if not any(n.endswith(signals.WAN_VAE_MARK) for n in tensors):
         return None, None
     kind = "wan2.2" if any(n.endswith(signals.WAN22_VAE_MARK) for n in tensors) else "wan2.1"
-    conv2 = next((t.shape for n, t in tensors.items() if n.endswith("conv2.weight") and not n.startswith(("encoder", "decoder"))), None)
+    conv2 = next((t.shape for n, t in tensors.items()
+                  if n.endswith("conv2.weight") and not n.startswith(("encoder", "decoder"))), None)
     z = conv2[0] if conv2 else {"wan2.1": 16, "wan2.2": 48}[kind]
     return kind, z

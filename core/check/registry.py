@@ -38,10 +38,11 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -429,14 +430,11 @@ def get_compatibility_registry(user_path: str | os.PathLike[str] | None = None, 
 
 
 def _configured_user_path() -> tuple[Path | None, str | None]:
-    try:
-        from core.config import current
-    except Exception:  # core.config missing or broken: the built-in list still works
-        return None, None
+    from core.config import current
     try:
         return Path(current().user_registry), None
-    except Exception as exc:
-        reason = getattr(exc, "message", None) or str(exc)
+    except WanError as exc:  # a broken config.yaml: the built-in list still works
+        reason = exc.message
         return None, f"The user registry was not read because the configuration could not be: {reason}"
 
 

@@ -41,28 +41,32 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.errors import WanError
 from core.check.codes import Code
 from core.check.filesource import BACKUP_DIR
-from core.fix.journal import pending_journal, undo_fix
-from core.fix.lock import WAIT_SECONDS, FixLock, is_locked
-from core.fix.parts import FixAction, FixResult, ManualStep, inspect_path, is_ready
-from core.fix.plan import FixPlan
-from core.fix.planner import (conversion_plan, existing_tokenizer_class, plan_in_place, recovery_plan,
-                              registry_candidates)
-from core.progress import AnyCallback
 from core.check.report import Layout, ModelReport
+from core.errors import WanError
+from core.fix.journal import PAUSE_ENV as PAUSE_ENV
+from core.fix.journal import PAUSE_SECONDS_ENV as PAUSE_SECONDS_ENV
+from core.fix.journal import SMALL_FILE_LIMIT as SMALL_FILE_LIMIT
+from core.fix.journal import pending_journal, undo_fix
 
 # Names that lived in this module before it was split, still importable from here.
 from core.fix.lock import LOCK_NAME as LOCK_NAME
-from core.fix.journal import PAUSE_ENV as PAUSE_ENV
-from core.fix.journal import PAUSE_SECONDS_ENV as PAUSE_SECONDS_ENV, SMALL_FILE_LIMIT as SMALL_FILE_LIMIT
-from core.fix.planner import BOUNDARY_PIPELINES as BOUNDARY_PIPELINES, CONFIG_FILES as CONFIG_FILES
-from core.fix.planner import EXPAND_PIPELINES as EXPAND_PIPELINES, WEIGHTLESS as WEIGHTLESS
-from core.fix.planner import ORIGINAL_T5_FILE as ORIGINAL_T5_FILE, ORIGINAL_VAE_FILES as ORIGINAL_VAE_FILES
-from core.fix.planner import PIPELINE_COMPONENTS as PIPELINE_COMPONENTS, STANDARD_CLASSES as STANDARD_CLASSES
-from core.fix.planner import UNIPC_FLOW_CONFIG as UNIPC_FLOW_CONFIG, manual_step_for as manual_step_for
-
+from core.fix.lock import WAIT_SECONDS, FixLock, is_locked
+from core.fix.parts import FixAction, FixResult, ManualStep, inspect_path, is_ready
+from core.fix.plan import FixPlan
+from core.fix.planner import BOUNDARY_PIPELINES as BOUNDARY_PIPELINES
+from core.fix.planner import CONFIG_FILES as CONFIG_FILES
+from core.fix.planner import EXPAND_PIPELINES as EXPAND_PIPELINES
+from core.fix.planner import ORIGINAL_T5_FILE as ORIGINAL_T5_FILE
+from core.fix.planner import ORIGINAL_VAE_FILES as ORIGINAL_VAE_FILES
+from core.fix.planner import PIPELINE_COMPONENTS as PIPELINE_COMPONENTS
+from core.fix.planner import STANDARD_CLASSES as STANDARD_CLASSES
+from core.fix.planner import UNIPC_FLOW_CONFIG as UNIPC_FLOW_CONFIG
+from core.fix.planner import WEIGHTLESS as WEIGHTLESS
+from core.fix.planner import conversion_plan, existing_tokenizer_class, plan_in_place, recovery_plan, registry_candidates
+from core.fix.planner import manual_step_for as manual_step_for
+from core.progress import AnyCallback
 
 # --------------------------------------------------------------------------- planning
 

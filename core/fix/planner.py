@@ -37,19 +37,20 @@ import importlib.metadata
 import json
 import os
 import posixpath
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from core.atomic import dumps_json
 from core.check.codes import HEADER_DAMAGE, Code
 from core.check.components import WEIGHT_STEMS, library_of
-from core.errors import WanError
 from core.check.filesource import BACKUP_DIR
+from core.check.report import Finding, Layout, ModelReport, Severity
+from core.errors import WanError
 from core.fix.journal import SMALL_FILE_LIMIT, file_signature, sha256_of, stat_signature
 from core.fix.lock import is_locked
 from core.fix.parts import FixAction, ManualStep
 from core.fix.plan import FixPlan
-from core.check.report import Finding, Layout, ModelReport, Severity
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.check.registry import ModelRequirements
@@ -477,7 +478,7 @@ def _diffusers_version() -> str:
         return "0.35.0"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transformers_has(name: str) -> bool | None:
     """Whether the installed transformers has class ``name``; None when transformers cannot tell."""
     try:

@@ -46,17 +46,35 @@ from typing import Any
 
 from core.check import signals
 from core.check.codes import Code
-from core.fix.convert.build import strip_prefix
-from core.fix.convert.keys import (DIT_DIFFUSERS_MARK, IGNORED_TENSORS, TOKENIZER_CLASS, TOKENIZER_NEEDS_ONE_OF, UMT5_MARK,
-                               WAN_T5_MARK, WAN_VAE_MARK)
-# Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
-from core.fix.convert.read import FP8_DTYPES, PTH_WINDOW_BYTES, Part, read_json, tokenizer_files  # noqa: F401
-from core.fix.convert.write import (MAX_SHARD_BYTES, PAUSE_ENV, PAUSE_SECONDS_ENV, ProgressCallback,  # noqa: F401
-                                _free_bytes, _gb, _no_space, _Pipeline, _stale_partial_bytes, write_folder)
-from core.errors import WanError
-from core.progress import AnyCallback, Progress
 from core.check.report import Layout, ModelReport
 from core.check.safetensors_header import HeaderError, read_header
+from core.errors import WanError
+from core.fix.convert.build import strip_prefix
+from core.fix.convert.keys import (
+    DIT_DIFFUSERS_MARK,
+    IGNORED_TENSORS,
+    TOKENIZER_CLASS,
+    TOKENIZER_NEEDS_ONE_OF,
+    UMT5_MARK,
+    WAN_T5_MARK,
+    WAN_VAE_MARK,
+)
+
+# Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
+from core.fix.convert.read import FP8_DTYPES, PTH_WINDOW_BYTES, Part, read_json, tokenizer_files  # noqa: F401
+from core.fix.convert.write import (  # noqa: F401
+    MAX_SHARD_BYTES,
+    PAUSE_ENV,
+    PAUSE_SECONDS_ENV,
+    ProgressCallback,
+    _free_bytes,
+    _gb,
+    _no_space,
+    _Pipeline,
+    _stale_partial_bytes,
+    write_folder,
+)
+from core.progress import AnyCallback, Progress
 
 __all__ = ["ConversionPlan", "plan_assembly", "plan_conversion", "ProgressCallback"]
 
@@ -292,7 +310,8 @@ def _original_parts(root: Path) -> tuple[list[Part], bool]:
                            "download it again.") from None
         image_branch = image_branch or any("img_emb.proj.1.weight" in h.tensors for h in headers)
         out = sum(map(_tensor_bytes_out, headers))
-        label = f"{folder + '/' if folder else 'the transformer'} ({len(files)} shard{'s' if len(files) != 1 else ''}, {_gb(out)})"
+        shards = f"{len(files)} shard{'s' if len(files) != 1 else ''}"
+        label = f"{folder + '/' if folder else 'the transformer'} ({shards}, {_gb(out)})"
         parts.append(Part(role, "dit", tuple(map(str, files)), label, out, config))
     vaes = [root / n for n in VAE_PTHS if (root / n).is_file()]
     if not vaes:

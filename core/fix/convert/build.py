@@ -17,15 +17,30 @@ the ``meta`` device: a name missing, unexpected or of the wrong shape stops the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from core.fix.convert.keys import (COMFY_PREFIXES, DIT_MARK, IGNORED_TENSORS, T5_TO_UMT5, UMT5_IDENTITY,
-                               VAE22_TO_DIFFUSERS, WAN22_VAE_MARK, WAN_T5_MARK, WAN_VAE_MARK, RenameTable, rename,
-                               transformer_config, umt5_config, vae21_config, vae22_config)
-from core.fix.convert.read import FP8_DTYPES, Part, torch_dtype
-from core.errors import WanError
 from core.check.safetensors_header import DTYPE_BYTES
+from core.errors import WanError
+from core.fix.convert.keys import (
+    COMFY_PREFIXES,
+    DIT_MARK,
+    IGNORED_TENSORS,
+    T5_TO_UMT5,
+    UMT5_IDENTITY,
+    VAE22_TO_DIFFUSERS,
+    WAN22_VAE_MARK,
+    WAN_T5_MARK,
+    WAN_VAE_MARK,
+    RenameTable,
+    rename,
+    transformer_config,
+    umt5_config,
+    vae21_config,
+    vae22_config,
+)
+from core.fix.convert.read import FP8_DTYPES, Part, torch_dtype
 
 # The library of each output: diffusers for the DiT and VAE, transformers for the text encoder.
 DIFFUSERS_LIB, TRANSFORMERS_LIB = "diffusers", "transformers"

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from core.fix.convert.keys import TOKENIZER_MAX_FILE
-from core.errors import WanError
 from core.check.safetensors_header import HeaderError, read_header
+from core.errors import WanError
+from core.fix.convert.keys import TOKENIZER_MAX_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -55,14 +56,14 @@ ST_TO_TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bf
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 
 
-def torch_dtype(name: str) -> "torch.dtype":
+def torch_dtype(name: str) -> torch.dtype:
     import torch
     if name not in ST_TO_TORCH:
         raise WanError(f"Tensors of type {name} cannot be converted.", "Use a float16, bfloat16 or float32 file.")
     return getattr(torch, ST_TO_TORCH[name])
 
 
-def _st_dtype(dtype: "torch.dtype") -> str:
+def _st_dtype(dtype: torch.dtype) -> str:
     name = str(dtype).removeprefix("torch.")
     for st, tn in ST_TO_TORCH.items():
         if tn == name:
@@ -100,7 +101,7 @@ class _SafetensorsSource:
                 self._where[name] = (fh, base + info.start, info.end - info.start, info.dtype, info.shape)
                 self.specs[name] = (info.dtype, info.shape)
 
-    def read(self, name: str) -> "torch.Tensor":
+    def read(self, name: str) -> torch.Tensor:
         import torch
         fh, offset, n, dtype, shape = self._where[name]
         buf = torch.empty(n, dtype=torch.uint8)
@@ -132,7 +133,7 @@ class _PickleSource:
         self.specs = {k: (_st_dtype(t.dtype), tuple(t.shape)) for k, t in self._state.items()}
         self._read = 0
 
-    def read(self, name: str) -> "torch.Tensor":
+    def read(self, name: str) -> torch.Tensor:
         if self._state is None or self._read > PTH_WINDOW_BYTES:
             self._state = None   # the last reference to the old mapping: it is unmapped here
             self._state = _load_pth(self.path)

@@ -28,17 +28,18 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from core.atomic import fsync_dir
-from core.fix.convert.build import DIFFUSERS_LIB, TRANSFORMERS_LIB, Component, plan_component, OutTensor
-from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
-from core.fix.convert.read import ST_TO_TORCH, open_part, Part, read_json, tokenizer_files, torch_dtype
-from core.errors import WanError, explain
-from core.progress import Progress
 from core.check.safetensors_header import DTYPE_BYTES
+from core.errors import WanError, explain
+from core.fix.convert.build import DIFFUSERS_LIB, TRANSFORMERS_LIB, Component, OutTensor, plan_component
+from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
+from core.fix.convert.read import ST_TO_TORCH, Part, open_part, read_json, tokenizer_files, torch_dtype
+from core.progress import Progress
 from core.units import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -223,7 +224,7 @@ def _model_index(pipe: _Pipeline, comps: list[Component]) -> dict[str, Any]:
     return dict(sorted(index.items()))
 
 
-def _materialise(out: OutTensor, source: Any) -> "torch.Tensor":
+def _materialise(out: OutTensor, source: Any) -> torch.Tensor:
     """The output tensor: read, viewed, dequantised or cast as planned; contiguous."""
     import torch
     tensor = source.read(out.src)
