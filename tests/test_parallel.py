@@ -153,3 +153,23 @@ def test_cancel_stops_every_rank(demo_models_dir: Path, tmp_path: Path) -> None:
     assert not out.exists()
     time.sleep(0.5)
     assert _rank_processes(tmp_path) == []
+
+
+def test_the_plan_knows_the_split(demo_models_dir: Path) -> None:
+    from core.check.detect import inspect
+    from core.run.generation import GenerationConfig, request_for, resolve
+    from core.run.hardware import GpuInfo, HardwareInfo
+    from core.run.optimize import plan_for
+    from core.run.parallel import one_gpu_hardware, split_memory
+    report = inspect(demo_models_dir / "wan22_t2v_a14b")
+    gpu = GpuInfo(0, "RTX 4090", 24564, 24000, (8, 9), True)
+    hardware = HardwareInfo(gpus=[gpu, GpuInfo(1, "RTX 4090", 24564, 24000, (8, 9), True)], ram_total_mb=64000,
+                            ram_free_mb=60000, cpu_count=16)
+    settings, _ = resolve(GenerationConfig(prompt="x", width=832, height=480, num_frames=81), report)
+    plan = plan_for(report, one_gpu_hardware(hardware, 0), request_for(settings, {}))
+    assert plan.placement.value != "balanced"          # a rank plans for its own GPU only
+    one, two, four = (split_memory(plan, n) for n in (1, 2, 4))
+    acts = plan.estimate.activations_mb
+    assert one.stage_vram_mb["denoise"] - two.stage_vram_mb["denoise"] == pytest.approx(acts / 2)
+    assert one.stage_vram_mb["denoise"] - four.stage_vram_mb["denoise"] == pytest.approx(acts * 3 / 4)
+    assert "split 2 ways (Ulysses)" in two.line() and "every GPU holds the whole model" in two.line()

@@ -475,6 +475,11 @@ def cli_generate(report: ModelReport, settings: Any, config: Any, overrides: Map
     if problem:
         print(problem, file=out)
         return 2
+    if hardware.gpus and backend() == "nccl":   # what each GPU holds (the sequence split n ways)
+        from core.run.optimize import plan_for
+        rank_plan = plan_for(report, one_gpu_hardware(hardware, hardware.gpus[0].index),
+                             request_for(settings, overrides))
+        print(f"  {split_memory(rank_plan, n).line()}", file=out)
     outcome = run_parallel(report, config_kwargs(config), overrides, n, progress=progress,
                            output_path=config.output_path)
     for line in outcome.result.get("plan_lines") or []:
