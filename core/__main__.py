@@ -25,11 +25,28 @@ def _check(args: argparse.Namespace) -> int:
         err = explain(exc)
         print(f"{err.message} {err.remedy}".strip(), file=sys.stderr)
         return 2
+    deep = _deep_check(args.path) if args.deep else None
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), **({"deep": deep.to_dict()} if deep else {})}, indent=2))
     else:
         print(render_text(report))
-    return 0 if report.loadable else 1
+        if deep is not None:
+            from core.check.deep import render_deep
+            print(render_deep(deep))
+    return 0 if report.loadable and (deep is None or deep.ok) else 1
+
+
+def _deep_check(path: str):
+    """``check --deep``: read every tensor (core.check.deep) with a progress bar; Ctrl-C stops it."""
+    import threading
+
+    from core.check.deep import deep_check
+    cancel = threading.Event()
+    try:
+        return deep_check(path, progress=ProgressBar(), cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
 
 
 _PART_FLAGS = (("transformer", "--transformer"), ("transformer_2", "--transformer-2"), ("vae", "--vae"),
@@ -287,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="what a model folder or file is, and whether it is complete")
     check.add_argument("path", help="a model folder, a .safetensors file, a Hugging Face cache folder, or a folder of models")
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    check.add_argument("--deep", action="store_true",
+                       help="also read every tensor: NaN/Inf values and zero-filled regions, by file and tensor")
     check.set_defaults(run=_check)
     fix = sub.add_parser("fix", help="repair a model folder (shows the plan; --apply makes the changes) or convert it")
     fix.add_argument("path", nargs="?", help="the model folder or file (not with --assemble)")
