@@ -79,3 +79,15 @@ def test_cancel_stops_the_deep_check(damaged: dict) -> None:
     cancel.set()
     result = deep_check(damaged["nan"], cancel=cancel)
     assert result.cancelled and not result.ok
+
+
+def test_the_model_check_tab_runs_the_deep_check_with_progress_and_cancel(damaged: dict) -> None:
+    from wan_ui import deep_check
+    steps = list(deep_check.run_deep_check(str(damaged["nan"]), poll_s=0.0))
+    html, data = steps[-1]
+    assert not data["ok"] and "blocks.1.ffn.net.0.proj.weight holds 1 NaN and 1 Inf" in html
+    assert "Download transformer/diffusion_pytorch_model.safetensors again." in html
+    assert "damaged" in html
+    assert "cancel" in deep_check.cancel_deep_check().lower()
+    html, data = list(deep_check.run_deep_check(str(damaged["nan"]) + "-missing"))[-1]
+    assert "Not found" in html and data == {}

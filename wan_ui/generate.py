@@ -52,6 +52,7 @@ from wan_ui.render import (
     render_result,
     render_sentences,
 )
+from wan_ui.task_inputs import build_task_inputs, show_for_model, task_values
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class Request:
     image: str | None = None
     last_image: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)   # the other task inputs (wan_ui.task_inputs)
 
 
 def is_busy() -> bool:
@@ -309,7 +311,7 @@ def _run(job: _Job, req: Request) -> dict[str, Any]:
         prompt=req.prompt, negative_prompt=req.negative_prompt or None, num_frames=req.num_frames,
         width=req.width, height=req.height, num_inference_steps=req.steps, guidance_scale=req.guidance,
         guidance_scale_2=req.guidance_2 if report.experts >= 2 else None, seed=req.seed,
-        image=req.image, last_image=req.last_image)
+        image=req.image, last_image=req.last_image, **task_values(report.task, req.inputs))
     settings, errors = resolve(config, report)
     if errors or settings is None:
         return {"success": False, "errors": errors}
@@ -346,6 +348,7 @@ def _run(job: _Job, req: Request) -> dict[str, Any]:
         "peak_vram_mb": result.peak_vram_mb, "errors": list(result.errors), "warnings": list(result.warnings),
         "model_path": report.path, "settings": _settings_of(result.metadata, req),
         "details": str(result.metadata.get("details", "")) if not result.success else "",
+        "non_finite": result.metadata.get("non_finite"),   # a step that went NaN: cause and retry
     }
     return out                      # core.run.load recorded the run in the performance history
 
@@ -436,14 +439,26 @@ def _stream(job: _Job) -> Iterator[tuple[Any, Any, Any]]:
 
 def generate(path: str, prompt: str, negative_prompt: str, width: Any, height: Any, frames: Any, steps: Any,
              guidance: Any, guidance_2: Any, seed: Any, image: Any, last_image: Any, precision: str,
-             offload: str, vae_tiling: str, text_encoder_on_cpu: str) -> Iterator[tuple[Any, Any, Any]]:
-    """The Generate button (API ``/generate``): yields (progress HTML, video path, result dict)."""
+             offload: str, vae_tiling: str, text_encoder_on_cpu: str, video: Any = None, mask: Any = None,
+             reference_images: Any = None, pose_video: Any = None, face_video: Any = None,
+             background_video: Any = None, mask_video: Any = None, strength: Any = None,
+             conditioning_scale: Any = None, mode: Any = None,
+             segment_frame_length: Any = None) -> Iterator[tuple[Any, Any, Any]]:
+    """The Generate button (API ``/generate``): yields (progress HTML, video path, result dict).
+
+    The task inputs after ``text_encoder_on_cpu`` (files as paths) are those of wan_ui.task_inputs.
+    """
+    task_inputs = {"video": video, "mask": mask, "reference_images": reference_images, "pose_video": pose_video,
+                   "face_video": face_video, "background_video": background_video, "mask_video": mask_video,
+                   "strength": strength, "conditioning_scale": conditioning_scale, "mode": mode,
+                   "segment_frame_length": segment_frame_length}
     from wan_ui.model_check import clean_path
     req = Request(path=clean_path(path), prompt=prompt or "", negative_prompt=negative_prompt or "",
                   width=_int(width), height=_int(height), num_frames=_int(frames), steps=_int(steps),
                   guidance=_float(guidance), guidance_2=_float(guidance_2), seed=_int(seed),
                   image=_image_path(image), last_image=_image_path(last_image),
-                  overrides=common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu))
+                  overrides=common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu),
+                  inputs=task_inputs)
     job = _start(req)
     if job is None:
         gr.Warning(BUSY)
@@ -668,11 +683,9 @@ def build_generate_tab() -> GenerateTab:
                                             "morning light")
             negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="wc-gen-negative",
                                   placeholder="What to keep out (optional), e.g. blurry, text, watermark")
-            with gr.Row(visible=False) as image_row:
-                image = gr.Image(label="Starting image", type="filepath", visible=False, elem_id="wc-gen-image",
-                                 height=200)
-                last_image = gr.Image(label="Last frame", type="filepath", visible=False,
-                                      elem_id="wc-gen-last-image", height=200)
+            task_inputs = build_task_inputs()      # exactly the inputs the model's task takes
+            image, last_image = task_inputs.slots["image"].box, task_inputs.slots["last_image"].box
+            image_row = task_inputs.slots["image"].group
             with gr.Row():
                 size = gr.Dropdown(label="Size preset", choices=[], value=None, scale=2, elem_id="wc-gen-size")
                 width = gr.Number(label="Width", value=832, precision=0, minimum=16, scale=1, elem_id="wc-gen-width")
@@ -722,7 +735,7 @@ def build_generate_tab() -> GenerateTab:
                                  interactive=False)
 
     form = [path, prompt, negative, width, height, frames, steps, guidance, guidance_2, seed, image, last_image,
-            precision, offload, tiling, te_cpu]
+            precision, offload, tiling, te_cpu, *task_inputs.values()]
     model_fields = [info, size, width, height, frames, steps, guidance, guidance_2, image, last_image, image_row]
     plan_inputs = [path, width, height, frames, steps, guidance, precision, offload, tiling, te_cpu]
 
@@ -730,9 +743,13 @@ def build_generate_tab() -> GenerateTab:
     refresh.click(picker_update, inputs=picker, outputs=picker, api_visibility="private")
     picker.input(lambda p: p or gr.skip(), inputs=picker, outputs=path, api_visibility="private").then(
         select_new_model, inputs=[path, selected], outputs=[*model_fields, selected],
+        api_visibility="private").then(
+        show_for_model, inputs=[path, task_inputs.mode], outputs=task_inputs.model_outputs(),
         api_visibility="private").then(update_plan, inputs=plan_inputs, outputs=plan_html, api_visibility="private")
     gr.on([path.submit, path.blur], select_new_model, inputs=[path, selected], outputs=[*model_fields, selected],
-          api_visibility="private").then(update_plan, inputs=plan_inputs, outputs=plan_html,
+          api_visibility="private").then(
+        show_for_model, inputs=[path, task_inputs.mode], outputs=task_inputs.model_outputs(),
+        api_visibility="private").then(update_plan, inputs=plan_inputs, outputs=plan_html,
                                          api_visibility="private")
     size.input(apply_size, inputs=size, outputs=[width, height], api_visibility="private").then(
         update_plan, inputs=plan_inputs, outputs=plan_html, api_visibility="private")

@@ -43,7 +43,7 @@ import gradio as gr
 
 from core.check.archive import ZipLimits, extract_zip
 from core.errors import WanError, explain
-from wan_ui import common, dropzone
+from wan_ui import common, deep_check, dropzone
 from wan_ui.render import (
     render_doctor,
     render_error,
@@ -281,12 +281,22 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
                              elem_id="wc-open-fix")
     with gr.Accordion("Report as JSON", open=False, elem_id="wc-json-fold"):
         report_json = gr.JSON(value={}, show_label=False, elem_id="wc-json")
+    with gr.Row():   # issue 19: core.check.deep, every byte read, with progress and Cancel
+        deep_button = gr.Button("Deep check (reads every byte)", size="sm", scale=0, min_width=260,
+                                elem_id="wc-deep-check")
+        deep_cancel = gr.Button("Cancel deep check", size="sm", scale=0, elem_id="wc-deep-cancel")
+    deep_html = gr.HTML("", elem_id="wc-deep-report")
+    deep_json = gr.JSON(value={}, visible=False, elem_id="wc-deep-json")
     with gr.Accordion("System: is this computer ready?", open=False, elem_id="wc-system") as system:
         system_html = gr.HTML('<p class="wc-prompt">Checking Python, torch, the GPU, memory, disk and '
                               "libraries…</p>", elem_id="wc-system-report", js_on_load=None)
         again = gr.Button("Check again", size="sm", elem_id="wc-system-again")
 
     outputs = [report_html, report_json]
+    deep_button.click(deep_check.run_deep_check, inputs=path_box, outputs=[deep_html, deep_json],
+                      api_name="deep_check", show_progress="minimal", concurrency_id="deep_check")
+    deep_cancel.click(deep_check.cancel_deep_check, outputs=deep_html, api_name="cancel_deep_check",
+                      concurrency_id="deep_cancel")
     after = dict(fn=after_check, inputs=report_json, outputs=[download, open_fix], api_visibility="private")
     gr.on([check_button.click, path_box.submit], check_path, inputs=path_box,
           outputs=outputs, api_name="check", show_progress="minimal").then(**after)

@@ -180,9 +180,11 @@ class _FileScan:
         pages = len(data) // PAGE
         if pages:
             words = data[:pages * PAGE].view(np.uint64).reshape(pages, PAGE // 8)
-            zero = words.max(axis=1) == 0
-            if zero.any():
-                edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.view(np.int8), [0]))))
+            candidates = np.flatnonzero(words[:, 0] == 0)      # one word per page: nearly free
+            if len(candidates):
+                zero = np.zeros(pages, dtype=bool)
+                zero[candidates] = words[candidates].max(axis=1) == 0
+                edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.view(np.int8), [0]))))  # run starts, ends
                 for s, e in zip(edges[0::2], edges[1::2], strict=False):
                     self._add_run(offset + int(s) * PAGE, offset + int(e) * PAGE)
         tail = data[pages * PAGE:]
