@@ -31,8 +31,7 @@ from typing import Any
 
 from core.check import signals
 from core.check.codes import Code
-from core.check.components import (PICKLE_SUFFIXES, PartReading, read_component_folder, read_json, read_safetensors,
-                                   read_weights)
+from core.check.components import PICKLE_SUFFIXES, PartReading, read_component_folder, read_json, read_safetensors, read_weights
 from core.check.dit import DitFacts, dit_facts, dit_facts_from_config, dit_facts_from_tensors, vae_z_dim_from_tensors, wan_version
 from core.check.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSource, LocalSource, SubSource, display_name
 from core.check.journal_trust import journal_problem
@@ -388,8 +387,11 @@ def _note_part(d: _Draft, name: str, reading: PartReading) -> None:
         if facts is not None:
             d.experts.append(facts)
             d.expert_tensors.append(tensors)
-            if tensors and comp.config and comp.complete:
-                d.findings.extend(_config_disagreements(comp, facts))
+            disagreements = _config_disagreements(comp, facts) if tensors and comp.config else []
+            if disagreements:  # says which number differs: clearer than the per-tensor weights_mismatch
+                d.findings[:] = [f for f in d.findings
+                                 if not (f.code is Code.WEIGHTS_MISMATCH and f.path == comp.name)]
+                d.findings.extend(disagreements)
     elif name == "vae":
         z = comp.config.get("z_dim")
         if isinstance(z, int):
@@ -615,7 +617,8 @@ def _finish(d: _Draft, family: ArchitectureType, declared_pipeline: str | None) 
                                          A.FLUX: "FluxPipeline"}.get(family)
         d.findings.append(Finding(INFO, Code.NOT_WAN, f"This is not a Wan model: it is {_family_name(family)}"
                                   + (f", loaded with {pipeline}." if pipeline else "."),
-                                  "Load it with diffusers' DiffusionPipeline.from_pretrained; Wan Compat generates only with Wan models."))
+                                  "Load it with diffusers' DiffusionPipeline.from_pretrained; "
+                                  "Wan Compat generates only with Wan models."))
     known = [c.parameters for c in d.components if c.parameters is not None]
     parameters = (sum(known) + d.extra_parameters) if (known or d.extra_parameters) else None
     registry_id = _registry_id(d.layout, version, task, size_class, d.hint) if arch.is_wan else None
@@ -628,8 +631,9 @@ def _finish(d: _Draft, family: ArchitectureType, declared_pipeline: str | None) 
 
 
 def _family_name(family: ArchitectureType) -> str:
-    return {A.STABLE_DIFFUSION: "a Stable Diffusion (1.x/2.x) model", A.STABLE_DIFFUSION_XL: "a Stable Diffusion XL model",
-            A.STABLE_DIFFUSION_3: "a Stable Diffusion 3 model", A.FLUX: "a Flux model"}.get(family, "a diffusers model of another kind")
+    names = {A.STABLE_DIFFUSION: "a Stable Diffusion (1.x/2.x) model", A.STABLE_DIFFUSION_XL: "a Stable Diffusion XL model",
+             A.STABLE_DIFFUSION_3: "a Stable Diffusion 3 model", A.FLUX: "a Flux model"}
+    return names.get(family, "a diffusers model of another kind")
 
 
 def _wan_checks(d: _Draft, task: str | None, version: str | None) -> None:

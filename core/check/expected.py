@@ -307,7 +307,11 @@ def compare(expected: Table, found: Mapping[str, Any], class_name: str = "") -> 
     if unexpected:
         parts.append(f"{_count(len(unexpected))} the class does not have ({_some(unexpected)})")
     if wrong:
-        parts.append(f"{_count(len(wrong))} of the wrong shape ({_some(wrong)})")
+        first = wrong[0]
+        held = ", ".join(map(str, _shape(found[first])))
+        wanted = ", ".join(map(str, expected.get(first, expected.get("shared.weight", ()))))
+        parts.append(f"{_count(len(wrong))} of the wrong shape ({_some(wrong)}; {first} is [{held}] in the weights "
+                     f"but [{wanted}] by the config)")
     return "; ".join(parts) or None
 
 

@@ -46,17 +46,17 @@ def refusal(report: ModelReport, trust_remote_code: bool = False) -> Exception |
                         "cannot load directly.",
                         "Convert it to the diffusers layout with Fix (`python -m core fix PATH`), or download "
                         "the -Diffusers version of the model.")
+    if report.custom_code and not trust_remote_code:
+        return WanError("model_index.json names Python code from outside diffusers and transformers; "
+                        "it was not loaded, and nothing was run.",
+                        "Wan models need no custom code: repair model_index.json with Fix, or pass "
+                        "trust_remote_code=True only if you trust where the model came from.")
     if errors:
         first = errors[0]
         more = f" ({len(errors) - 1} more problem(s); see `python -m core check`.)" if len(errors) > 1 else ""
         return WanError(f"The model cannot be loaded: {first.message}{more}",
                         first.remedy or "Open it in Model Check and Fix.",
                         "\n".join(f"{f.code}: {f.message}" for f in errors))
-    if report.custom_code and not trust_remote_code:
-        return WanError("model_index.json names Python code from outside diffusers and transformers; "
-                        "it was not loaded, and nothing was run.",
-                        "Wan models need no custom code: repair model_index.json with Fix, or pass "
-                        "trust_remote_code=True only if you trust where the model came from.")
     return None
 
 
