@@ -322,3 +322,16 @@ def test_a_missing_shard_is_not_mistaken_for_mismatched_experts(a14b: Path) -> N
     sorted((a14b / "transformer").glob("*.safetensors"))[2].unlink()
     report = inspect(a14b)
     assert "shard_missing" in codes(report) and "expert_mismatch" not in codes(report)
+
+
+@pytest.mark.parametrize("processor", ["CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil"])
+def test_image_processor_classes_diffusers_loads_are_accepted(demo_models_dir: Path, tmp_path: Path,
+                                                              processor: str) -> None:
+    """transformers 5 saves CLIPImageProcessorPil where torchvision is missing; all three load."""
+    folder = tmp_path / "i2v"
+    shutil.copytree(demo_models_dir / "wan21_i2v", folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["image_processor"] = ["transformers", processor]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    report = inspect(folder)
+    assert report.loadable, [f.message for f in report.errors]

@@ -285,7 +285,8 @@ def _declared_class_problems(name: str, declared: tuple[str | None, str | None],
 
 # Classes that may load a weightless folder besides the one its config names.
 WEIGHTLESS_CLASSES = {"tokenizer": ("T5Tokenizer", "T5TokenizerFast", "AutoTokenizer"),
-                      "image_processor": ("CLIPImageProcessor", "CLIPImageProcessorFast", "AutoImageProcessor")}
+                      "image_processor": ("CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil",
+                                          "AutoImageProcessor")}  # Pil: transformers 5 without torchvision
 
 
 def _fits_weightless(name: str, library: str | None, declared: str, in_folder: str | None) -> bool:
