@@ -38,14 +38,16 @@ from typing import Any
 
 from core.atomic import atomic_rename, atomic_write_bytes, fsync_dir, temp_path_for
 from core.check.filesource import BACKUP_DIR, JOURNAL_NAME
+from core.check.journal_trust import journal_problem, unsafe_path
 from core.errors import WanError, explain
 from core.fix.lock import LOCK_NAME, WAIT_SECONDS, FixLock
 from core.fix.parts import FixAction, FixResult, inspect_path, is_ready
 from core.progress import AnyCallback, Progress
 
 __all__ = ["FixResult", "LOCK_NAME", "PAUSE_ENV", "PAUSE_SECONDS_ENV", "SMALL_FILE_LIMIT", "WAIT_SECONDS",
-           "check_preconditions", "execute_actions", "execute_recovery", "file_signature", "is_ready",
-           "pending_journal", "sha256_of", "stat_signature", "undo_fix"]
+           "check_preconditions", "execute_actions", "execute_recovery", "file_signature", "foreign_journal",
+           "is_ready", "pending_journal", "read_trusted_journal", "sha256_of", "stat_signature", "undo_fix",
+           "check_targets"]
 
 SMALL_FILE_LIMIT = 16 * 2**20   # files larger than this are never copied or rewritten
 PAUSE_ENV = "WAN_COMPAT_FIX_PAUSE_AFTER"
@@ -158,6 +160,7 @@ def execute_actions(root: Path, actions: tuple[FixAction, ...],
     Raises WanError (nothing changed) when the folder changed since the plan, another fix
     holds it for longer than ``wait`` seconds, or the backups cannot be written.
     """
+    check_targets(root, actions)
     check_preconditions(root, preconditions)   # before the lock, which creates .wan_compat_backup/
     total = len(actions)
     with _lock(root, progress, wait) as lock:
@@ -245,9 +248,11 @@ def _journals(root: Path) -> list[tuple[Path, dict[str, Any]]]:
         if q.name.startswith(".") or not (q / JOURNAL_NAME).is_file():
             continue
         try:
-            out.append((q, json.loads((q / JOURNAL_NAME).read_text())))
-        except (OSError, ValueError):
+            journal = json.loads((q / JOURNAL_NAME).read_text())
+        except (OSError, ValueError, RecursionError):
             continue
+        if isinstance(journal, dict):
+            out.append((q, journal))
     return out
 
 
@@ -255,6 +260,87 @@ def pending_journal(root: Path) -> tuple[Path, dict[str, Any]] | None:
     """The backup folder and journal of a fix that was interrupted (state ``applying``), if any."""
     pending = [(q, j) for q, j in _journals(root) if j.get("state") == "applying"]
     return pending[-1] if pending else None
+
+
+def _inside(base: str, target: str) -> bool:
+    return os.path.commonpath([base, target]) == base
+
+
+def _entry_problem(entry: dict[str, Any]) -> str | None:
+    """Why one file entry of a journal is malformed (its signatures and contents must be text)."""
+    sigs = [entry.get("before"), entry.get("final"), *entry.get("states", [])]
+    if not all(s is None or isinstance(s, str) for s in sigs) or not isinstance(entry.get("final_b64", ""), str):
+        return "one of its file entries is malformed"
+    try:
+        base64.b64decode(entry.get("final_b64", ""), validate=True)
+    except ValueError:
+        return "one of its file entries holds contents that are not base64"
+    return None
+
+
+def foreign_journal(root: Path, backup: Path, journal: Any) -> str | None:
+    """Why the journal in ``backup`` must not be finished or undone in ``root``, or None when it may be.
+
+    Every path it names must stay inside ``root`` after links are followed
+    (:func:`core.check.journal_trust.journal_problem`), the backups folder, ``backup`` and its
+    journal must not be links, and every file it restores must come from ``backup/files/``.
+
+    >>> foreign_journal(Path("/m"), Path("/m/.wan_compat_backup/1"), {"files": [{"path": "/etc/x"}]})   # doctest: +SKIP
+    'it names /etc/x, and it is an absolute path'
+    """
+    problem = journal_problem(journal, root)
+    if problem:
+        return problem
+    real_root = os.path.realpath(root)
+    bdir = os.path.join(real_root, BACKUP_DIR)
+    if os.path.realpath(root / BACKUP_DIR) != bdir:
+        return f"its {BACKUP_DIR} folder is a link to somewhere else"
+    real_backup = os.path.realpath(backup)
+    if os.path.dirname(real_backup) != bdir or os.path.islink(backup / JOURNAL_NAME):
+        return "its backup folder is a link to somewhere else"
+    for entry in journal.get("files", []):
+        why = _entry_problem(entry)
+        if why:
+            return why
+        if entry.get("before") is not None:
+            source = os.path.realpath(os.path.join(real_backup, "files", *entry["path"].replace("\\", "/").split("/")))
+            if not _inside(os.path.join(real_backup, "files"), source):
+                return f"it restores {str(entry['path'])[:80]} from outside its own backup folder"
+    return None
+
+
+def _refusal(root: Path, backup: Path, problem: str) -> WanError:
+    return WanError(f"{root} carries a repair record ({BACKUP_DIR}/{backup.name}/{JOURNAL_NAME}) that points outside "
+                    f"it ({problem}); it was not written by this computer's Fix, so Fix will not finish or undo it. "
+                    "Nothing was changed.",
+                    f"Delete {backup / JOURNAL_NAME} if you do not know where it came from, then run Fix again.")
+
+
+def read_trusted_journal(root: Path, backup: Path) -> dict[str, Any]:
+    """The journal in ``backup``, read again from disk; raises WanError when it may not be executed.
+
+    Read under the lock, just before acting, so a journal swapped after the plan was made is
+    judged too.
+    """
+    try:
+        journal = json.loads((backup / JOURNAL_NAME).read_text())
+    except (OSError, ValueError) as exc:
+        raise WanError(f"The repair record {backup / JOURNAL_NAME} cannot be read; nothing was changed.",
+                       "Delete it if you do not know where it came from.", str(exc)) from exc
+    problem = foreign_journal(root, backup, journal)
+    if problem:
+        raise _refusal(root, backup, problem)
+    return journal
+
+
+def check_targets(root: Path, actions: tuple[FixAction, ...]) -> None:
+    """Raise WanError when an action would write or rename outside ``root`` (names come from disk)."""
+    for action in actions:
+        for rel in [*(r for r, _ in action.contents), *(p for m in action.moves for p in m)]:
+            why = unsafe_path(rel, root)
+            if why:
+                raise WanError(f"The fix would write {str(rel)[:80]}, and {why}; nothing was changed.",
+                               "A file in the model folder names that path; check where the folder came from.")
 
 
 def execute_recovery(root: Path, backup: Path, description: str, progress: Progress,
@@ -272,7 +358,7 @@ def execute_recovery(root: Path, backup: Path, description: str, progress: Progr
 
 def _finish_journal(root: Path, backup: Path) -> list[str]:
     """Roll an interrupted fix forward to its planned state; conflicts are reported, not overwritten."""
-    journal = json.loads((backup / JOURNAL_NAME).read_text())
+    journal = read_trusted_journal(root, backup)
     errors = []
     for f in journal.get("files", []):
         target = root / f["path"]
@@ -297,7 +383,7 @@ def _finish_journal(root: Path, backup: Path) -> list[str]:
 
 def _undo_journal(root: Path, backup: Path) -> list[str]:
     """Put every file the journal changed back as it was (the files' current state must be known to it)."""
-    journal = json.loads((backup / JOURNAL_NAME).read_text())
+    journal = read_trusted_journal(root, backup)
     errors = []
     for src, dst in reversed(journal.get("moves", [])):
         a, b = root / src, root / dst

@@ -80,6 +80,9 @@ class FixLock:
             if not self._thread.acquire(timeout=self.wait):
                 raise _busy(self.root)
         try:
+            if self.dir.is_symlink():   # a folder from elsewhere: the lock and backups would land outside it
+                raise WanError(f"{self.dir} is a link to another place, so Fix will not write backups there; "
+                               "nothing was changed.", f"Delete the link {self.dir} and run Fix again.")
             self.dir.mkdir(exist_ok=True)
             self._file = filelock.FileLock(str(self.path))
             try:

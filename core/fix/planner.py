@@ -47,7 +47,7 @@ from core.check.components import WEIGHT_STEMS, library_of
 from core.check.filesource import BACKUP_DIR
 from core.check.report import Finding, Layout, ModelReport, Severity
 from core.errors import WanError
-from core.fix.journal import SMALL_FILE_LIMIT, file_signature, sha256_of, stat_signature
+from core.fix.journal import SMALL_FILE_LIMIT, file_signature, foreign_journal, sha256_of, stat_signature
 from core.fix.lock import is_locked
 from core.fix.parts import FixAction, ManualStep
 from core.fix.plan import FixPlan
@@ -534,7 +534,7 @@ def manual_step_for(f: Finding, report: ModelReport, cands: list[ModelRequiremen
         return ManualStep(f.message, "nothing to download: give your user read access to it (or fix a copy you own)",
                           str(Path(root) / path) if path else root)
     if path and (code in (Code.SHARD_MISSING, Code.FILE_TRUNCATED, Code.INDEX_UNREADABLE, Code.CONFIG_MISSING,
-                          Code.CONFIG_UNREADABLE) or code in HEADER_DAMAGE):
+                          Code.CONFIG_UNREADABLE, Code.FILE_EXTRA_BYTES) or code in HEADER_DAMAGE):
         extra = " (delete the damaged copy first)" if code != Code.SHARD_MISSING and code != Code.CONFIG_MISSING else ""
         return ManualStep(f.message, f"{path}{extra} from {from_repo}", into(posixpath.dirname(path)),
                           repo, (path,), root)
@@ -553,6 +553,9 @@ def manual_step_for(f: Finding, report: ModelReport, cands: list[ModelRequiremen
         if role:
             return ManualStep(f.message, f"the whole {role}/ folder from {from_repo}", into(role), repo,
                               (f"{role}/*",), root)
+    if code == Code.WEIGHTS_MISMATCH and path and not original:  # config and weights from one download
+        return ManualStep(f.message, f"the whole {path}/ folder from {from_repo} (replace the one there)",
+                          into(path), repo, (f"{path}/*",), root)
     if code == Code.VAE_MISMATCH:
         if original:
             vae = cands[0].vae if cands else ("wan2.2" if "Wan2.2 VAE" in f.message else "wan2.1")
@@ -618,6 +621,13 @@ def _diffusers_twins(cands: list[ModelRequirements]) -> list[ModelRequirements]:
 def recovery_plan(root: Path, pending: tuple[Path, dict[str, Any]], report: ModelReport) -> FixPlan:
     """The one step that finishes the fix recorded in ``pending`` (see :func:`core.fix.journal.pending_journal`)."""
     backup, journal = pending
+    problem = foreign_journal(root, backup, journal)
+    if problem:  # never executed: its paths, not this computer's Fix, would decide what is written
+        return FixPlan(report.path, (), (), report, notes=(
+            f"This folder carries a repair record ({BACKUP_DIR}/{backup.name}/journal.json) that points outside it "
+            f"({problem}); it was not written by this computer's Fix, so Fix will not finish or undo it, and "
+            "changes nothing here while it is there.",
+            f"Delete {backup / 'journal.json'} if you do not know where it came from, then run Fix again."))
     todo = [f["path"] for f in journal.get("files", []) if file_signature(root / f["path"]) != f.get("final")]
     moves = [tuple(m) for m in journal.get("moves", []) if (root / m[0]).exists()]
     parts = []

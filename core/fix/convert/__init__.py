@@ -46,6 +46,7 @@ from typing import Any
 
 from core.check import signals
 from core.check.codes import Code
+from core.check.journal_trust import unsafe_path
 from core.check.report import Layout, ModelReport
 from core.check.safetensors_header import HeaderError, read_header
 from core.errors import WanError
@@ -333,6 +334,10 @@ def _dit_files(folder: Path) -> list[Path]:
     index = read_json(folder / "diffusion_pytorch_model.safetensors.index.json")
     if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
         names = sorted(set(map(str, index["weight_map"].values())))
+        outside = [n for n in names if unsafe_path(n, folder)]
+        if outside:  # the index is data found on disk: it does not choose what is read
+            raise _Refusal(f"{folder.name}/'s index names the shard {outside[0][:80]}, which is not a file in that "
+                           "folder; download the index again.")
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise _Refusal(f"The shard {missing[0]} named in {folder.name}/'s index is missing; download it again.")
