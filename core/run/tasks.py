@@ -81,6 +81,45 @@ IMAGE_SIZED_TASKS = frozenset({"i2v", "ti2v", "flf2v", "animate"})   # default s
 ANIMATE_MODES = ("animate", "replace")
 
 
+def form_fields(task: str | None, mode: str | None = None) -> tuple[str, ...]:
+    """The inputs and options a form shows for ``task`` (no torch): files first, then numbers.
+
+    Animate's background and mask videos only in "replace" ``mode``; strength goes with
+    video-to-video (a T2V model's ``video``).
+
+    >>> form_fields("animate", "animate")
+    ('image', 'pose_video', 'face_video', 'mode', 'segment_frame_length')
+    >>> form_fields("t2v")
+    ('video', 'strength')
+    """
+    task = task or "t2v"
+    files = TASK_INPUTS.get(task, ())
+    if task == "animate" and (mode or "animate") != "replace":
+        files = tuple(f for f in files if f not in ("background_video", "mask_video"))
+    return (*files, *(name for name, (tasks, _, _) in OPTIONS.items() if task in tasks))
+
+
+def check_one(field: str, value: Any) -> tuple[InputInfo | None, list[str]]:
+    """Probe one input (a path, PIL image or list) as :func:`check_inputs` does: (info, sentences).
+
+    >>> check_one("pose_video", "notes.mp4")     # doctest: +SKIP
+    (None, ['notes.mp4 is not a readable video: it is damaged, cut short, or not a video at all. Use ...'])
+    """
+    spec = INPUTS[field]
+    kind = "image" if spec.kind == "images" else spec.kind
+    first: InputInfo | None = None
+    errors: list[str] = []
+    for item in _paths(value, spec.kind):
+        try:
+            info = probe(item, kind)
+        except WanError as err:
+            errors.append(f"The {spec.label} {err.message[0].lower()}{err.message[1:]} {err.remedy}".strip()
+                          if not _names_itself(err.message) else f"{err.message} {err.remedy}".strip())
+            continue
+        first = first or info
+    return first, errors
+
+
 def _value(config: Any, name: str) -> Any:
     return getattr(config, name, None)
 
@@ -124,15 +163,11 @@ def check_inputs(config: Any, report: Any, required: bool = True) -> tuple[dict[
         if value is None:
             continue
         spec = INPUTS[field]
-        kind = "image" if spec.kind == "images" else spec.kind
         for i, item in enumerate(_paths(value, spec.kind)):
-            try:
-                info = probe(item, kind)
-            except WanError as err:
-                errors.append(f"The {spec.label} {err.message[0].lower()}{err.message[1:]} {err.remedy}".strip()
-                              if not _names_itself(err.message) else f"{err.message} {err.remedy}".strip())
-                continue
-            infos[field if i == 0 else f"{field}[{i}]"] = info
+            info, problems = check_one(field, [item] if spec.kind == "images" else item)
+            errors += problems
+            if info is not None:
+                infos[field if i == 0 else f"{field}[{i}]"] = info
     return infos, errors
 
 
