@@ -315,6 +315,10 @@ def _run(job: _Job, req: Request) -> dict[str, Any]:
     settings, errors = resolve(config, report)
     if errors or settings is None:
         return {"success": False, "errors": errors}
+    from core.run.output_rules import outputs_dir_problem
+    where = outputs_dir_problem(ctx.outputs_dir, (report.path,))   # before loading (issue 13 §2)
+    if where:
+        return {"success": False, "errors": [where]}
     plan = common.plan(report, request_for(settings, req.overrides))
     if plan is None or not plan.fits:
         return _fail(plan.refusal if plan and plan.refusal else "This request does not fit this computer.",

@@ -209,10 +209,9 @@ def resolve(config: GenerationConfig, report: ModelReport, *, inputs_required: b
     errors += input_errors
     if isinstance(frames, int) and frames >= 1:
         errors += tasks.frame_problems(inputs, frames)
-    if config.output_path:
-        problem = _output_problem(Path(config.output_path))
-        if problem:
-            errors.append(problem)
+    problem = _output_problem(config.output_path, report.path)   # before loading: core.run.output_rules
+    if problem:
+        errors.append(problem)
     seed = config.seed if config.seed is not None else 42
     if not isinstance(seed, int) or not 0 <= seed < 2**63:
         errors.append(f"The seed must be a whole number from 0 to {2**63 - 1}, not {seed!r}.")
@@ -228,8 +227,17 @@ def resolve(config: GenerationConfig, report: ModelReport, *, inputs_required: b
         inputs=inputs, notes=tuple(notes)), []
 
 
-def _output_problem(path: Path) -> str | None:
-    """Why the MP4 cannot be written at ``path``, or None; checked before minutes of work."""
+def _output_problem(output: str | None, model: str) -> str | None:
+    """Why the MP4 cannot be written at ``output`` (or, when None, into the outputs folder), or None;
+    checked before minutes of work."""
+    from core.run.output_rules import output_problem, outputs_dir_problem
+    if not output:
+        from core.config import current
+        return outputs_dir_problem(current().outputs_dir, (model,))
+    problem = output_problem(output, (model,))
+    if problem:
+        return problem
+    path = Path(output)
     if path.is_dir():
         return f"The output {path} is a folder: give a file name ending in .mp4."
     folder = path.parent

@@ -56,10 +56,11 @@ import subprocess
 import sys
 import tempfile
 import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -314,6 +315,14 @@ def read_video_info(path: str | os.PathLike[str]) -> VideoInfo:
     return VideoInfo(path=path, frames=frames, width=int(size.group(1)) if size else 0,
                      height=int(size.group(2)) if size else 0, fps=fps, duration_s=duration,
                      codec=codec, metadata=_read_metadata(exe, path))
+
+
+def read_video_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The settings dict stored in a video's ``comment`` tag, or None (no frames are decoded).
+
+    ``read_video_metadata("outputs/video.mp4")["app"]`` -> ``'Wan Compat 0.4.0'`` for our videos.
+    """
+    return _read_metadata(_ffmpeg_exe(), Path(path))
 
 
 def _read_metadata(exe: str, path: Path) -> dict[str, Any] | None:
