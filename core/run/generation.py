@@ -22,6 +22,7 @@ from typing import Any
 
 from core.check.registry import ModelRequirements, get_compatibility_registry
 from core.check.report import ModelReport
+from core.run.input_memory import input_load
 from core.run.optimize import OptimizationRequest
 
 IMAGE_TASKS = frozenset({"i2v", "flf2v", "animate"})   # an image is required
@@ -98,11 +99,12 @@ class ResolvedSettings:
     segment_frame_length: int | None = None
     inputs: dict[str, Any] = field(default_factory=dict)   # field -> InputInfo (core.run.inputs), checked
     notes: tuple[str, ...] = ()                             # e.g. the size taken from the image
+    task: str | None = None                                 # the model's task (what its inputs add to memory)
 
     def to_metadata(self) -> dict[str, Any]:
         """The JSON-able settings (images by their source, not their pixels)."""
         from core.run.tasks import INPUTS, describe
-        data = {k: v for k, v in asdict(self).items() if k not in ("inputs", "notes")}
+        data = {k: v for k, v in asdict(self).items() if k not in ("inputs", "notes", "task")}
         for key in INPUTS:
             value = data[key]
             data[key] = None if value is None else (str(value) if isinstance(value, (str, Path)) else "<in memory>")
@@ -142,7 +144,8 @@ def request_for(settings: ResolvedSettings, overrides: Mapping[str, Any] | None 
     """
     return OptimizationRequest(width=settings.width, height=settings.height, num_frames=settings.num_frames,
                                num_inference_steps=settings.num_inference_steps,
-                               guidance=settings.guidance_scale > 1, overrides=dict(overrides or {}))
+                               guidance=settings.guidance_scale > 1, overrides=dict(overrides or {}),
+                               inputs=input_load(settings.task, settings) or None)
 
 
 def size_multiple(report: ModelReport) -> int:
@@ -224,7 +227,7 @@ def resolve(config: GenerationConfig, report: ModelReport, *, inputs_required: b
         image=config.image, last_image=config.last_image, enable_optimizations=config.enable_optimizations,
         force_chunked_processing=config.force_chunked_processing, output_path=config.output_path,
         **{name: getattr(config, name) for name in (*tasks.INPUTS, *tasks.OPTIONS) if name not in ("image", "last_image")},
-        inputs=inputs, notes=tuple(notes)), []
+        inputs=inputs, notes=tuple(notes), task=report.task), []
 
 
 def _output_problem(output: str | None, model: str) -> str | None:

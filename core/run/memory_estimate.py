@@ -422,10 +422,24 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
     w, h = width or request.width, height or request.height
     f = frames or request.num_frames
     weights = _weights_mb(facts, precision, setup.vae_precision)
-    tokens = latent_tokens(facts, w, h, f)
+    load = getattr(request, "inputs", None)          # core.run.input_memory.InputLoad: what inputs add
+    call_frames = min(f, load.segment_frames) if load and load.segment_frames else f
+    tokens = latent_tokens(facts, w, h, call_frames)
+    if load and load.reference_frames:                # VACE references / Animate's character: latent frames
+        tokens += load.reference_frames * (h // facts.token_divisor) * (w // facts.token_divisor)
     act_dit = _dit_activation_mb(facts, tokens, precision)
-    act_dec = _vae_activation_mb(facts, w, h, f, setup.tiling, setup.vae_precision)
+    act_dec = _vae_activation_mb(facts, w, h, call_frames, setup.tiling, setup.vae_precision)
     act_vae_enc = act_dec if facts.encodes_video else 0.0
+    encodes = facts.encodes_video
+    kept = 0.0                                       # frames made so far (Animate keeps them on the device)
+    if load and load.encoded_frames and facts.wan:   # input videos through the VAE, as float32 tensors
+        pixels = load.encoded_frames * w * h * 3 * 4 / MIB
+        act_vae_enc = max(act_vae_enc, pixels + _vae_activation_mb(facts, w, h, load.encoded_frames,
+                                                                     setup.tiling, setup.vae_precision))
+        encodes = True
+    if load and load.segments > 1:
+        kept = f * w * h * 3 * 4 / MIB
+    input_ram = load.decoded_mb if load else 0.0
     te = weights.get("text_encoder", 0.0)
     act_te = min(TEXT_ENCODE_ACTIVATION_MB, te)       # min: the tiny demo models
     img = weights.get("image_encoder", 0.0)
@@ -440,7 +454,7 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
 
     if machine.device == "cpu":
         stages = {s: 0.0 for s in _STAGES}
-        ram = BASE_RAM_MB["cpu"] + total + max(acts.values())
+        ram = BASE_RAM_MB["cpu"] + total + max(acts.values()) + input_ram + kept
         est = MemoryEstimate(weights, 0.0, ram, stages, act_dit, tokens)
         fits_ram = machine.usable_ram is None or ram <= machine.usable_ram
         return _Eval(setup, precision, est, True, fits_ram, activations=acts)
@@ -453,9 +467,9 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
                   "denoise": resident + act_dit, "decode": resident + act_dec}
     elif p == "model_offload":
         encode_te = te_gpu + act_te if te_gpu else 0.0
-        encode_img = img + (vae + act_vae_enc if facts.encodes_video else act_img)
+        encode_img = img + (vae + act_vae_enc if encodes else act_img)
         stages = {"encode": max(encode_te, encode_img, others),
-                  "denoise": max(experts) + act_dit + (vae if facts.encodes_video else 0.0),
+                  "denoise": max(experts) + act_dit + (vae if encodes else 0.0),
                   "decode": vae + act_dec}
     elif p == "group_offload":
         always = vae + _group_resident(img, 32, 0.0)
@@ -481,11 +495,14 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
         raise ValueError(f"unknown placement {p!r}; expected one of {PLACEMENTS}")
     if p != "balanced":
         stages = {s: v + CUDA_OVERHEAD_MB for s, v in stages.items()}
+    if kept:
+        stages = {s: v + (kept if s != "encode" else 0.0) for s, v in stages.items()}
 
     if p in ("all_on_device", "balanced"):
         ram = BASE_RAM_MB["cuda"] + max(weights.values(), default=0.0) + (te if setup.te_cpu else 0.0)
     else:
         ram = BASE_RAM_MB["cuda"] + total
+    ram += input_ram
     peak = max(stages.values())
     est = MemoryEstimate(weights, peak, ram, stages, act_dit, tokens)
     if p == "balanced":

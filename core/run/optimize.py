@@ -50,6 +50,7 @@ from core.check.report import ModelReport
 from core.choices import DTYPES
 from core.errors import WanError
 from core.run.hardware import HardwareInfo
+from core.run.input_memory import InputLoad
 
 # Re-exported (F401): the estimate's constants and formulas, as tests and tools import them from here.
 from core.run.memory_estimate import (  # noqa: F401
@@ -112,11 +113,12 @@ class OptimizationRequest:
     num_inference_steps: int
     guidance: bool = True            # CFG: two transformer passes per step (one after the other)
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    inputs: InputLoad | None = None  # what the task's inputs add (core.run.input_memory)
 
     def to_dict(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "num_frames": self.num_frames,
                 "num_inference_steps": self.num_inference_steps, "guidance": self.guidance,
-                "overrides": dict(self.overrides)}
+                "overrides": dict(self.overrides), **({"inputs": self.inputs.to_dict()} if self.inputs else {})}
 
 
 @dataclass(frozen=True)
@@ -715,6 +717,9 @@ def _build(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _O
         te_reason = "No: this model has no text encoder to place."
 
     notes = list(o.notes)
+    if request.inputs:
+        notes.append(f"Inputs counted: {request.inputs.words()}; their decoded frames take about "
+                     f"{_gb(request.inputs.decoded_mb)} of RAM.")
     if not facts.wan:
         notes.append("Only the weights are counted: activations are estimated for Wan models only.")
     if facts.assumed:
