@@ -63,6 +63,15 @@ def animate_segments(frames: int, segment: int) -> int:
     return max(1, math.ceil(max(0, frames - _ANIMATE_OVERLAP) / step))
 
 
+def animate_segment_length(asked: int) -> int:
+    """The segment length diffusers uses for ``asked`` (rounded to 4k+1 as WanAnimatePipeline does).
+
+    >>> animate_segment_length(77), animate_segment_length(20)
+    (77, 21)
+    """
+    return max(1, asked if asked % 4 == 1 else asked // 4 * 4 + 1)
+
+
 def input_load(task: str | None, settings: Any) -> InputLoad:
     """What ``settings``' inputs add (``settings.inputs``: field -> InputInfo, from the checks).
 
@@ -81,7 +90,7 @@ def input_load(task: str | None, settings: Any) -> InputLoad:
         return InputLoad(refs, 2 * frames, None, 1, decoded, tuple(what))
     if task == "animate" and "pose_video" in infos:
         segment = getattr(settings, "segment_frame_length", None) or _ANIMATE_SEGMENT
-        segment = max(1, (segment - 1) // 4 * 4 + 1)
+        segment = animate_segment_length(segment)
         segments = animate_segments(min(infos["pose_video"].frames, frames), segment)
         replace = getattr(settings, "mode", None) == "replace"
         encoded = segment * (3 if replace else 2)   # pose (+ background and mask) and the previous frames

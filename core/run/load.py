@@ -28,6 +28,7 @@ seed-style callback). torch and diffusers are imported here, inside the function
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
@@ -104,24 +105,30 @@ class _StepClock:
     done: int = 0
     ram_peak: float = 0.0
     guard: Any = None                   # core.run.guard.FiniteGuard: one finite check per step
+    segments: int = 1                   # Animate denoises its segments one after the other
+    segment: int = 1
 
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         now = time.perf_counter()
-        self.done = i + 1
+        if self.segments > 1 and i == 0 and self.done > 0:
+            self.segment = min(self.segments, self.segment + 1)
+        self.done = (self.segment - 1) * self.steps + i + 1
+        total = self.steps * self.segments
         per_step = (now - self.start) / self.done
         expert = None
         if self.boundary_timestep is not None:
             expert = EXPERTS[0] if float(t) >= self.boundary_timestep else EXPERTS[1]
         if self.guard is not None:
             self.guard.check_step(self.done, kwargs.get("latents"), expert)
-        eta = per_step * (self.steps - self.done)
+        eta = per_step * (total - self.done)
         said = f" · {expert} expert" if expert else ""
-        self.progress.emit("denoise", f"Step {self.done}/{self.steps}{said} · {per_step:.2f} s/step · "
-                           f"ETA {_duration(eta)}", 100 * self.done / self.steps, step=self.done,
+        where = f"Segment {self.segment} of {self.segments} · " if self.segments > 1 else ""
+        self.progress.emit("denoise", f"{where}Step {i + 1}/{self.steps}{said} · {per_step:.2f} s/step · "
+                           f"ETA {_duration(eta)}", 100 * self.done / total, step=i + 1,
                            steps=self.steps, expert=expert, seconds_per_step=per_step, eta_seconds=eta)
         self.ram_peak = max(self.ram_peak, _rss_mb())
         self.last = now
-        if self.cancel is not None and self.cancel.is_set() and self.done < self.steps:
+        if self.cancel is not None and self.cancel.is_set() and self.done < total:
             pipe._interrupt = True
             raise _Cancelled()
         return kwargs
@@ -382,7 +389,7 @@ class WanPipelineWrapper:
                 warnings: list[str]) -> tuple[Any, GenerationResult]:
         import torch
 
-        from core.run.tasks import pipeline_kwargs, takes_num_frames, task_pipeline
+        from core.run.tasks import encode_steps, pipeline_kwargs, segments, takes_num_frames, task_pipeline
         pipe = task_pipeline(self.pipeline, s, self._task_pipes)   # e.g. TI2V + image: from_pipe, no second load
         start = time.perf_counter()
         cuda = torch.cuda.is_available() and self.plan.device == "cuda"
@@ -403,6 +410,7 @@ class WanPipelineWrapper:
         if s.guidance_scale_2 is not None and getattr(pipe, "transformer_2", None) is not None:
             kwargs["guidance_scale_2"] = s.guidance_scale_2
         kwargs.update(pipeline_kwargs(pipe, s, lambda message, done: progress.emit("inputs", message, ENCODE_AT * done)))
+        clock.segments = segments(pipe, kwargs)     # Animate: "Segment 2 of 3 · Step 4/20"
         if not takes_num_frames(pipe):   # video-to-video and Animate: the (cut) input video sets the length
             del kwargs["num_frames"]
         if self.plan.text_encoder_on_cpu.value and cuda:
@@ -415,7 +423,10 @@ class WanPipelineWrapper:
             clock.start = time.perf_counter()
 
         with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", ENCODE_AT, after=encoded), \
-                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT), guard.watching():
+                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT), guard.watching(), \
+                contextlib.ExitStack() as inputs:
+            for method, message in encode_steps(pipe, kwargs):   # "Encoding reference images ..."
+                inputs.enter_context(stages.wrap(pipe, method, "inputs", message, ENCODE_AT, after=encoded))
             frames = pipe(**kwargs).frames[0]
         guard.check_frames(frames)        # before anything is written
         seconds = dict(stages.seconds, denoise=max(0.0, (clock.last or clock.start) - clock.start),

@@ -318,6 +318,33 @@ def pipeline_kwargs(pipe: Any, settings: Any, emit: Emit | None = None) -> dict[
     return out
 
 
+def encode_steps(pipe: Any, kwargs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The pipeline's slow input encodings to announce: (its method, the progress message).
+
+    >>> encode_steps(vace_pipe, {"reference_images": [ref], "video": frames})   # doctest: +SKIP
+    [('prepare_video_latents', 'Encoding reference images and the control video')]
+    """
+    name = type(pipe).__name__
+    if name == "WanVACEPipeline":
+        refs = kwargs.get("reference_images")
+        return [("prepare_video_latents", f"Encoding reference images ({len(refs)}) and the control video"
+                 if refs else "Encoding the control video")]
+    if name == "WanVideoToVideoPipeline":
+        return [("prepare_latents", "Encoding the source video")]
+    if name == "WanAnimatePipeline":
+        return [("prepare_reference_image_latents", "Encoding the character image")]
+    return []
+
+
+def segments(pipe: Any, kwargs: Mapping[str, Any]) -> int:
+    """How many segments the pipeline denoises one after the other (Animate), else 1."""
+    if type(pipe).__name__ != "WanAnimatePipeline" or not kwargs.get("pose_video"):
+        return 1
+    from core.run.input_memory import animate_segment_length, animate_segments
+    length = animate_segment_length(kwargs.get("segment_frame_length") or 77)
+    return animate_segments(len(kwargs["pose_video"]), length)
+
+
 def takes_num_frames(pipe: Any) -> bool:
     """WanVideoToVideoPipeline and WanAnimatePipeline take their length from the input video."""
     return type(pipe).__name__ not in ("WanVideoToVideoPipeline", "WanAnimatePipeline")
