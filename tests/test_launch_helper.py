@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -141,10 +143,23 @@ def test_launch_sh_uses_cu130_for_a_new_driver_and_pypi_without_gpu(project: Pat
 # --- the folder and pip's failures ---------------------------------------------------------
 
 def test_long_path_is_refused_with_the_command_and_onedrive_warned(tmp_path: Path) -> None:
-    short, _ = helper.folder_problems(tmp_path, "win32", {}, long_paths=False)
-    assert short == [] or len(str(tmp_path)) > 62
-    long_root = tmp_path / ("x" * max(1, 63 - len(str(tmp_path))))
-    long_root.mkdir()
+    # The longest folder that fits: Windows' 259 less "\.venv\Lib\site-packages\" less torch's deepest file.
+    longest = helper.WINDOWS_MAX_PATH - len("\\.venv\\Lib\\site-packages\\") - helper.TORCH_DEEPEST_FILE
+    assert longest == 61
+    base = Path(tempfile.mkdtemp(prefix="lp"))  # short, whatever pytest's own folder names are
+    try:
+        fits = base / ("x" * (longest - len(str(base)) - 1))
+        long_root = base / ("y" * (longest + 1 - len(str(base)) - 1))
+        fits.mkdir()
+        long_root.mkdir()
+        assert len(str(fits)) == longest and len(str(long_root)) == longest + 1
+        assert helper.folder_problems(fits, "win32", {}, long_paths=False)[0] == []
+        _check_long_root(long_root, tmp_path)
+    finally:
+        shutil.rmtree(base)
+
+
+def _check_long_root(long_root: Path, tmp_path: Path) -> None:
     errors, _ = helper.folder_problems(long_root, "win32", {}, long_paths=False)
     assert len(errors) == 1 and "C:\\WanCompat" in errors[0] and helper.LONG_PATHS_COMMAND in errors[0]
     assert helper.folder_problems(long_root, "win32", {}, long_paths=True)[0] == []
