@@ -92,6 +92,22 @@ def _format_bytes(n: Any) -> str:
     return format_size(int(n)) if isinstance(n, (int, float)) else "unknown"
 
 
+def usable_path(target: str, what: str = "model folder") -> str:
+    """``target`` (already cleaned) when it can be a path; else WanError, as Model Check's /check says it.
+
+    >>> usable_path("/models/Wan2.1-T2V-1.3B")
+    '/models/Wan2.1-T2V-1.3B'
+    """
+    from wan_ui.model_check import MAX_PATH_CHARS
+    if "\0" in target:
+        raise WanError("That path holds a NUL character, which no path can hold.",
+                       f"Paste only the path of the {what}.")
+    if len(target) > MAX_PATH_CHARS:
+        raise WanError(f"That path is {len(target):,} characters long, too long to be a path.",
+                       f"Paste only the path of the {what}.")
+    return target
+
+
 def _plan_of(path: str, out: str | None = None) -> Any:
     from core import fix
     from core.check.detect import inspect
@@ -100,8 +116,12 @@ def _plan_of(path: str, out: str | None = None) -> Any:
     if not target:
         raise WanError("Type the path of the model folder to repair.",
                        "Or open Fix from a Model Check report with the “Open in Fix” button.")
+    usable_path(target)
+    out_path = clean_path(out)
+    if out_path:
+        usable_path(out_path, "conversion output folder")
     os.stat(target)
-    return fix.plan(inspect(target), out=clean_path(out) or None)
+    return fix.plan(inspect(target), out=out_path or None)
 
 
 def _action_files(action: Any) -> str:
@@ -377,6 +397,7 @@ def undo_last(path: str) -> tuple[str, str, dict[str, Any]]:
     if not target:
         return _prompt(PROMPT_UNDO), "", {"ok": False, "message": PROMPT_UNDO}
     try:
+        usable_path(target)
         os.stat(target)                       # "Not found: <path>", before core looks for its backups
         if not os.path.isdir(target):
             return (render_notice(f"{NO_UNDO} for {target}: a fix of a single file writes a new folder and "

@@ -108,6 +108,9 @@ def check_path(path: str) -> tuple[str, dict[str, Any]]:
         if len(target) > MAX_PATH_CHARS:
             raise WanError(f"That path is {len(target):,} characters long, too long to be a path.",
                            "Paste only the path of the model folder or file.")
+        if "\0" in target:
+            raise WanError("That path holds a NUL character, which no path can hold.",
+                           "Paste only the path of the model folder or file.")
         os.stat(target)  # not found, permission denied, a link loop: said plainly by explain()
         from core.check.detect import (
             inspect,  # imported when first needed; reads no weights

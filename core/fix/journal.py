@@ -184,6 +184,12 @@ def execute_actions(root: Path, actions: tuple[FixAction, ...],
             backup = lock.dir / name
             os.rename(partial, backup)  # the commit point: from here on the journal finishes the fix
             fsync_dir(lock.dir)
+        except OSError as exc:   # a full disk, a read-only folder: no journal was committed
+            shutil.rmtree(partial, ignore_errors=True)
+            err = explain(exc)
+            raise WanError(f"Fix could not write its backups ({err.message.rstrip('.')}); nothing was changed: "
+                           "the folder is as it was.", err.remedy or "Free some disk space and run Fix again.",
+                           err.details) from exc
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -201,11 +207,17 @@ def execute_actions(root: Path, actions: tuple[FixAction, ...],
             applied.append(action.description)
             _pause(str(i))
         if errors:  # put back what was done; the journal says what that is
-            undo_errors = _undo_journal(root, backup)
+            try:
+                undo_errors = _undo_journal(root, backup)
+            except (OSError, WanError) as exc:   # the disk may still be full
+                undo_errors = [f"Putting back the changes failed too: {explain(exc).message}"]
             errors += undo_errors
             if not undo_errors:
                 errors.append("The changes already made were undone; the folder is as it was.")
                 applied = []
+            else:
+                errors.append(f"The folder is part-way: run `python -m core fix {root} --apply` again to finish "
+                              f"the fix, or `--undo` to go back (the backups are in {backup}).")
         else:
             _set_journal_state(backup, "done")
     progress.emit(STAGE, "Checking the model again", 97)
