@@ -91,3 +91,28 @@ def test_the_model_check_tab_runs_the_deep_check_with_progress_and_cancel(damage
     assert "cancel" in deep_check.cancel_deep_check().lower()
     html, data = list(deep_check.run_deep_check(str(damaged["nan"]) + "-missing"))[-1]
     assert "Not found" in html and data == {}
+
+
+def test_every_float_dtype_and_a_tensor_larger_than_the_mapped_window(tmp_path: Path) -> None:
+    """-Inf, +NaN and a finite maximum at the edges of pieces and windows: only the bad ones named."""
+    import numpy as np
+
+    from core.check.deep import CHUNK, WINDOW, deep_check
+    big = np.full((WINDOW + CHUNK + 6) // 2, 0x3F80, dtype="<u2")     # bf16 1.0, past one mapped window
+    big[-1] = 0xFF80                                                  # -inf as its very last value
+    tensors = {"big.weight": ("BF16", big),
+               "f16.weight": ("F16", np.array([0x3C00, 0x7BFF, 0xFBFF, 0x7E00], dtype="<u2")),   # +NaN
+               "f32.weight": ("F32", np.array([1.0, 3e38, -3e38], dtype="<f4").view("<u4")),       # finite
+               "bf16.weight": ("BF16", np.array([0x7F7F, 0xFF7F, 0x0000, 0x8000], dtype="<u2"))}  # finite
+    header, offset = {}, 0
+    for name, (dtype, array) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": [len(array)], "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(a.tobytes() for _, a in tensors.values()))
+    result = deep_check(file)
+    assert sorted(d["tensor"] for d in result.damaged) == ["big.weight", "f16.weight"]
+    assert [(d["nan"], d["inf"]) for d in result.damaged if d["tensor"] == "big.weight"] == [(0, 1)]
+    assert result.bytes_read == offset
