@@ -237,8 +237,9 @@ def _explain(first: _First, component: str, root: Any, foreign: set[str], precis
     produced = f"{where} in the {component} produced {failure.kind}"
     lora = next((n for n in lineage if hasattr(root.get_submodule(n), "lora_A")), None)
     if lora is not None:
-        scaling = getattr(root.get_submodule(lora), "scaling", {})
-        return Cause("lora", f"{step} {produced}: a LoRA on {lora} (scale {scaling}) pushed it out of range.",
+        scaling = getattr(root.get_submodule(lora), "scaling", {}) or {}
+        scales = ", ".join(f"{name!r} at scale {value:g}" for name, value in scaling.items()) or "scale unknown"
+        return Cause("lora", f"{step} {produced}: the LoRA on {lora} ({scales}) pushed it out of range.",
                      "Lower the LoRA's strength or remove it; it was not dropped for you.", False, component, name)
     hooked = next((n for n in lineage if n in foreign), None)
     if hooked is not None and first.inputs_finite:
