@@ -53,6 +53,8 @@ def run_deep_check(path: str, poll_s: float = 0.3) -> Iterator[tuple[str, dict[s
                 box["error"] = exc
 
         thread = threading.Thread(target=work, name="deep-check", daemon=True)
+        yield render_notice(f"0% · Reading every tensor under {os.path.basename(path.rstrip('/')) or path}…",
+                            "unknown", "Deep check"), {}
         thread.start()
         while thread.is_alive():
             thread.join(poll_s)
