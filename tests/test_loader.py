@@ -267,8 +267,11 @@ def test_seconds_per_step_leave_out_prompt_encoding(loaded: dict, tmp_path: Path
     finally:
         del pipe.encode_prompt
     assert result.success, result.errors
-    assert result.seconds["encode"] >= 1.0
-    assert result.seconds["denoise"] < 1.0 and result.seconds_per_step < 0.5
+    seconds = result.seconds
+    assert seconds["encode"] >= 1.0
+    # Denoising is timed from the end of encoding: the two never overlap, however busy the machine is.
+    assert seconds["encode"] + seconds["denoise"] <= seconds["total"] + 0.01, seconds
+    assert result.seconds_per_step == pytest.approx(seconds["denoise"] / 2)
 
 
 def test_settings_that_would_fail_late_are_refused_first(loaded: dict, tmp_path: Path) -> None:
