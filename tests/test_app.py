@@ -223,7 +223,8 @@ def config_file(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> P
 
 @pytest.fixture(scope="session")
 def app_server(config_file: Path, sd_folder: Path):
-    server = start_app(["--config", str(config_file)], timeout=STARTUP_LIMIT_S)
+    # A busy machine may take longer to serve: only test_app_serves_its_page_quickly holds the limit.
+    server = start_app(["--config", str(config_file)], timeout=3 * STARTUP_LIMIT_S)
     yield server
     server.stop()
 
