@@ -427,7 +427,8 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
     tokens = latent_tokens(facts, w, h, call_frames)
     if load and load.reference_frames:                # VACE references / Animate's character: latent frames
         tokens += load.reference_frames * (h // facts.token_divisor) * (w // facts.token_divisor)
-    act_dit = _dit_activation_mb(facts, tokens, precision)
+    ranks = max(1, int(getattr(request, "ranks", 1) or 1))
+    act_dit = _dit_activation_mb(facts, tokens, precision) / ranks     # Ulysses: 1/N of the tokens per rank
     act_dec = _vae_activation_mb(facts, w, h, call_frames, setup.tiling, setup.vae_precision)
     act_vae_enc = act_dec if facts.encodes_video else 0.0
     encodes = facts.encodes_video
@@ -449,6 +450,12 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
     others = sum(v for k, v in weights.items()
                  if k not in facts.experts and k not in ("text_encoder", "image_encoder", "vae"))
     total = sum(weights.values())
+    full_total = total
+    sharded = ranks if getattr(request, "shard_weights", False) and ranks > 1 else 1
+    if sharded > 1:   # FSDP2: each GPU holds 1/N of every expert, and they stay on it (no offload hook)
+        resident = sum(experts) / sharded
+        total = total - sum(experts) + resident
+        experts = [resident]
     acts = {"encode": max(act_te, act_img, act_vae_enc), "denoise": act_dit, "decode": act_dec}
     device_map = max_memory = None
 
@@ -493,6 +500,8 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
                                                                   act_te, act_img)
     else:
         raise ValueError(f"unknown placement {p!r}; expected one of {PLACEMENTS}")
+    if sharded > 1 and p == "model_offload":     # the sharded experts stay through encode and decode
+        stages = {s: v + (experts[0] if s != "denoise" else 0.0) for s, v in stages.items()}
     if p != "balanced":
         stages = {s: v + CUDA_OVERHEAD_MB for s, v in stages.items()}
     if kept:
@@ -501,7 +510,7 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
     if p in ("all_on_device", "balanced"):
         ram = BASE_RAM_MB["cuda"] + max(weights.values(), default=0.0) + (te if setup.te_cpu else 0.0)
     else:
-        ram = BASE_RAM_MB["cuda"] + total
+        ram = BASE_RAM_MB["cuda"] + full_total
     ram += input_ram
     peak = max(stages.values())
     est = MemoryEstimate(weights, peak, ram, stages, act_dit, tokens)

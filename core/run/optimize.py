@@ -114,11 +114,14 @@ class OptimizationRequest:
     guidance: bool = True            # CFG: two transformer passes per step (one after the other)
     overrides: Mapping[str, Any] = field(default_factory=dict)
     inputs: InputLoad | None = None  # what the task's inputs add (core.run.input_memory)
+    ranks: int = 1                   # one rank of N (--gpus N): each holds 1/N of the tokens (Ulysses)
+    shard_weights: bool = False      # with ranks > 1: FSDP2, each GPU holds 1/N of every expert's weights
 
     def to_dict(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "num_frames": self.num_frames,
                 "num_inference_steps": self.num_inference_steps, "guidance": self.guidance,
-                "overrides": dict(self.overrides), **({"inputs": self.inputs.to_dict()} if self.inputs else {})}
+                "overrides": dict(self.overrides), **({"inputs": self.inputs.to_dict()} if self.inputs else {}),
+                **({"ranks": self.ranks, "shard_weights": self.shard_weights} if self.ranks > 1 else {})}
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,10 @@ _KNOBS = ((False, False, False), (True, False, False), (False, True, False), (Tr
           (True, False, True), (True, True, True))
 
 
+#: Placements that keep FSDP2-sharded experts on the GPU (offload hooks would move their shards).
+SHARDED_PLACEMENTS = ("all_on_device", "model_offload")
+
+
 def _chain(machine: _Machine) -> list[tuple[str, str | None]]:
     """Placements from weakest to strongest memory saving, for this machine."""
     if machine.device == "cpu":
@@ -441,6 +448,8 @@ def _search(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _
     tried = []
     w, h, f = size if size is not None else (request.width, request.height, request.num_frames)
     for setup in _candidates(machine, o, precision, start, floor):
+        if request.shard_weights and setup.placement not in SHARDED_PLACEMENTS:
+            continue
         ev = _evaluate(facts, machine, request, precision, setup, w, h, f)
         tried.append(ev)
         if ev.fits:

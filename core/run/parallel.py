@@ -43,6 +43,7 @@ from core.progress import AnyCallback, Progress, ProgressEvent
 
 BACKEND_ENV = "WAN_COMPAT_PARALLEL_BACKEND"     # "nccl" (default) or "gloo" (CPU ranks: tests, CI)
 DIE_AT_ENV = "WAN_COMPAT_PARALLEL_DIE_AT"       # test hook "RANK:STEP"
+FSDP_ENV = "WAN_COMPAT_PARALLEL_FSDP"           # test hook "1": shard the experts (FSDP2) even when they fit
 #: Transformer classes diffusers 0.42 has a context-parallel plan for (VACE and Animate have none).
 SPLITTABLE = ("WanTransformer3DModel",)
 EXPERT_NAMES = ("transformer", "transformer_2")
@@ -133,34 +134,81 @@ def split_problem(report: ModelReport, width: int, height: int, num_frames: int,
 
 @dataclass(frozen=True)
 class SplitMemory:
-    """Per-GPU VRAM of a plan when the sequence is split ``n`` ways (MiB; each GPU holds the whole model)."""
+    """Per-GPU VRAM of a plan when the sequence is split ``n`` ways (MiB), and whether FSDP2 shards the experts."""
 
     n: int
     per_gpu_vram_mb: float
     stage_vram_mb: dict[str, float]
     usable_vram_mb: float | None
     fits: bool
+    sharded: bool = False
 
     def line(self) -> str:
         from core.units import format_bytes
         room = f" of {format_bytes(self.usable_vram_mb * 2**20)}" if self.usable_vram_mb else ""
+        holds = (f"each GPU holds 1/{self.n} of the transformer weights (FSDP2)" if self.sharded
+                 else "every GPU holds the whole model")
         return (f"{self.n} GPUs, the video's tokens split {self.n} ways (Ulysses): about "
-                f"{format_bytes(self.per_gpu_vram_mb * 2**20)} per GPU{room}; every GPU holds the whole model.")
+                f"{format_bytes(self.per_gpu_vram_mb * 2**20)} per GPU{room}; {holds}.")
 
 
 def split_memory(plan: Any, n: int) -> SplitMemory:
     """The plan's per-GPU VRAM with the transformer's activations split ``n`` ways.
 
-    Only the denoising stage changes: each rank holds 1/N of the tokens (plus the all-to-all
-    buffers, a few per cent of one attention call). Weights are not sharded (no FSDP2 yet).
+    A rank's own plan (:func:`rank_plan`, ``plan.request.ranks == n``) already holds the split
+    (activations / N, and the experts' weights / N with FSDP2): its stages are used as they are.
+    For a one-GPU plan only the denoising stage changes: each rank holds 1/N of the tokens.
     """
     est = plan.estimate
     stages = dict(est.stage_vram_mb)
-    if "denoise" in stages and stages["denoise"]:
+    request = getattr(plan, "request", None)
+    if getattr(request, "ranks", 1) != n and "denoise" in stages and stages["denoise"]:
         stages["denoise"] = stages["denoise"] - est.activations_mb * (1 - 1 / max(1, n))
     peak = max(stages.values(), default=0.0)
     usable = plan.usable_vram_mb
-    return SplitMemory(n, peak, stages, usable, usable is None or peak <= usable)
+    return SplitMemory(n, peak, stages, usable, usable is None or peak <= usable,
+                       bool(getattr(request, "shard_weights", False)))
+
+
+def expert_fits(plan: Any) -> bool:
+    """Whether the largest expert, with one call's activations, fits this plan's GPU (always on the CPU)."""
+    if plan.usable_vram_mb is None or plan.device != "cuda":
+        return True
+    names = [k for k in plan.estimate.weights_mb if k.startswith("transformer")]
+    largest = max((plan.estimate.weights_mb[k] for k in names), default=0.0)
+    return largest + plan.estimate.activations_mb <= plan.usable_vram_mb
+
+
+def rank_plan(report: ModelReport, hardware: Any, request: Any, n: int, gpu_index: int | None = None) -> Any:
+    """The memory plan of one rank of ``n``: its own GPU, 1/N of the tokens, and FSDP2 when needed.
+
+    FSDP2 (``fully_shard`` on the transformer blocks, each GPU holding 1/N of every expert) is
+    chosen when one expert with its activations does not fit one GPU and the sharded plan fits
+    (else the rank offloads as one GPU would), or when the test hook WAN_COMPAT_PARALLEL_FSDP=1
+    asks for it; the plan then says why in its notes::
+
+        plan = rank_plan(report, probe(), request, 2, gpu_index=0)
+        plan.request.shard_weights, plan.estimate.stage_vram_mb["denoise"]
+    """
+    from dataclasses import replace
+
+    from core.run.optimize import plan_for
+    one = one_gpu_hardware(hardware, gpu_index)
+    split = replace(request, ranks=n, shard_weights=False)
+    plan = plan_for(report, one, split)
+    if n < 2:
+        return plan
+    forced = os.environ.get(FSDP_ENV, "").strip() == "1"
+    if not forced and expert_fits(plan):
+        return plan
+    sharded = plan_for(report, one, replace(split, shard_weights=True))
+    if not sharded.fits and plan.fits and not forced:    # 1/N of both experts still too big: offload instead
+        return plan
+    why = ("the test hook WAN_COMPAT_PARALLEL_FSDP=1 asks for it" if forced else
+           "one transformer expert with its activations does not fit one GPU")
+    note = (f"Weights: FSDP2 shards the transformer blocks {n} ways, so each GPU holds 1/{n} of "
+            f"every expert ({why}).")
+    return replace(sharded, notes=(*sharded.notes, note))
 
 
 def one_gpu_hardware(hardware: Any, index: int | None = None) -> Any:
@@ -476,10 +524,8 @@ def cli_generate(report: ModelReport, settings: Any, config: Any, overrides: Map
         print(problem, file=out)
         return 2
     if hardware.gpus and backend() == "nccl":   # what each GPU holds (the sequence split n ways)
-        from core.run.optimize import plan_for
-        rank_plan = plan_for(report, one_gpu_hardware(hardware, hardware.gpus[0].index),
-                             request_for(settings, overrides))
-        print(f"  {split_memory(rank_plan, n).line()}", file=out)
+        plan = rank_plan(report, hardware, request_for(settings, overrides), n, hardware.gpus[0].index)
+        print(f"  {split_memory(plan, n).line()}", file=out)
     outcome = run_parallel(report, config_kwargs(config), overrides, n, progress=progress,
                            output_path=config.output_path)
     for line in outcome.result.get("plan_lines") or []:
@@ -488,6 +534,9 @@ def cli_generate(report: ModelReport, settings: Any, config: Any, overrides: Map
     if split:
         said = ", ".join(f"{name} {degree} ways" for name, degree in split.items())
         print(f"  Ran on {n} ranks ({backend()}): the video's tokens split over them (Ulysses): {said}.", file=out)
+    sharded = outcome.result.get("sharded") or []
+    if sharded:
+        print(f"  Weights sharded {n} ways (FSDP2): {', '.join(sharded)}.", file=out)
     if outcome.exit_code != 0:
         print(outcome.message, file=out)
         return outcome.exit_code

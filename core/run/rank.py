@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from core.run.parallel import DIE_AT_ENV, EXPERT_NAMES, one_gpu_hardware
+from core.run.parallel import DIE_AT_ENV, EXPERT_NAMES, rank_plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +54,7 @@ def _run(job: dict[str, Any], job_dir: Path, rank: int) -> dict[str, Any]:
     from core.run.generation import GenerationConfig, request_for, resolve
     from core.run.hardware import probe
     from core.run.load import WanPipelineLoader, WanPipelineWrapper
-    from core.run.optimize import check_request_fits, plan_for
+    from core.run.optimize import check_request_fits
     from core.run.pipelines import PipelineManager
 
     world, backend = int(job["world_size"]), job["backend"]
@@ -68,14 +68,16 @@ def _run(job: dict[str, Any], job_dir: Path, rank: int) -> dict[str, Any]:
     if errors or settings is None:
         return {"success": False, "errors": errors}
     hardware = probe(use_torch=True)
-    hardware = one_gpu_hardware(hardware, local if backend == "nccl" else None)
-    plan = plan_for(report, hardware, request_for(settings, job.get("overrides") or {}))
+    plan = rank_plan(report, hardware, request_for(settings, job.get("overrides") or {}), world,
+                     local if backend == "nccl" else None)      # its own GPU, 1/N of the tokens, FSDP2 if needed
+    hardware = plan.hardware
     check_request_fits(plan)
     progress = _progress_for(rank, job_dir)
     start = time.perf_counter()
     pipe = WanPipelineLoader._load_components(report, PipelineManager().select_pipeline_class(report), plan,
                                               _Quiet())
     enable_context_parallel(pipe, world)            # before any offload hook (diffusers needs this order)
+    sharded = shard_experts(pipe, world, backend) if plan.request.shard_weights else []  # after it, before hooks
     wrapper = WanPipelineWrapper(pipe, plan, report, 0.0, hardware)
     wrapper._apply_plan(plan)
     wrapper.load_seconds = time.perf_counter() - start
@@ -85,7 +87,7 @@ def _run(job: dict[str, Any], job_dir: Path, rank: int) -> dict[str, Any]:
                    "warnings": result.warnings, "seconds_per_step": result.seconds_per_step,
                    "seconds": result.seconds, "peak_vram_mb": result.peak_vram_mb,
                    "peak_ram_mb": result.peak_ram_mb, "cancelled": result.cancelled,
-                   "plan_lines": plan.summary_lines(), "world_size": world, "split": split_degrees(pipe)}
+                   "plan_lines": plan.summary_lines(), "world_size": world, "split": split_degrees(pipe), "sharded": sharded}
         _write(job_dir / "result.json", summary)
         return summary
     _frames, result = wrapper.generate_frames(config, plan=plan, progress=progress)
@@ -101,6 +103,28 @@ def enable_context_parallel(pipe: Any, world: int) -> None:
             continue
         with _cpu_device_count():
             module.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world))
+
+
+def shard_experts(pipe: Any, world: int, backend: str) -> list[str]:
+    """FSDP2 on every transformer: each block, then the whole, sharded ``world`` ways; returns their names.
+
+    Call after :func:`enable_context_parallel` and before any offload hook. The sharded experts
+    are kept out of model offload (its hooks would move their shards), so they stay on the GPU.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    mesh = init_device_mesh("cuda" if backend == "nccl" else "cpu", (world,))
+    names = []
+    for name in EXPERT_NAMES:
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        for block in module.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(module, mesh=mesh)
+        names.append(name)
+    pipe._exclude_from_cpu_offload = [*getattr(pipe, "_exclude_from_cpu_offload", []), *names]
+    return names
 
 
 def split_degrees(pipe: Any) -> dict[str, int]:
