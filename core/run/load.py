@@ -434,7 +434,7 @@ class WanPipelineWrapper:
         metadata = {
             "app": f"Wan Compat {__version__}", "model": self.report.registry_id or Path(self.report.path).name,
             "model_path": self.report.path, "pipeline": type(pipe).__name__, **s.to_metadata(),
-            "plan": self.plan.to_dict(),
+            "plan": self.plan.to_dict(), "gpus": getattr(self.plan.request, "ranks", 1),   # --gpus N: N ranks
         }
         return frames, GenerationResult(
             success=True, frames=int(frames.shape[0]), width=s.width, height=s.height, fps=s.fps, seconds=seconds,
