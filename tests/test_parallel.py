@@ -119,6 +119,13 @@ def test_fsdp2_with_ulysses_gives_the_frames_of_one(runs: dict) -> None:
     one = _one_gpu_mp4(model, tmp / "fsdp-one.mp4").astype(np.int16)
     assert two.shape == one.shape == (int(FRAMES), 64, 64, 3)
     assert np.abs(one - two).max() <= 1     # float frames within 1e-5: at most one 8-bit level apart
+    import json
+
+    from core.monitor import get_performance_monitor
+    assert json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["gpus"] == 2
+    labels = [op.plan_label for op in get_performance_monitor().operations("generation")]
+    assert any(label.endswith("2 GPUs (Ulysses + FSDP2)") for label in labels), labels   # Performance tab
+    assert any("GPUs" not in label for label in labels)            # the one-process run, told apart
 
 
 def test_a_rank_that_dies_stops_the_run_cleanly(runs: dict) -> None:

@@ -64,6 +64,10 @@ def compact_plan(plan: Any) -> dict[str, Any]:
             value = value["value"]
         if value is not None:
             out[key] = value
+    request = plan.get("request") if isinstance(plan.get("request"), dict) else {}
+    if int(request.get("ranks") or 1) > 1:    # generate --gpus N: N ranks, FSDP2 or not
+        out["gpus"] = int(request["ranks"])
+        out["fsdp"] = bool(request.get("shard_weights"))
     return out
 
 
@@ -87,8 +91,11 @@ def plan_label(plan: dict[str, Any]) -> str:
         parts.append(f"attention {plan['attention_backend']}")
     if plan.get("text_encoder_on_cpu"):
         parts.append("text encoder on CPU")
+    if plan.get("gpus"):
+        parts.append(f"{plan['gpus']} GPUs (Ulysses{' + FSDP2' if plan.get('fsdp') else ''})")
     known = {"device", "precision", "vae_precision", "placement", "group_offload_type", "vae_tiling",
-             "vae_slicing", "attention_backend", "text_encoder_on_cpu", "gpu_index", "device_map", "max_memory_mb"}
+             "vae_slicing", "attention_backend", "text_encoder_on_cpu", "gpu_index", "device_map", "max_memory_mb",
+             "gpus", "fsdp"}
     parts += [f"{k}={v}" for k, v in sorted(plan.items()) if k not in known]
     return ", ".join(parts)
 

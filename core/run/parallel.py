@@ -257,11 +257,12 @@ def launcher_command(n: int, job_dir: Path) -> list[str]:
 
 def run_parallel(report: ModelReport, config: Mapping[str, Any], overrides: Mapping[str, Any], n: int,
                  progress: AnyCallback = None, output_path: str | None = None,
-                 timeout_s: float | None = None) -> ParallelOutcome:
+                 timeout_s: float | None = None, cancel: Any = None) -> ParallelOutcome:
     """Run one generation on ``n`` ranks and wait for it; never raises for a failed run.
 
     ``config``: GenerationConfig keyword arguments (JSON values). ``output_path``: the MP4
-    rank 0 writes (chosen here, beforehand, so that a failed run can be cleaned up).
+    rank 0 writes (chosen here, beforehand, so that a failed run can be cleaned up). ``cancel``:
+    a ``threading.Event`` (the app's Cancel button) that stops every rank as Ctrl+C does.
     """
     progress = Progress(progress)
     job_dir = Path(tempfile.mkdtemp(prefix="wan_compat_gpus_"))
@@ -280,7 +281,7 @@ def run_parallel(report: ModelReport, config: Mapping[str, Any], overrides: Mapp
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(launcher_command(n, job_dir), stdout=log_file, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
-        outcome = _supervise(proc, job_dir, n, progress, timeout_s)
+        outcome = _supervise(proc, job_dir, n, progress, timeout_s, cancel)
     outcome = _judge(outcome, job_dir, n, output_path, proc.returncode, log)
     if outcome.exit_code == 0:
         shutil.rmtree(job_dir, ignore_errors=True)
@@ -298,7 +299,7 @@ def _stamp(path: str) -> tuple[int, int] | None:
 
 
 def _supervise(proc: subprocess.Popen, job_dir: Path, n: int, progress: Progress,
-               timeout_s: float | None) -> ParallelOutcome:
+               timeout_s: float | None, cancel: Any = None) -> ParallelOutcome:
     """Relay rank 0's progress until the launcher ends; stop every rank on cancel or a rank's failure."""
     events = job_dir / "progress.jsonl"
     offset, failed_at, start = 0, None, time.monotonic()
@@ -319,6 +320,8 @@ def _supervise(proc: subprocess.Popen, job_dir: Path, n: int, progress: Progress
                 failed_at = time.monotonic()
             if failed_at is not None and time.monotonic() - failed_at > STOP_GRACE_S:
                 _stop(proc)
+            if cancel is not None and cancel.is_set():
+                raise _Stop()
             if timeout_s is not None and time.monotonic() - start > timeout_s:
                 _stop(proc)
                 return ParallelOutcome(exit_code=1, message=f"The {n} ranks did not finish within "
