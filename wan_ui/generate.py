@@ -44,6 +44,8 @@ from core.run.optimize import OptimizationPlan
 if TYPE_CHECKING:  # core.run.load is imported in the worker, on the first generation
     from core.run.load import WanPipelineWrapper
 from wan_ui import common
+from wan_ui.gpu_choice import INFO as GPU_INFO
+from wan_ui.gpu_choice import gpu_control
 from wan_ui.render import (
     render_model_info,
     render_notice,
@@ -191,6 +193,7 @@ class Request:
     last_image: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)   # the other task inputs (wan_ui.task_inputs)
+    gpus: str | None = None          # "1".."N" or "auto" (wan_ui.gpu_choice); None: one GPU
 
 
 def is_busy() -> bool:
@@ -319,6 +322,11 @@ def _run(job: _Job, req: Request) -> dict[str, Any]:
     where = outputs_dir_problem(ctx.outputs_dir, (report.path,))   # before loading (issue 13 §2)
     if where:
         return {"success": False, "errors": [where]}
+    if req.gpus and req.gpus != "1":          # several GPUs: the CLI's path (core.run.parallel), rank 0's progress
+        from wan_ui.gpu_choice import ranks_for
+        n = ranks_for(req.gpus, report, request_for(settings, req.overrides), common.hardware())
+        if n > 1:
+            return _run_parallel(job, report, settings, config, req, n)
     plan = common.plan(report, request_for(settings, req.overrides))
     if plan is None or not plan.fits:
         return _fail(plan.refusal if plan and plan.refusal else "This request does not fit this computer.",
@@ -355,6 +363,30 @@ def _run(job: _Job, req: Request) -> dict[str, Any]:
         "non_finite": result.metadata.get("non_finite"),   # a step that went NaN: cause and retry
     }
     return out                      # core.run.load recorded the run in the performance history
+
+
+def _run_parallel(job: _Job, report: ModelReport, settings: Any, config: Any, req: Request, n: int) -> dict[str, Any]:
+    """One generation over ``n`` ranks, as ``generate --gpus N`` runs it; Cancel stops every rank."""
+    from dataclasses import replace
+
+    from core.run.parallel import cannot_split, config_kwargs, run_parallel, split_problem
+    from core.run.video import default_output_path
+    problem = cannot_split(report) or split_problem(report, settings.width, settings.height, settings.num_frames,
+                                                    n, len(common.hardware().gpus))
+    if problem:
+        return _fail(problem.replace("--gpus ", "GPUs ").replace("Use GPUs", "Choose"), "")
+    unload()                       # the GPUs are the ranks' now
+    output = str(default_output_path(common.context().outputs_dir, settings.prompt, settings.seed))
+    outcome = run_parallel(report, config_kwargs(replace(config, output_path=output)), req.overrides, n,
+                           progress=job.progress, output_path=output, cancel=job.cancel)
+    r = outcome.result
+    common.remember(req.path)
+    return {"success": outcome.exit_code == 0, "cancelled": outcome.exit_code == 130,
+            "output_path": outcome.output_path, "gpus": n, "sharded": r.get("sharded") or [],
+            "seconds_per_step": r.get("seconds_per_step"), "peak_vram_mb": r.get("peak_vram_mb"),
+            "peak_ram_mb": r.get("peak_ram_mb"), "errors": [outcome.message] if outcome.exit_code else [],
+            "warnings": list(r.get("warnings") or []), "model_path": report.path,
+            "settings": {"model_path": req.path, "overrides": dict(req.overrides), "gpus": n}}
 
 
 def _settings_of(metadata: dict[str, Any], req: Request) -> dict[str, Any]:
@@ -447,10 +479,11 @@ def generate(path: str, prompt: str, negative_prompt: str, width: Any, height: A
              reference_images: Any = None, pose_video: Any = None, face_video: Any = None,
              background_video: Any = None, mask_video: Any = None, strength: Any = None,
              conditioning_scale: Any = None, mode: Any = None,
-             segment_frame_length: Any = None) -> Iterator[tuple[Any, Any, Any]]:
+             segment_frame_length: Any = None, gpus: Any = None) -> Iterator[tuple[Any, Any, Any]]:
     """The Generate button (API ``/generate``): yields (progress HTML, video path, result dict).
 
-    The task inputs after ``text_encoder_on_cpu`` (files as paths) are those of wan_ui.task_inputs.
+    The task inputs after ``text_encoder_on_cpu`` (files as paths) are those of wan_ui.task_inputs;
+    ``gpus`` ("1".."N" or "auto", last) spreads the run over several GPUs (wan_ui.gpu_choice).
     """
     task_inputs = {"video": video, "mask": mask, "reference_images": reference_images, "pose_video": pose_video,
                    "face_video": face_video, "background_video": background_video, "mask_video": mask_video,
@@ -462,7 +495,7 @@ def generate(path: str, prompt: str, negative_prompt: str, width: Any, height: A
                   guidance=_float(guidance), guidance_2=_float(guidance_2), seed=_int(seed),
                   image=_image_path(image), last_image=_image_path(last_image),
                   overrides=common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu),
-                  inputs=task_inputs)
+                  inputs=task_inputs, gpus=str(gpus) if gpus not in (None, "") else None)
     job = _start(req)
     if job is None:
         gr.Warning(BUSY)
@@ -717,6 +750,8 @@ def build_generate_tab() -> GenerateTab:
                                       elem_id="wc-gen-tiling")
                     te_cpu = gr.Radio(label="Text encoder on the CPU", choices=SWITCH_CHOICES, value="auto",
                                       elem_id="wc-gen-te-cpu")
+                gpus = gr.Dropdown(label="GPUs", info=GPU_INFO, elem_id="wc-gen-gpus",
+                                   **gpu_control(common.hardware()))   # shown only with several GPUs
             # the memory plan's headline; its reasons are in a closed fold
             plan_html = gr.HTML(render_plan(None), elem_id="wc-gen-plan", js_on_load=None)
         with gr.Column(scale=4, min_width=360):
@@ -739,7 +774,7 @@ def build_generate_tab() -> GenerateTab:
                                  interactive=False)
 
     form = [path, prompt, negative, width, height, frames, steps, guidance, guidance_2, seed, image, last_image,
-            precision, offload, tiling, te_cpu, *task_inputs.values()]
+            precision, offload, tiling, te_cpu, *task_inputs.values(), gpus]
     model_fields = [info, size, width, height, frames, steps, guidance, guidance_2, image, last_image, image_row]
     plan_inputs = [path, width, height, frames, steps, guidance, precision, offload, tiling, te_cpu]
 
@@ -761,6 +796,8 @@ def build_generate_tab() -> GenerateTab:
            offload.input, tiling.input, te_cpu.input], update_plan, inputs=plan_inputs, outputs=plan_html,
           api_name="plan", show_progress="hidden", trigger_mode="always_last")
     dice.click(roll_seed, outputs=seed, api_visibility="private")
+    plan_html.change(update_gpus, inputs=[path, width, height, frames, gpus], outputs=gpus,
+                     api_visibility="private", queue=False)          # the counts that split this model and size
     gr.on([width.input, height.input], lambda: None, outputs=size, api_visibility="private", queue=False)
 
     def running() -> tuple[Any, Any, Any, Any]:
@@ -791,6 +828,17 @@ def build_generate_tab() -> GenerateTab:
     gallery.select(show_earlier, inputs=gallery_paths, outputs=[video, result, progress], api_visibility="private")
     return GenerateTab(path=path, picker=picker, gallery=gallery, gallery_paths=gallery_paths,
                        generate_event=gen_event, self_test_event=test_event, result=result)
+
+
+def update_gpus(path: str, width: Any, height: Any, frames: Any, current: str | None) -> Any:
+    """The GPUs control for the chosen model and size (wan_ui.gpu_choice)."""
+    report = None
+    if path:
+        try:
+            report = common.inspect_cached(path)
+        except Exception:  # noqa: BLE001 - no model yet: every count
+            report = None
+    return gr.update(**gpu_control(common.hardware(), report, _int(width), _int(height), _int(frames), current))
 
 
 def _cancel_clicked() -> str:
