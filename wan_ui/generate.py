@@ -369,10 +369,10 @@ def _run_parallel(job: _Job, report: ModelReport, settings: Any, config: Any, re
     """One generation over ``n`` ranks, as ``generate --gpus N`` runs it; Cancel stops every rank."""
     from dataclasses import replace
 
-    from core.run.parallel import cannot_split, config_kwargs, run_parallel, split_problem
+    from core.run.parallel import cannot_split, config_kwargs, run_parallel, split_problem, visible_for_split
     from core.run.video import default_output_path
     problem = cannot_split(report) or split_problem(report, settings.width, settings.height, settings.num_frames,
-                                                    n, len(common.hardware().gpus))
+                                                    n, visible_for_split(common.hardware()))
     if problem:
         return _fail(problem.replace("--gpus ", "GPUs ").replace("Use GPUs", "Choose"), "")
     unload()                       # the GPUs are the ranks' now

@@ -495,6 +495,15 @@ def config_kwargs(config: Any) -> dict[str, Any]:
     return out
 
 
+def visible_for_split(hardware: Any) -> int | None:
+    """How many GPUs a split may use: the visible ones, or None (no limit) for gloo's CPU ranks.
+
+    >>> visible_for_split(probe())   # doctest: +SKIP
+    2
+    """
+    return None if backend() == "gloo" else len(hardware.gpus)
+
+
 def cli_generate(report: ModelReport, settings: Any, config: Any, overrides: Mapping[str, Any], gpus: str,
                  progress: AnyCallback = None, out: Any = sys.stderr) -> int | None:
     """``generate --gpus N|auto``: exit code 0/1/2/130, or None to run in this process on one GPU.
@@ -504,7 +513,7 @@ def cli_generate(report: ModelReport, settings: Any, config: Any, overrides: Map
     from core.run.generation import request_for
     from core.run.hardware import probe
     hardware = probe()
-    visible = None if backend() == "gloo" else len(hardware.gpus)
+    visible = visible_for_split(hardware)
     w, h, f = settings.width, settings.height, settings.num_frames
     if str(gpus).strip().lower() == "auto":
         n = choose_auto(report, request_for(settings, overrides), hardware, w, h, f)
