@@ -71,3 +71,24 @@ def test_no_fsdp2_when_half_of_both_experts_still_does_not_fit(models: dict[str,
     assert rank.estimate.stage_vram_mb["denoise"] == pytest.approx(
         one.estimate.stage_vram_mb["denoise"] - one.estimate.activations_mb / 2)
     assert not any("FSDP2" in line for line in rank.summary_lines())
+
+
+def test_ranks_that_together_do_not_fit_ram_are_refused(models: dict[str, ModelReport]) -> None:
+    """Every rank reads the whole pipeline into RAM: 4 ranks of A14B need 4 times a rank's RAM peak.
+    About 67 GB each (both experts, the text encoder and the VAE are read before FSDP2 shards): 512 GB fits;
+    on a 128 GB machine `--gpus 4` is refused before launching, with the count that fits."""
+    from dataclasses import replace
+
+    from core.run.parallel import ram_problem
+    report, request = models["wan22_t2v_a14b"], OptimizationRequest(832, 480, 81, 40)
+    roomy = rank_plan(report, replace(_gpus(4, 24564), ram_total_mb=512 * 1024, ram_free_mb=500 * 1024),
+                      request, 4, gpu_index=0)
+    assert ram_problem(roomy, 4) is None
+    small = replace(_gpus(4, 24564), ram_total_mb=128 * 1024, ram_free_mb=120 * 1024)
+    rank = rank_plan(report, small, request, 4, gpu_index=0)
+    per_rank = rank.estimate.peak_ram_mb
+    assert 4 * per_rank > rank.usable_ram_mb >= per_rank        # one rank fits, four do not
+    said = ram_problem(rank, 4)
+    assert said is not None and said.startswith("--gpus 4: each of the 4 ranks loads the model into this computer's RAM")
+    fits = max(k for k in range(1, 4) if k * per_rank <= rank.usable_ram_mb)
+    assert (f"Use --gpus {fits} or fewer" if fits > 1 else "Run on one GPU (--gpus 1)") in said

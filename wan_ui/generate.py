@@ -369,16 +369,22 @@ def _run_parallel(job: _Job, report: ModelReport, settings: Any, config: Any, re
     """One generation over ``n`` ranks, as ``generate --gpus N`` runs it; Cancel stops every rank."""
     from dataclasses import replace
 
-    from core.run.parallel import cannot_split, config_kwargs, run_parallel, split_problem, visible_for_split
+    from core.run import parallel
+    from core.run.generation import request_for
     from core.run.video import default_output_path
-    problem = cannot_split(report) or split_problem(report, settings.width, settings.height, settings.num_frames,
-                                                    n, visible_for_split(common.hardware()))
+    hardware = common.hardware()
+    problem = parallel.cannot_split(report) or parallel.split_problem(
+        report, settings.width, settings.height, settings.num_frames, n, parallel.visible_for_split(hardware))
+    if not problem:                # every rank loads the model into this computer's RAM
+        gpu = hardware.gpus[0].index if hardware.gpus else None
+        plan = parallel.rank_plan(report, hardware, request_for(settings, req.overrides), n, gpu)
+        problem = parallel.ram_problem(plan, n)
     if problem:
         return _fail(problem.replace("--gpus ", "GPUs ").replace("Use GPUs", "Choose"), "")
     unload()                       # the GPUs are the ranks' now
     output = str(default_output_path(common.context().outputs_dir, settings.prompt, settings.seed))
-    outcome = run_parallel(report, config_kwargs(replace(config, output_path=output)), req.overrides, n,
-                           progress=job.progress, output_path=output, cancel=job.cancel)
+    outcome = parallel.run_parallel(report, parallel.config_kwargs(replace(config, output_path=output)),
+                                    req.overrides, n, progress=job.progress, output_path=output, cancel=job.cancel)
     r = outcome.result
     common.remember(req.path)
     return {"success": outcome.exit_code == 0, "cancelled": outcome.exit_code == 130,

@@ -211,6 +211,26 @@ def rank_plan(report: ModelReport, hardware: Any, request: Any, n: int, gpu_inde
     return replace(sharded, notes=(*sharded.notes, note))
 
 
+def ram_problem(plan: Any, n: int) -> str | None:
+    """None when ``n`` ranks, each loading the model into this computer's RAM, fit it; else one sentence.
+
+    Every rank is its own process and reads the whole pipeline into RAM before placing or sharding
+    it, so the machine needs about ``n`` times a rank's own RAM peak (``plan`` is a rank's plan)::
+
+        ram_problem(rank_plan(report, probe(), request, 4), 4)
+        # '--gpus 4: each of the 4 ranks loads the model into RAM: about 190 GB in all, ...'
+    """
+    usable = getattr(plan, "usable_ram_mb", None)
+    per_rank = plan.estimate.peak_ram_mb
+    if not usable or n * per_rank <= usable:
+        return None
+    from core.units import format_mib
+    fits = max((k for k in range(1, n) if k * per_rank <= usable), default=1)
+    use = f"Use --gpus {fits} or fewer" if fits > 1 else "Run on one GPU (--gpus 1)"
+    return (f"--gpus {n}: each of the {n} ranks loads the model into this computer's RAM: about "
+            f"{format_mib(n * per_rank)} in all, and {format_mib(usable)} is available. {use}, or add RAM.")
+
+
 def one_gpu_hardware(hardware: Any, index: int | None = None) -> Any:
     """The machine as one rank sees it: its own GPU only (none with gloo), so it never plans a spread."""
     from dataclasses import replace
@@ -532,11 +552,13 @@ def cli_generate(report: ModelReport, settings: Any, config: Any, overrides: Map
         print(f"Note: {reason}", file=out)
         return None
     problem = split_problem(report, w, h, f, n, visible)
+    plan = rank_plan(report, hardware, request_for(settings, overrides), n,
+                     hardware.gpus[0].index if hardware.gpus else None)
+    problem = problem or ram_problem(plan, n)
     if problem:
         print(problem, file=out)
         return 2
     if hardware.gpus and backend() == "nccl":   # what each GPU holds (the sequence split n ways)
-        plan = rank_plan(report, hardware, request_for(settings, overrides), n, hardware.gpus[0].index)
         print(f"  {split_memory(plan, n).line()}", file=out)
     outcome = run_parallel(report, config_kwargs(config), overrides, n, progress=progress,
                            output_path=config.output_path)
