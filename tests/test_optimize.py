@@ -193,7 +193,9 @@ def test_user_precision_and_offload_win(full: dict[str, ModelReport]) -> None:
 
 def test_other_overrides(full: dict[str, ModelReport]) -> None:
     report = full["wan21_t2v_1_3b"]
-    plan = plan_for(report, machine(H100), request(832, 480, 81, chunk_size=8, text_encoder_on_cpu="yes",
+    from dataclasses import replace
+    with_flash = replace(machine(H100), kernels={"flash_attn": True})    # flash-attn installed on that machine
+    plan = plan_for(report, with_flash, request(832, 480, 81, chunk_size=8, text_encoder_on_cpu="yes",
                                                     attention_backend="flash", offload="group",
                                                     group_offload_type="leaf", colour="blue",
                                                     precision="fp8"))

@@ -53,6 +53,8 @@ class HardwareInfo:
     driver_version: str | None = None     # NVIDIA driver, e.g. "560.94"
     driver_cuda_version: str | None = None  # newest CUDA the driver supports, e.g. "12.6"
     problems: list[str] = field(default_factory=list)
+    #: Attention kernels and compiler (core.run.speed.Kernels fields); None: looked up when planning.
+    kernels: Mapping[str, Any] | None = None
 
     @property
     def has_gpu(self) -> bool:

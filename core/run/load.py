@@ -107,6 +107,7 @@ class _StepClock:
     guard: Any = None                   # core.run.guard.FiniteGuard: one finite check per step
     segments: int = 1                   # Animate denoises its segments one after the other
     segment: int = 1
+    label: str = ""                     # e.g. "Calibrating MagCache · "
 
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         now = time.perf_counter()
@@ -122,7 +123,7 @@ class _StepClock:
             self.guard.check_step(self.done, kwargs.get("latents"), expert)
         eta = per_step * (total - self.done)
         said = f" · {expert} expert" if expert else ""
-        where = f"Segment {self.segment} of {self.segments} · " if self.segments > 1 else ""
+        where = self.label + (f"Segment {self.segment} of {self.segments} · " if self.segments > 1 else "")
         self.progress.emit("denoise", f"{where}Step {i + 1}/{self.steps}{said} · {per_step:.2f} s/step · "
                            f"ETA {_duration(eta)}", 100 * self.done / total, step=i + 1,
                            steps=self.steps, expert=expert, seconds_per_step=per_step, eta_seconds=eta)
@@ -193,12 +194,7 @@ class WanPipelineWrapper:
         if vae is not None:
             (vae.enable_tiling if plan.vae_tiling.value else vae.disable_tiling)()
             (vae.enable_slicing if plan.vae_slicing.value else vae.disable_slicing)()
-        backend = plan.attention_backend.value
-        if backend and backend != "native":
-            for name in ("transformer", "transformer_2"):
-                module = getattr(pipe, name, None)
-                if module is not None and hasattr(module, "set_attention_backend"):
-                    module.set_attention_backend(backend)
+        # attention kernel, step caches, compile: set for each run by core.run.speed_run
         self.plan = plan
 
     def _group_offload(self, plan: OptimizationPlan, excluded: list[str]) -> None:
@@ -422,11 +418,14 @@ class WanPipelineWrapper:
         def encoded() -> None:  # denoising starts when the prompt is encoded
             clock.start = time.perf_counter()
 
+        from core.run.speed_run import speed_run
         with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", ENCODE_AT, after=encoded), \
                 stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT), guard.watching(), \
-                contextlib.ExitStack() as inputs:
+                contextlib.ExitStack() as inputs, \
+                speed_run(pipe, self.plan.speed, s.num_inference_steps, self.report, warnings) as speed:
             for method, message in encode_steps(pipe, kwargs):   # "Encoding reference images ..."
                 inputs.enter_context(stages.wrap(pipe, method, "inputs", message, ENCODE_AT, after=encoded))
+            clock.label = "Calibrating MagCache · " if speed.calibrating else ""
             frames = pipe(**kwargs).frames[0]
         guard.check_frames(frames)        # before anything is written
         seconds = dict(stages.seconds, denoise=max(0.0, (clock.last or clock.start) - clock.start),
@@ -435,6 +434,7 @@ class WanPipelineWrapper:
             "app": f"Wan Compat {__version__}", "model": self.report.registry_id or Path(self.report.path).name,
             "model_path": self.report.path, "pipeline": type(pipe).__name__, **s.to_metadata(),
             "plan": self.plan.to_dict(), "gpus": getattr(self.plan.request, "ranks", 1),   # --gpus N: N ranks
+            "speed": speed.summary(),        # preset, cache, transformer calls (core.run.speed_run)
         }
         return frames, GenerationResult(
             success=True, frames=int(frames.shape[0]), width=s.width, height=s.height, fps=s.fps, seconds=seconds,
@@ -526,6 +526,8 @@ def _record_result(op: Any, result: GenerationResult) -> None:
         op.set(plan=result.plan)
     if meta.get("non_finite"):
         op.set(non_finite=meta["non_finite"])
+    if meta.get("speed"):
+        op.set(speed=meta["speed"])
     if result.width and result.height:
         op.set(width=result.width, height=result.height, frames=meta.get("num_frames") or result.frames)
     if meta.get("num_inference_steps"):

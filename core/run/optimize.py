@@ -85,6 +85,7 @@ from core.run.memory_estimate import (  # noqa: F401
     _vae_activation_mb,
     latent_tokens,
 )
+from core.run.speed import SPEED_KEYS, SpeedPlan, plan_speed, speed_lines
 from core.units import format_mib
 
 __all__ = ["PLACEMENTS", "PRECISIONS", "Choice", "MemoryEstimate", "OptimizationPlan",
@@ -167,6 +168,8 @@ class OptimizationPlan:
     remedy: str | None = None
     #: The machine this plan was made for; the out-of-memory retry plans again for it without probing.
     hardware: HardwareInfo | None = field(default=None, compare=False, repr=False)
+    #: Step cache per expert, attention kernel, compile (core.run.speed); None: plain diffusers.
+    speed: SpeedPlan | None = None
 
     @property
     def choices(self) -> dict[str, Choice]:
@@ -190,7 +193,7 @@ class OptimizationPlan:
                                   if self.max_memory_mb is not None else None),
                 "estimate": self.estimate.to_dict(), "fits": self.fits, "refusal": self.refusal,
                 "remedy": self.remedy, "notes": list(self.notes), "reasons": self.reasons,
-                "request": self.request.to_dict()}
+                "request": self.request.to_dict(), **({"speed": self.speed.to_dict()} if self.speed else {})}
 
     def summary_lines(self) -> list[str]:
         """The estimate, then one line per choice: what the CLI prints and the UI shows."""
@@ -208,6 +211,7 @@ class OptimizationPlan:
         lines.append(f"One denoising step at {where}: {e.latent_tokens:,} latent tokens, "
                      f"about {_gb(e.activations_mb)} of activations.")
         lines += [f"{_LABELS[k]}: {c.reason}" for k, c in self.choices.items()]
+        lines += speed_lines(self.speed) if self.speed else []
         lines += list(self.notes)
         if not self.fits and self.refusal:
             lines.append(f"Does not fit: {self.refusal}")
@@ -234,7 +238,7 @@ _PLACEMENT_WORDS = {"none": "all_on_device", "no": "all_on_device", "off": "all_
                     **{p: p for p in PLACEMENTS}}
 _KNOWN_KEYS = ("precision", "enable_cpu_offload", "offload", "placement", "chunk_size", "vae_tiling",
                "vae_slicing", "attention_backend", "text_encoder_on_cpu", "group_offload_type",
-               "vae_precision", "force_chunked_processing")
+               "vae_precision", "force_chunked_processing", *SPEED_KEYS, "loras")
 
 
 @dataclass
@@ -322,14 +326,7 @@ def _parse_overrides(raw: Mapping[str, Any], machine: _Machine) -> _Overrides:
             attr = {"vae_tiling": "tiling", "vae_slicing": "slicing", "text_encoder_on_cpu": "te_cpu"}[k]
             setattr(o, attr, b)
             o.said[attr] = shown
-        elif k == "attention_backend":
-            v = str(value).strip()
-            if cpu and not (v.startswith("native") or v.startswith("_native")):
-                o.notes.append(f"Ignored {shown}: that attention kernel needs a GPU; "
-                               "PyTorch's built-in attention runs on the CPU.")
-                continue
-            o.attention = v
-            o.said["attention"] = shown
+        # attention_backend, speed, cache, compile: core.run.speed (plan_speed) checks and explains them
     if cpu:
         if o.placement not in (None, "all_on_device"):
             o.notes.append(f"Ignored {o.said['placement']}: offloading moves weights between RAM and a GPU, "
@@ -530,7 +527,9 @@ def _plan(report: ModelReport, hardware: HardwareInfo, request: OptimizationRequ
         refusal, remedy = _refusal(facts, machine, request, o, precision, chosen)
     plan = _build(facts, machine, request, o, chosen, precision, precision_reason, found is not None,
                   refusal, remedy, retry_from)
-    return replace(plan, hardware=hardware)
+    speed = plan_speed(report, hardware, request)
+    return replace(plan, hardware=hardware, speed=speed, attention_backend=Choice(speed.attention.value,
+                   speed.attention.reason), notes=plan.notes + speed.notes)
 
 
 def _least_memory(tried: Sequence[_Eval]) -> _Eval | None:
@@ -694,15 +693,7 @@ def _build(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _O
         slicing_reason = (f"{'On' if slicing else 'Off'}: slicing decodes one video of a batch at a time; "
                           "with one video per prompt it changes nothing, so it follows tiling.")
 
-    # attention
-    if o.attention:
-        attention = Choice(o.attention, f"{o.attention} ({o.said['attention']}, your setting).")
-    elif cpu:
-        attention = Choice("native", "native: PyTorch's built-in attention (SDPA); the other kernels need a GPU.")
-    else:
-        attention = Choice("native", "native: PyTorch's built-in attention (SDPA) picks a memory-efficient "
-                                     "kernel by itself (flash attention on RTX 30 series and newer); "
-                                     "nothing to install.")
+    attention = Choice("native", "native: PyTorch's built-in attention (SDPA).")   # core.run.speed decides
 
     # text encoder
     te_m = e.weights_mb.get("text_encoder", 0.0)
