@@ -62,6 +62,8 @@ def compact_plan(plan: Any) -> dict[str, Any]:
             continue
         if isinstance(value, dict) and "value" in value:
             value = value["value"]
+        if key == "speed" and value == "quality":    # as before presets: such runs stay comparable
+            continue
         if value is not None:
             out[key] = value
     request = plan.get("request") if isinstance(plan.get("request"), dict) else {}
@@ -93,9 +95,11 @@ def plan_label(plan: dict[str, Any]) -> str:
         parts.append("text encoder on CPU")
     if plan.get("gpus"):
         parts.append(f"{plan['gpus']} GPUs (Ulysses{' + FSDP2' if plan.get('fsdp') else ''})")
+    if plan.get("speed") not in (None, "quality"):        # core.run.speed's preset
+        parts.append(f"speed {plan['speed']}")
     known = {"device", "precision", "vae_precision", "placement", "group_offload_type", "vae_tiling",
              "vae_slicing", "attention_backend", "text_encoder_on_cpu", "gpu_index", "device_map", "max_memory_mb",
-             "gpus", "fsdp"}
+             "gpus", "fsdp", "speed"}
     parts += [f"{k}={v}" for k, v in sorted(plan.items()) if k not in known]
     return ", ".join(parts)
 

@@ -343,17 +343,18 @@ def _attention(preset: str, asked: Any, device: str, capability: tuple[int, int]
 
 def _compile(preset: str, asked: Any, device: str, kernels: Kernels, notes: list[str]) -> Knob:
     want = _bool(asked)
+    shown = str(asked).lower() if isinstance(asked, bool) else asked
     if asked not in (None, "") and str(asked).strip().lower() != "auto" and want is None:
         notes.append(f"Ignored compile={asked}: use true or false.")
     problem = compile_problem(device, kernels)
     if want is True:
         if problem is None:
-            return Knob(True, "On (compile=true, your setting): the repeated transformer blocks are compiled "
+            return Knob(True, f"On (compile={shown}, your setting): the repeated transformer blocks are compiled "
                               "with torch.compile; the first run warms up for a minute or more.")
-        notes.append(f"Ignored compile=true: {problem}.")
+        notes.append(f"Ignored compile={shown}: {problem}.")
         return Knob(False, f"Off: {problem}.")
     if want is False:
-        return Knob(False, "Off (compile=false, your setting).")
+        return Knob(False, f"Off (compile={shown}, your setting).")
     if preset in ("fast", "auto") and problem is None:
         return Knob(True, "On: this GPU has triton and a C compiler; compile_repeated_blocks() compiles one "
                           "transformer block and reuses it (about 10-30% faster steps after a warm-up).")
