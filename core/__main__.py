@@ -14,6 +14,7 @@ import sys
 
 from core.choices import OFFLOADS, PRECISIONS
 from core.errors import WanError, explain
+from core.run.speed import add_speed_flags, speed_overrides
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -222,6 +223,7 @@ def _generate(args: argparse.Namespace) -> int:
     for note in settings.notes:
         print(f"Note: {note}", file=sys.stderr)
     overrides = {k: v for k, v in (("precision", args.precision), ("offload", args.offload)) if v}
+    overrides.update(speed_overrides(args))     # --speed, --cache, --attention, --compile (core.run.speed)
     job = Progress(ProgressBar())
     if args.gpus not in (None, "1"):  # N ranks over N GPUs (core.run.parallel); None: run here
         from core.run.parallel import cli_generate
@@ -338,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     _task_arguments(gen)
     gen.add_argument("--precision", choices=PRECISIONS, default=None)
     gen.add_argument("--offload", choices=OFFLOADS, default=None)
+    add_speed_flags(gen)
     gen.add_argument("--out", default=None, help="the MP4 to write (default: a new file in the outputs folder)")
     gen.add_argument("--gpus", default=None, metavar="N|auto",
                      help="spread one generation over N GPUs (auto: all of them when the model does not fit one)")

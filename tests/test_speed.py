@@ -187,3 +187,20 @@ def test_first_block_cache_and_taylorseer_skip_passes_with_finite_frames(a14b: M
     # the model is left plain: a quality run afterwards computes every pass
     _, result, _ = _run(a14b_wrapper, a14b, {})
     assert result.metadata["speed"]["transformer_calls"] == 2 * STEPS
+
+
+def test_cli_generate_with_speed_flags_ignores_what_cannot_run(demo_models_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import run_cli
+    out = tmp_path / "fox.mp4"
+    done = run_cli("generate", str(demo_models_dir / "wan21_t2v"), "--prompt", "a fox", "--size", "64x64",
+                   "--frames", "5", "--steps", "10", "--speed", "balanced", "--cache", "taylorseer",
+                   "--attention", "sage", "--compile", "--cache-threshold", "9", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "Ignored attention_backend=sage: that attention kernel needs an NVIDIA GPU" in done.stderr
+    assert "Ignored compile=true: compiling targets the GPU" in done.stderr
+    assert "Ignored cache_threshold=9: TaylorSeer has no threshold" in done.stderr
+    speed = json.loads(out.with_suffix(".json").read_text())["speed"]
+    assert speed["preset"] == "balanced" and speed["cache"] == "taylorseer"
+    assert speed["transformer_calls"] < speed["forward_calls"] == 20

@@ -438,7 +438,30 @@ def _stored_calibrations(report: Any) -> dict[str, Any]:
 
 
 def speed_lines(speed: SpeedPlan) -> list[str]:
-    """The lines the CLI and the UI show under the memory plan."""
-    return [f"Speed: {speed.preset.reason}", f"Step cache: {speed.cache.reason}",
-            f"Compile: {speed.compile.reason}", *speed.notes]
+    """The lines the CLI and the UI show under the memory plan (the ignored settings are the plan's notes)."""
+    return [f"Speed: {speed.preset.reason}", f"Step cache: {speed.cache.reason}", f"Compile: {speed.compile.reason}"]
 
+
+
+# --- the command line -----------------------------------------------------------------------
+
+def add_speed_flags(parser: Any) -> None:
+    """``--speed``, ``--cache``, ``--cache-threshold[-2]``, ``--attention``, ``--compile`` on an argparse parser."""
+    import argparse
+    parser.add_argument("--speed", choices=PRESETS, default=None,
+                        help="quality (default: every step), balanced, fast, or auto (what this machine runs best)")
+    parser.add_argument("--cache", choices=CACHE_KINDS, default=None, help="step cache instead of the preset's")
+    parser.add_argument("--cache-threshold", default=None, metavar="X", help="the cache's threshold (high-noise expert)")
+    parser.add_argument("--cache-threshold-2", default=None, metavar="X", help="threshold of the low-noise expert (A14B)")
+    parser.add_argument("--attention", default=None, metavar="BACKEND",
+                        help="diffusers attention backend: native, flash, sage, _native_cudnn, ...")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the transformer blocks (GPU with triton and a C compiler)")
+
+
+def speed_overrides(args: Any) -> dict[str, Any]:
+    """The optimization_config keys the speed flags set (only those given)."""
+    pairs = (("speed", args.speed), ("cache", args.cache), ("cache_threshold", args.cache_threshold),
+             ("cache_threshold_2", args.cache_threshold_2), ("attention_backend", args.attention),
+             ("compile", args.compile))
+    return {k: v for k, v in pairs if v is not None}
