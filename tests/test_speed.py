@@ -204,3 +204,32 @@ def test_cli_generate_with_speed_flags_ignores_what_cannot_run(demo_models_dir: 
     speed = json.loads(out.with_suffix(".json").read_text())["speed"]
     assert speed["preset"] == "balanced" and speed["cache"] == "taylorseer"
     assert speed["transformer_calls"] < speed["forward_calls"] == 20
+
+
+def test_doctor_reports_kernels_with_install_lines_for_this_torch_and_cuda() -> None:
+    from core.doctor import run_doctor
+    from core.doctor_kernels import check_kernels
+    from core.run.speed import Kernels
+    facts = {"ok": True, "version": "2.13.0+cu130", "cuda_version": "13.0",
+             "devices": [{"name": "NVIDIA GeForce RTX 4090", "compute_capability": [8, 9]}]}
+    checks = {c.name: c for c in check_kernels(gpu_machine(), facts, Kernels(triton=True, compiler="/usr/bin/cc"))}
+    assert list(checks) == ["flash-attn", "sageattention", "triton", "compile"]
+    assert all(c.status == "ok" for c in checks.values())          # optional: never an error
+    flash = checks["flash-attn"]
+    assert "not installed" in flash.summary and "FlashAttention 2" in flash.summary
+    assert "-m pip install flash-attn==" in flash.remedy and "--no-build-isolation" in flash.remedy
+    assert "torch 2.13.0 with CUDA 13.0" in flash.remedy
+    assert "-m pip install sageattention==1.0.6" in checks["sageattention"].remedy
+    assert "about 2x FlashAttention 2" in checks["sageattention"].summary
+    assert checks["triton"].summary.startswith("triton installed")
+    assert "available" in checks["compile"].summary and "10-30% faster" in checks["compile"].summary
+    no_compiler = {c.name: c for c in check_kernels(gpu_machine(), facts, Kernels(triton=True))}
+    assert "C compiler" in no_compiler["compile"].summary and no_compiler["compile"].remedy
+    turing = {"ok": True, "version": "2.13.0+cu126", "cuda_version": "12.6",
+              "devices": [{"name": "RTX 2080 Ti", "compute_capability": [7, 5]}]}
+    old = {c.name: c for c in check_kernels(gpu_machine(cc=(7, 5)), turing, Kernels())}
+    assert "compute capability 8.0" in old["sageattention"].summary and not old["sageattention"].remedy
+    # this machine (no GPU): the doctor lists the four, each saying it needs an NVIDIA GPU
+    report = run_doctor(hardware=CPU).to_dict()
+    kernels = {c["name"]: c for c in report["checks"] if c["name"] in checks}
+    assert set(kernels) == set(checks) and "NVIDIA GPU" in kernels["flash-attn"]["summary"]
