@@ -175,6 +175,14 @@ def test_magcache_calibrates_once_stores_it_and_then_skips_transformer_passes(a1
     assert last.plan.get("speed") == "fast" and "speed fast" in last.plan_label
     assert last.context["speed"]["transformer_calls"] == speed["transformer_calls"]
 
+    # the Performance tab compares the presets of these otherwise equal runs
+    from wan_ui.performance import speed_rows
+    rows = {r[4]: r for r in speed_rows(ops)}
+    assert {"quality", "fast"} <= set(rows)
+    assert rows["quality"][8] == f"{2 * STEPS} of {2 * STEPS}" and rows["quality"][7] == "1.00x"
+    assert rows["fast"][8] == f"{speed['transformer_calls']} of {2 * STEPS}" and rows["fast"][5] == 2
+    assert isinstance(rows["fast"][9], float) and rows["fast"][9] > 10       # frames moved, but not far
+
 
 def test_first_block_cache_and_taylorseer_skip_passes_with_finite_frames(a14b: ModelReport,
                                                                          a14b_wrapper: object) -> None:

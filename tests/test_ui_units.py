@@ -493,7 +493,7 @@ def test_history_view_reads_the_monitor(app_config) -> None:
             op.set(seconds_per_step=seconds)
     view = history_view("generation")
     assert len(view["rows"]) == 3 and view["rows"][0]["model"] == "demo" and view["rows"][0]["result"] == "ok"
-    note, table, speed, memory, alerts, effect, csv, effect_note, plot_note = refresh("all")
+    note, table, speed, memory, alerts, effect, csv, effect_note, plot_note, _presets = refresh("all")
     assert "3 run(s) recorded" in note and len(table) == 3 and len(speed["value"]) == 3
     assert speed["visible"] and memory["visible"] and not plot_note["visible"] and speed["x_axis_format"]
     assert "Not enough runs to compare yet" in alerts and "No regressions" not in alerts
@@ -508,7 +508,7 @@ def test_history_view_reads_the_monitor(app_config) -> None:
 def test_an_empty_history_says_so(app_config) -> None:
     from wan_ui.performance import refresh
 
-    note, table, speed, memory, alerts, effect, csv, effect_note, plot_note = refresh("all")
+    note, table, speed, memory, alerts, effect, csv, effect_note, plot_note, _presets = refresh("all")
     assert "No runs recorded yet" in note and "No runs recorded yet" in alerts
     assert "No regressions" not in alerts and "as fast and as lean" not in alerts
     assert speed["visible"] is False and memory["visible"] is False and speed["x_axis_format"] is None

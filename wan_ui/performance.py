@@ -37,6 +37,8 @@ HISTORY_COLUMNS = ["time", "type", "model", "result", "size", "frames", "steps",
                    "peak RAM (MB)", "peak GPU (MB)", "plan"]
 EFFECT_COLUMNS = ["model", "size", "frames", "steps", "plan", "runs", "median time (s)", "s/step",
                   "peak RAM (MB)", "peak GPU (MB)", "time vs fastest"]
+SPEED_COLUMNS = ["model", "size", "frames", "steps", "preset", "runs", "s/step", "time vs quality",
+                 "transformer passes", "PSNR vs quality (dB)"]
 MAX_ROWS = 500
 TIME_FORMAT = "%b %d %H:%M:%S"
 
@@ -164,6 +166,20 @@ def effectiveness_rows(operation_type: str | None = "generation") -> list[list[A
     return rows
 
 
+def speed_rows(ops: list[Any]) -> list[list[Any]]:
+    """Speed presets on otherwise equal runs (core.monitor.speed_compare), as table rows."""
+    from core.monitor.speed_compare import compare_presets
+    rows = []
+    for r in compare_presets(ops):
+        calls = (f"{r['transformer_calls']} of {r['forward_calls']}" if r.get("forward_calls") else "")
+        psnr = r.get("psnr_vs_quality")
+        rows.append([r["model"] or "", r["size"] or "", r["frames"], r["steps"], r["preset"], r["runs"],
+                     _r(r["seconds_per_step"], 3),
+                     f"{r['time_vs_quality']:.2f}x" if r.get("time_vs_quality") else "",
+                     calls, "identical" if psnr == float("inf") else ("" if psnr is None else psnr)])
+    return rows
+
+
 def history_view(operation_type: str = "all") -> dict[str, Any]:
     """Everything the tab shows, as plain data (API ``/history``)."""
     monitor = _monitor()
@@ -189,6 +205,7 @@ def refresh(operation_type: str = "all") -> tuple[Any, ...]:
         speed, memory = _frames_for_plots(ops)
         alerts = render_alerts(monitor.detect_performance_regressions(operation_type=kind), ops)
         effect = pd.DataFrame(effectiveness_rows(kind), columns=EFFECT_COLUMNS)
+        presets = pd.DataFrame(speed_rows(ops), columns=SPEED_COLUMNS)
         summary = monitor.get_performance_summary(kind)
         note = (f"{summary['operations']} run(s) recorded: {summary['succeeded']} succeeded, "
                 f"{summary['failed']} failed, {summary['cancelled']} cancelled. History file: {monitor.db_path}")
@@ -208,12 +225,13 @@ def refresh(operation_type: str = "all") -> tuple[Any, ...]:
                 gr.update(value=memory, visible=plotted, x_axis_format=axis),
                 alerts, gr.update(value=effect, visible=not effect.empty),
                 gr.update(value=csv_path, interactive=bool(ops)), effect_note,
-                gr.update(value="" if plotted else NO_PLOT, visible=not plotted))
+                gr.update(value="" if plotted else NO_PLOT, visible=not plotted),
+                gr.update(value=presets, visible=not presets.empty))
     except Exception as exc:  # noqa: BLE001 - the history is advice; say what went wrong
         err = explain(exc)
         log.warning("Performance history failed", exc_info=exc)
         return (render_sentences(err.message, [err.remedy], err.details), gr.skip(), gr.skip(), gr.skip(),
-                gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
 def export_csv() -> str:
@@ -251,7 +269,11 @@ def build_performance_tab() -> Any:
                 "frames and steps), fastest first.", elem_classes=["wc-h"])
     effect = gr.Dataframe(headers=EFFECT_COLUMNS, interactive=False, elem_id="wc-perf-effect")
     effect_note = gr.Markdown("", elem_id="wc-perf-effect-note")
-    outputs = [note, table, speed, memory, alerts, effect, csv_button, effect_note, plot_note]
+    gr.Markdown("### Speed presets\nOtherwise equal runs with different speed presets: seconds per step, "
+                "transformer passes computed of all calls, and how far the frames moved from quality's "
+                "(PSNR of small thumbnails; same seed and prompt).", elem_classes=["wc-h"])
+    presets = gr.Dataframe(headers=SPEED_COLUMNS, interactive=False, elem_id="wc-perf-presets", visible=False)
+    outputs = [note, table, speed, memory, alerts, effect, csv_button, effect_note, plot_note, presets]
     gr.on([again.click, kind.change], refresh, inputs=kind, outputs=outputs, api_visibility="private")
     gr.api(history_view, api_name="history")
     gr.api(export_csv, api_name="export_csv")

@@ -427,6 +427,7 @@ class WanPipelineWrapper:
                 inputs.enter_context(stages.wrap(pipe, method, "inputs", message, ENCODE_AT, after=encoded))
             clock.label = "Calibrating MagCache · " if speed.calibrating else ""
             frames = pipe(**kwargs).frames[0]
+        speed.observe(frames, s.seed, s.prompt)    # how far a preset's frames move (Performance tab)
         guard.check_frames(frames)        # before anything is written
         seconds = dict(stages.seconds, denoise=max(0.0, (clock.last or clock.start) - clock.start),
                        total=time.perf_counter() - start)

@@ -27,6 +27,7 @@ from typing import Any
 
 from core.run.speed import EXPERT_NAMES, TAYLORSEER, CacheSetting, SpeedPlan
 
+SIGNATURE_FRAMES, SIGNATURE_CELLS = 8, 8
 #: The Wan block modules TaylorSeer predicts (diffusers' default patterns match no Wan module).
 TAYLORSEER_WAN_MODULES = (r"blocks\.\d+\.attn1", r"blocks\.\d+\.attn2", r"blocks\.\d+\.ffn")
 
@@ -44,6 +45,7 @@ class SpeedRun:
     calibrating: list[str] = field(default_factory=list)
     calibrated: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    signature: dict[str, Any] | None = None      # a thumbnail of the frames (see observe)
 
     @property
     def transformer_calls(self) -> int:
@@ -62,7 +64,24 @@ class SpeedRun:
                 "transformer_calls": self.transformer_calls, "forward_calls": self.forward_calls,
                 "skipped_calls": self.forward_calls - self.transformer_calls,
                 "attention": self.attention, "compile": self.compiled,
-                "calibrating": self.calibrating, "calibrated": self.calibrated, "notes": self.notes}
+                "calibrating": self.calibrating, "calibrated": self.calibrated, "notes": self.notes,
+                **({"signature": self.signature} if self.signature else {})}
+
+    def observe(self, frames: Any, seed: int, prompt: str) -> None:
+        """Keep a thumbnail of the frames (8 frames of 8x8 grey) and what made them, so that the
+        Performance tab can say how far another preset's frames moved from quality's (same seed and prompt)."""
+        import hashlib
+
+        import numpy as np
+        video = np.asarray(frames, dtype=np.float32)
+        if video.ndim != 4 or not video.size:
+            return
+        picks = np.unique(np.linspace(0, video.shape[0] - 1, min(SIGNATURE_FRAMES, video.shape[0])).astype(int))
+        grey = video[picks].mean(axis=-1)
+        cells = [[[float(c.mean()) for c in np.array_split(row, SIGNATURE_CELLS, axis=1)]
+                  for row in np.array_split(frame, SIGNATURE_CELLS, axis=0)] for frame in grey]
+        self.signature = {"seed": int(seed), "prompt": hashlib.sha256(prompt.encode()).hexdigest()[:12],
+                          "frames": int(video.shape[0]), "cells": np.round(np.asarray(cells), 4).ravel().tolist()}
 
 
 def expert_steps(pipe: Any, steps: int) -> dict[str, int]:
