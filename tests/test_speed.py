@@ -241,3 +241,45 @@ def test_doctor_reports_kernels_with_install_lines_for_this_torch_and_cuda() -> 
     report = run_doctor(hardware=CPU).to_dict()
     kernels = {c["name"]: c for c in report["checks"] if c["name"] in checks}
     assert set(kernels) == set(checks) and "NVIDIA GPU" in kernels["flash-attn"]["summary"]
+
+
+# --- the Generate tab ----------------------------------------------------------------------------
+
+@pytest.fixture()
+def app_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from core import config
+    from core.config import load_config
+    from wan_ui import common
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(f"models_dir: {tmp_path / 'models'}\noutputs_dir: {tmp_path / 'outputs'}\n"
+                        f"history_db: {tmp_path / 'data' / 'history.db'}\nopen_browser: false\n")
+    (tmp_path / "models").mkdir()
+    monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(tmp_path / "data" / "history.db"))
+    cfg = load_config(cfg_file)
+    previous = config.use(cfg)
+    common.configure(cfg)
+    yield cfg
+    config.use(previous)
+
+
+def test_the_generate_tab_plans_and_runs_with_the_speed_controls(app_config, demo_models_dir: Path) -> None:
+    import json
+
+    from wan_ui.generate import generate, update_plan
+    from wan_ui.speed_choice import speed_overrides
+    assert speed_overrides("quality", "auto", None, None, "auto", "auto") == {"speed": "quality"}
+    assert speed_overrides("fast", "fbcache", 0.1, None, "sage", "off") == {
+        "speed": "fast", "cache": "fbcache", "cache_threshold": 0.1, "attention_backend": "sage", "compile": False}
+    model = demo_models_dir / "wan22_t2v_a14b"
+    html = update_plan(str(model), 64, 64, 5, STEPS, 5.0, "auto", "auto", "auto", "auto",
+                       "fast", "auto", None, None, "sage", "on")
+    assert "Speed: Fast" in html and "Step cache: MagCache" in html
+    assert "Ignored attention_backend=sage" in html and "Ignored compile=true" in html
+    *_, (_, video, result) = list(generate(str(model), "a red fox in the snow", "", 64, 64, 5, STEPS, 5.0, None, 7,
+                                           None, None, "auto", "auto", "auto", "auto", speed="balanced",
+                                           cache="fbcache", cache_threshold=0.2))
+    assert result["success"], result
+    speed = json.loads(Path(video).with_suffix(".json").read_text(encoding="utf-8"))["speed"]
+    assert speed["preset"] == "balanced" and speed["cache"] == "fbcache"
+    assert speed["caches"]["transformer"]["threshold"] == 0.2
+    assert speed["transformer_calls"] < speed["forward_calls"]

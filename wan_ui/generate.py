@@ -54,6 +54,7 @@ from wan_ui.render import (
     render_result,
     render_sentences,
 )
+from wan_ui.speed_choice import speed_knobs, speed_overrides, speed_radio
 from wan_ui.task_inputs import build_task_inputs, show_for_model, task_values
 
 log = logging.getLogger(__name__)
@@ -485,11 +486,14 @@ def generate(path: str, prompt: str, negative_prompt: str, width: Any, height: A
              reference_images: Any = None, pose_video: Any = None, face_video: Any = None,
              background_video: Any = None, mask_video: Any = None, strength: Any = None,
              conditioning_scale: Any = None, mode: Any = None,
-             segment_frame_length: Any = None, gpus: Any = None) -> Iterator[tuple[Any, Any, Any]]:
+             segment_frame_length: Any = None, gpus: Any = None, speed: Any = None, cache: Any = None,
+             cache_threshold: Any = None, cache_threshold_2: Any = None, attention: Any = None,
+             compile_blocks: Any = None) -> Iterator[tuple[Any, Any, Any]]:
     """The Generate button (API ``/generate``): yields (progress HTML, video path, result dict).
 
     The task inputs after ``text_encoder_on_cpu`` (files as paths) are those of wan_ui.task_inputs;
-    ``gpus`` ("1".."N" or "auto", last) spreads the run over several GPUs (wan_ui.gpu_choice).
+    ``gpus`` ("1".."N" or "auto") spreads the run over several GPUs (wan_ui.gpu_choice); the speed
+    preset and its knobs come last (wan_ui.speed_choice).
     """
     task_inputs = {"video": video, "mask": mask, "reference_images": reference_images, "pose_video": pose_video,
                    "face_video": face_video, "background_video": background_video, "mask_video": mask_video,
@@ -500,7 +504,9 @@ def generate(path: str, prompt: str, negative_prompt: str, width: Any, height: A
                   width=_int(width), height=_int(height), num_frames=_int(frames), steps=_int(steps),
                   guidance=_float(guidance), guidance_2=_float(guidance_2), seed=_int(seed),
                   image=_image_path(image), last_image=_image_path(last_image),
-                  overrides=common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu),
+                  overrides={**common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu),
+                             **speed_overrides(speed, cache, cache_threshold, cache_threshold_2, attention,
+                                               compile_blocks)},
                   inputs=task_inputs, gpus=str(gpus) if gpus not in (None, "") else None)
     job = _start(req)
     if job is None:
@@ -584,7 +590,7 @@ def select_model(path: str) -> tuple[Any, ...]:
 
 
 def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, guidance: Any, precision: str,
-                offload: str, vae_tiling: str, text_encoder_on_cpu: str) -> str:
+                offload: str, vae_tiling: str, text_encoder_on_cpu: str, *speed: Any) -> str:
     """The memory plan for the form as it stands (shown before the run)."""
     from wan_ui.model_check import clean_path
     target = clean_path(path)
@@ -603,7 +609,8 @@ def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, gui
         if problems or settings is None:
             return render_sentences("Generate would refuse these settings", problems,
                                     badge="✗ Check these settings", tone="bad")
-        request = request_for(settings, common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu))
+        request = request_for(settings, {**common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu),
+                                         **speed_overrides(*speed)})      # speed: preset and knobs
         return render_plan(common.plan(report, request), title="Memory plan for this computer", fold=True)
     except Exception as exc:  # noqa: BLE001 - the plan is advice; never break the form
         err = explain(exc)
@@ -745,6 +752,7 @@ def build_generate_tab() -> GenerateTab:
                 seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, scale=4, elem_id="wc-gen-seed")
                 with gr.Column(scale=1, min_width=150, elem_classes=["wc-dice-col"]):
                     dice = gr.Button("Random seed", size="sm", elem_id="wc-gen-seed-dice")
+            speed = speed_radio()
             with gr.Accordion("Advanced: memory plan settings", open=False, elem_id="wc-gen-advanced"):
                 with gr.Row():
                     precision = gr.Dropdown(label="Precision", choices=PRECISION_CHOICES, value="auto",
@@ -758,6 +766,7 @@ def build_generate_tab() -> GenerateTab:
                                       elem_id="wc-gen-te-cpu")
                 gpus = gr.Dropdown(label="GPUs", info=GPU_INFO, elem_id="wc-gen-gpus",
                                    **gpu_control(common.hardware()))   # shown only with several GPUs
+                knobs = speed_knobs()        # step cache, thresholds, attention, compile (wan_ui.speed_choice)
             # the memory plan's headline; its reasons are in a closed fold
             plan_html = gr.HTML(render_plan(None), elem_id="wc-gen-plan", js_on_load=None)
         with gr.Column(scale=4, min_width=360):
@@ -780,9 +789,9 @@ def build_generate_tab() -> GenerateTab:
                                  interactive=False)
 
     form = [path, prompt, negative, width, height, frames, steps, guidance, guidance_2, seed, image, last_image,
-            precision, offload, tiling, te_cpu, *task_inputs.values(), gpus]
+            precision, offload, tiling, te_cpu, *task_inputs.values(), gpus, speed, *knobs]
     model_fields = [info, size, width, height, frames, steps, guidance, guidance_2, image, last_image, image_row]
-    plan_inputs = [path, width, height, frames, steps, guidance, precision, offload, tiling, te_cpu]
+    plan_inputs = [path, width, height, frames, steps, guidance, precision, offload, tiling, te_cpu, speed, *knobs]
 
     selected = gr.State("")         # the model the form was last filled for
     refresh.click(picker_update, inputs=picker, outputs=picker, api_visibility="private")
@@ -799,7 +808,8 @@ def build_generate_tab() -> GenerateTab:
     size.input(apply_size, inputs=size, outputs=[width, height], api_visibility="private").then(
         update_plan, inputs=plan_inputs, outputs=plan_html, api_visibility="private")
     gr.on([width.input, height.input, frames.input, steps.input, guidance.input, precision.input,
-           offload.input, tiling.input, te_cpu.input], update_plan, inputs=plan_inputs, outputs=plan_html,
+           offload.input, tiling.input, te_cpu.input, speed.input, *(k.input for k in knobs)], update_plan,
+          inputs=plan_inputs, outputs=plan_html,
           api_name="plan", show_progress="hidden", trigger_mode="always_last")
     dice.click(roll_seed, outputs=seed, api_visibility="private")
     plan_html.change(update_gpus, inputs=[path, width, height, frames, gpus], outputs=gpus,
