@@ -283,3 +283,24 @@ def test_the_generate_tab_plans_and_runs_with_the_speed_controls(app_config, dem
     assert speed["preset"] == "balanced" and speed["cache"] == "fbcache"
     assert speed["caches"]["transformer"]["threshold"] == 0.2
     assert speed["transformer_calls"] < speed["forward_calls"]
+
+
+def test_a_step_that_goes_nan_with_a_cache_is_retried_without_it(demo_models_dir: Path, tmp_path: Path) -> None:
+    from core.run.generation import GenerationConfig
+    from core.run.load import WanPipelineLoader
+    wrapper = WanPipelineLoader().load_wan_pipeline(demo_models_dir / "wan21_t2v",
+                                                    optimization_config={"speed": "balanced", "cache": "fbcache"})
+    calls = []
+
+    def bad_kernel(module, args, output):      # NaN from the third call (step 2) on
+        calls.append(1)
+        return output * float("nan") if len(calls) > 2 else output
+
+    wrapper.pipeline.transformer.blocks[0].attn1.register_forward_hook(bad_kernel)
+    result = wrapper.generate(GenerationConfig(prompt="a fox", width=64, height=64, num_frames=5,
+                                               num_inference_steps=10, seed=1, output_path=str(tmp_path / "x.mp4")))
+    assert result.success, result.errors
+    said = " ".join(result.warnings)
+    assert "without the step cache (was fbcache)" in said, said
+    assert result.metadata["speed"]["cache"] == "none"
+    assert result.metadata["speed"]["transformer_calls"] == result.metadata["speed"]["forward_calls"] == 20

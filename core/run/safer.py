@@ -55,6 +55,13 @@ def safer_plan(plan: OptimizationPlan, report: ModelReport, hardware: HardwareIn
     if not attention.startswith(("native", "_native")):
         overrides["attention_backend"] = "native"
         changes.append(f"with native attention (was {attention})")
+    speed = getattr(plan, "speed", None)
+    if speed is not None and speed.cache.value != "none":      # a skipped step reuses stale values
+        overrides["cache"] = "none"
+        changes.append(f"without the step cache (was {speed.cache.value})")
+    if speed is not None and speed.compile.value:
+        overrides["compile"] = False
+        changes.append("without compiled blocks")
     if cause.kind in ("hook", "cache_hook", "attention_kernel"):
         changes.append("with the model loaded again, without hooks")
     if not changes:
