@@ -62,13 +62,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu", action="store_true", help="real-size TI2V-5B transformer on an NVIDIA GPU")
     parser.add_argument("--backends", default="native,_native_cudnn,flash,sage",
                         help="--gpu: attention backends to try (those that run here)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="--gpu: fewer transformer layers (with --size, a quick try of the GPU mode on the CPU)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     bad = [p for p in args.presets.split(",") if p not in PRESETS]
     if bad:
         parser.error(f"unknown preset {', '.join(bad)}: use {', '.join(PRESETS)}")
-    if args.steps is not None and args.steps < 1 or args.runs < 1:
-        parser.error("--steps and --runs must be 1 or more")
+    if args.steps is not None and args.steps < 1 or args.runs < 1 or (args.layers is not None and args.layers < 1):
+        parser.error("--steps, --runs and --layers must be 1 or more")
+    if args.layers is not None and not args.gpu:
+        parser.error("--layers goes with --gpu")
     args.steps = args.steps or (10 if args.gpu else 20)
     args.size = args.size or ((1280, 704, 121) if args.gpu else (128, 128, 17))
     return args
@@ -173,30 +177,39 @@ def gpu_bench(args: argparse.Namespace) -> list[dict]:
         folder = write_diffusers_layout(BY_KEY["wan22_ti2v_5b"], Path(tmp) / "Wan2.2-TI2V-5B-Diffusers")
         report = inspect(folder)
         config = json.loads((folder / "transformer" / "config.json").read_text())
-        torch.set_default_dtype(torch.bfloat16)
-        with torch.device("cuda"):
+        if args.layers:
+            config["num_layers"] = args.layers
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        torch.set_default_dtype(dtype)
+        with torch.device(device):
             model = WanTransformer3DModel.from_config(config).eval()
         torch.set_default_dtype(torch.float32)
         latent_frames = (frames - 1) // 4 + 1
         tokens = latent_frames * (height // 32) * (width // 32)
-        text = torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16)
+        text = torch.randn(1, 512, 4096, device=device, dtype=dtype)
+
+        def sync() -> None:
+            if device == "cuda":
+                torch.cuda.synchronize()
         scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                             flow_shift=5.0, num_train_timesteps=1000)
         pipe = types.SimpleNamespace(transformer=model, config=types.SimpleNamespace(boundary_ratio=None),
                                      scheduler=scheduler)
         hardware = probe(use_torch=True)
-        fingerprint = "bench-ti2v-5b-random"
+        from core.monitor.context import model_fingerprint
+        fingerprint = model_fingerprint(report)       # where the plan looks for the calibration
 
         def loop(plan: object) -> tuple[float, dict]:
             torch.manual_seed(SEED)
-            latents = torch.randn(1, 48, latent_frames, height // 16, width // 16, device="cuda")
-            scheduler.set_timesteps(args.steps, device="cuda")
+            latents = torch.randn(1, 48, latent_frames, height // 16, width // 16, device=device)
+            scheduler.set_timesteps(args.steps, device=device)
             with speed_run(pipe, plan.speed, args.steps, fingerprint) as run, torch.no_grad():
-                torch.cuda.synchronize()
+                sync()
                 start = time.perf_counter()
                 for i, t in enumerate(scheduler.timesteps):
-                    timestep = torch.full((1, tokens), float(t), device="cuda")
-                    x = latents.to(torch.bfloat16)
+                    timestep = torch.full((1, tokens), float(t), device=device)
+                    x = latents.to(dtype)
                     outs = []
                     for context in ("cond", "uncond"):
                         with model.cache_context(context, step_index=i, num_inference_steps=args.steps):
@@ -204,7 +217,7 @@ def gpu_bench(args: argparse.Namespace) -> list[dict]:
                                               return_dict=False)[0].float())
                     noise = outs[1] + 5.0 * (outs[0] - outs[1])
                     latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-                torch.cuda.synchronize()
+                sync()
                 seconds = time.perf_counter() - start
             model._reset_stateful_cache()
             return seconds, {**run.summary(), "finite": bool(torch.isfinite(latents).all()), "latents": latents}
@@ -243,9 +256,9 @@ def gpu_bench(args: argparse.Namespace) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
-    if args.gpu and not torch.cuda.is_available():
-        print("--gpu needs an NVIDIA GPU that torch can use; without one, run bench/speed.py without --gpu.",
-              file=sys.stderr)
+    if args.gpu and not torch.cuda.is_available() and not args.layers:
+        print("--gpu needs an NVIDIA GPU that torch can use; without one, run bench/speed.py without --gpu "
+              "(or try the GPU mode small: --gpu --layers 1 --size 64x64x5 --steps 4).", file=sys.stderr)
         return 2
     rows = gpu_bench(args) if args.gpu else cpu_bench(args)
     print(f"{'preset':<10}{'calls':>8}{'seconds':>10}{'ratio':>8}{'PSNR':>8}")

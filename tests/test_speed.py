@@ -304,3 +304,25 @@ def test_a_step_that_goes_nan_with_a_cache_is_retried_without_it(demo_models_dir
     assert "without the step cache (was fbcache)" in said, said
     assert result.metadata["speed"]["cache"] == "none"
     assert result.metadata["speed"]["transformer_calls"] == result.metadata["speed"]["forward_calls"] == 20
+
+
+def test_bench_gpu_mode_arguments_on_a_machine_without_a_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    import torch
+    spec = importlib.util.spec_from_file_location("bench_speed", Path(__file__).parent.parent / "bench" / "speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse_args(["--gpu"])
+    assert (args.steps, args.size, args.presets) == (10, (1280, 704, 121), "quality,balanced,fast,auto")
+    assert args.backends.split(",")[:2] == ["native", "_native_cudnn"]
+    cpu = bench.parse_args([])
+    assert (cpu.steps, cpu.size, cpu.gpu) == (20, (128, 128, 17), False)
+    for bad in (["--presets", "turbo"], ["--size", "100x64x5"], ["--steps", "0"], ["--layers", "2"]):
+        with pytest.raises(SystemExit) as stop:
+            bench.parse_args(bad)
+        assert stop.value.code == 2
+    assert "unknown preset turbo" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert bench.main(["--gpu"]) == 2
+        assert "--gpu needs an NVIDIA GPU" in capsys.readouterr().err
