@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core.run.ram_limit import ram_limit
+
 MB = 2**20
 
 
@@ -53,6 +55,11 @@ class HardwareInfo:
     driver_version: str | None = None     # NVIDIA driver, e.g. "560.94"
     driver_cuda_version: str | None = None  # newest CUDA the driver supports, e.g. "12.6"
     problems: list[str] = field(default_factory=list)
+    #: What this process may use now: the smallest of free RAM, the container (cgroup) limit and
+    #: RLIMIT_AS (core.run.ram_limit). Plans read this; ``ram_limit_mb``/``ram_limit_source`` name the cap.
+    ram_usable_mb: int | None = None
+    ram_limit_mb: int | None = None
+    ram_limit_source: str | None = None
     #: Attention kernels and compiler (core.run.speed.Kernels fields); None: looked up when planning.
     kernels: Mapping[str, Any] | None = None
 
@@ -78,6 +85,7 @@ def probe(use_torch: bool = False) -> HardwareInfo:
     problems: list[str] = []
     gpus, driver, driver_cuda = _nvml_gpus(problems)
     ram_total, ram_free = _ram(problems)
+    limit = ram_limit(ram_free)
     torch_version = cuda_version = None
     if use_torch and "torch" in sys.modules:
         torch_version, cuda_version, torch_gpus = _torch_facts_here(problems)
@@ -90,7 +98,8 @@ def probe(use_torch: bool = False) -> HardwareInfo:
     return HardwareInfo(gpus=gpus, ram_total_mb=ram_total, ram_free_mb=ram_free,
                         cpu_count=os.cpu_count(), torch_version=torch_version,
                         cuda_version=cuda_version, driver_version=driver,
-                        driver_cuda_version=driver_cuda, problems=problems)
+                        driver_cuda_version=driver_cuda, problems=problems, ram_usable_mb=limit.usable_mb,
+                        ram_limit_mb=limit.limit_mb, ram_limit_source=limit.source)
 
 
 def bf16_from_capability(capability: tuple[int, int] | None) -> bool | None:

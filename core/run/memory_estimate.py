@@ -405,7 +405,8 @@ class _Eval:
 def _machine(hardware: HardwareInfo) -> _Machine:
     gpus = sorted(hardware.gpus, key=lambda g: -(g.free_mb if g.free_mb is not None else g.total_mb))
     usable = {g.index: (g.free_mb if g.free_mb is not None else g.total_mb) * (1 - VRAM_MARGIN) for g in gpus}
-    ram = hardware.ram_free_mb if hardware.ram_free_mb is not None else hardware.ram_total_mb
+    ram = next((r for r in (getattr(hardware, "ram_usable_mb", None), hardware.ram_free_mb,
+                            hardware.ram_total_mb) if r is not None), None)
     return _Machine("cuda" if gpus else "cpu", tuple(gpus), usable,
                     ram * (1 - RAM_MARGIN) if ram is not None else None)
 

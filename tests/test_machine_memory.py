@@ -1,0 +1,115 @@
+"""Memory limits the plan must see (RLIMIT_AS, a real cgroup) and every wording of "out of memory"."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from core.run.memory_failure import is_memory_failure, killed_by_system, memory_sentence
+from core.run.ram_limit import CONTAINER, PROCESS
+
+_PROBE = ("import json; from core.run.hardware import probe; h = probe(); "
+          "print(json.dumps([h.ram_usable_mb, h.ram_limit_mb, h.ram_limit_source, h.ram_free_mb]))")
+
+
+def _child(code: str, preexec=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=60, preexec_fn=preexec)
+
+
+def test_rlimit_as_in_a_child_is_what_the_plan_reads() -> None:
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1536 * 2**20, 1536 * 2**20))
+
+    out = _child(_PROBE, limit)
+    assert out.returncode == 0, out.stderr
+    usable, limit_mb, source, free = json.loads(out.stdout.splitlines()[-1])
+    assert (limit_mb, source) == (1536, PROCESS)
+    assert 0 < usable < 1536 <= free
+
+
+def _own_cgroup() -> tuple[Path, str, str] | None:
+    """(a new child cgroup folder, its limit file, its procs file) where this machine lets us make one."""
+    text = Path("/proc/self/cgroup").read_text()
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            return Path("/sys/fs/cgroup") / path.lstrip("/") / f"wan_test_{uuid.uuid4().hex[:8]}", \
+                "memory.max", "cgroup.procs"
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/") / f"wan_test_{uuid.uuid4().hex[:8]}", \
+                "memory.limit_in_bytes", "cgroup.procs"
+    return None
+
+
+def test_a_real_cgroup_limit_is_what_the_plan_reads() -> None:
+    found = _own_cgroup()
+    if found is None:
+        pytest.skip("this machine shows no memory cgroup controller")
+    folder, limit_file, procs = found
+    try:
+        folder.mkdir()
+        (folder / limit_file).write_text(str(768 * 2**20))
+    except OSError as exc:
+        pytest.skip(f"cannot make a memory cgroup here ({exc}): it needs root and a writable cgroupfs")
+    try:
+        code = f"import os; open({str(folder / procs)!r}, 'w').write(str(os.getpid())); " + _PROBE
+        out = _child(code)
+        assert out.returncode == 0, out.stderr
+        usable, limit_mb, source, _ = json.loads(out.stdout.splitlines()[-1])
+        assert (limit_mb, source) == (768, CONTAINER)
+        assert 0 < usable < 768
+    finally:
+        folder.rmdir()
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                 "you tried to allocate 4294967296 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+    RuntimeError("std::bad_alloc"),
+    OSError("libtorch_cpu.so: failed to map segment from shared object"),
+    OSError(12, "Cannot allocate memory"),
+])
+def test_every_allocation_failure_is_memory(error: BaseException) -> None:
+    wrapped = ValueError("Loading the vae failed")
+    wrapped.__cause__ = error
+    assert is_memory_failure(error) and is_memory_failure(wrapped)
+
+
+def test_not_memory() -> None:
+    assert not is_memory_failure(ValueError("Repo id must be in the form 'repo_name'"))
+    assert not is_memory_failure(OSError(28, "No space left on device"))
+
+
+def test_the_sentence_says_need_and_limit() -> None:
+    from core.run.hardware import HardwareInfo
+    hw = HardwareInfo(ram_total_mb=64_000, ram_free_mb=30_000, ram_usable_mb=7_900, ram_limit_mb=8192,
+                      ram_limit_source=CONTAINER)
+    assert memory_sentence(9728, hw) == "needs about 9.5 GB of RAM; this process may use 8.0 GB (container limit)"
+
+
+def test_a_worker_killed_by_sigkill_reads_as_memory_with_what_fits(demo_models_dir: Path) -> None:
+    from core.check.detect import inspect
+    from core.run.hardware import HardwareInfo
+    from core.run.optimize import OptimizationRequest, plan_for
+    killed = subprocess.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    report = inspect(sorted(p for p in demo_models_dir.iterdir() if p.is_dir())[0])
+    hw = HardwareInfo(ram_total_mb=64_000, ram_free_mb=30_000, ram_usable_mb=30_000, cpu_count=2)
+    plan = plan_for(report, hw, OptimizationRequest(64, 64, 9, 2))
+    err = killed_by_system(killed.returncode, plan, report)
+    assert killed.returncode == -9
+    assert err.message.startswith("The generation was killed by the system (SIGKILL), most likely because it ran "
+                                  "out of memory: it needs about ")
+    assert "of RAM; this computer has" in err.message
+    assert err.remedy
