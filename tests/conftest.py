@@ -56,3 +56,22 @@ def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.getbasetemp() / "wan_demo_models"
     write_demo_models(out)
     return out
+
+
+@pytest.fixture()
+def app_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A config.yaml of its own (models, outputs, history in tmp_path), in force as app.py puts it."""
+    from core import config
+    from core.config import load_config
+    from wan_ui import common
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(f"models_dir: {tmp_path / 'models'}\noutputs_dir: {tmp_path / 'outputs'}\n"
+                        f"history_db: {tmp_path / 'data' / 'history.db'}\nopen_browser: false\n")
+    (tmp_path / "models").mkdir()
+    monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(tmp_path / "data" / "history.db"))
+    cfg = load_config(cfg_file)
+    previous = config.use(cfg)          # as app.py does: the process's one configuration
+    common.configure(cfg)
+    yield cfg
+    common.configure(load_config(cfg_file))
+    config.use(previous)

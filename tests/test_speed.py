@@ -245,23 +245,6 @@ def test_doctor_reports_kernels_with_install_lines_for_this_torch_and_cuda() -> 
 
 # --- the Generate tab ----------------------------------------------------------------------------
 
-@pytest.fixture()
-def app_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from core import config
-    from core.config import load_config
-    from wan_ui import common
-    cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(f"models_dir: {tmp_path / 'models'}\noutputs_dir: {tmp_path / 'outputs'}\n"
-                        f"history_db: {tmp_path / 'data' / 'history.db'}\nopen_browser: false\n")
-    (tmp_path / "models").mkdir()
-    monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(tmp_path / "data" / "history.db"))
-    cfg = load_config(cfg_file)
-    previous = config.use(cfg)
-    common.configure(cfg)
-    yield cfg
-    config.use(previous)
-
-
 def test_the_generate_tab_plans_and_runs_with_the_speed_controls(app_config, demo_models_dir: Path) -> None:
     import json
 

@@ -13,29 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from core import config
-from core.config import load_config
 from core.progress import ProgressEvent
 from tests.test_filesource import manifest_of
 from wan_ui import common
 from wan_ui.generate import ProgressView, stage_of
 from wan_ui.model_check import check_manifest, check_zip
 from wan_ui.render import render_plan, render_progress, render_result
-
-
-@pytest.fixture()
-def app_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(f"models_dir: {tmp_path / 'models'}\noutputs_dir: {tmp_path / 'outputs'}\n"
-                        f"history_db: {tmp_path / 'data' / 'history.db'}\nopen_browser: false\n")
-    (tmp_path / "models").mkdir()
-    monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(tmp_path / "data" / "history.db"))
-    cfg = load_config(cfg_file)
-    previous = config.use(cfg)          # as app.py does: the process's one configuration
-    common.configure(cfg)
-    yield cfg
-    common.configure(load_config(cfg_file))
-    config.use(previous)
 
 
 @pytest.fixture(scope="module")
