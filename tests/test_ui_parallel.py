@@ -13,25 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import config
-from core.config import load_config
-from wan_ui import common
-
 
 @pytest.fixture()
-def app_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(f"models_dir: {tmp_path / 'models'}\noutputs_dir: {tmp_path / 'outputs'}\n"
-                        f"history_db: {tmp_path / 'data' / 'history.db'}\nopen_browser: false\n")
-    (tmp_path / "models").mkdir()
-    monkeypatch.setenv("WAN_COMPAT_HISTORY_DB", str(tmp_path / "data" / "history.db"))
-    monkeypatch.setenv("WAN_COMPAT_PARALLEL_BACKEND", "gloo")     # CPU ranks: tests and CI only
+def app_config(app_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """conftest's app_config, with the ranks on gloo (CPU ranks: tests and CI only)."""
+    monkeypatch.setenv("WAN_COMPAT_PARALLEL_BACKEND", "gloo")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    cfg = load_config(cfg_file)
-    previous = config.use(cfg)
-    common.configure(cfg)
-    yield cfg
-    config.use(previous)
+    return app_config
 
 
 def test_the_tab_runs_one_generation_on_two_ranks(app_config, demo_models_dir: Path) -> None:
