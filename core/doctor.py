@@ -97,7 +97,7 @@ def run_doctor(config: AppConfig | None = None, *, env: Mapping[str, str] | None
     ``env`` is the environment of the child process that imports torch and ``hardware`` a
     ready probe result; both are for tests.
     """
-    from core.doctor_kernels import check_kernels
+    from core.run.kernel_checks import check_kernels
     config = config or load_config()
     hw = hardware or probe(use_torch=False)
     facts = torch_facts_subprocess(timeout=torch_timeout, env=env)
@@ -115,7 +115,7 @@ def run_doctor(config: AppConfig | None = None, *, env: Mapping[str, str] | None
         check_package("diffusers"),
         check_package("transformers"),
         check_ffmpeg(),
-        *check_kernels(hw, facts),      # flash-attn, sageattention, triton, compile (core.doctor_kernels)
+        *check_kernels(hw, facts),      # flash-attn, sageattention, triton, compile (core.run.kernel_checks)
     ]
     return DoctorReport(checks=checks, hardware=hw, torch=facts)
 

@@ -216,7 +216,7 @@ def test_cli_generate_with_speed_flags_ignores_what_cannot_run(demo_models_dir: 
 
 def test_doctor_reports_kernels_with_install_lines_for_this_torch_and_cuda() -> None:
     from core.doctor import run_doctor
-    from core.doctor_kernels import check_kernels
+    from core.run.kernel_checks import check_kernels
     from core.run.speed import Kernels
     facts = {"ok": True, "version": "2.13.0+cu130", "cuda_version": "13.0",
              "devices": [{"name": "NVIDIA GeForce RTX 4090", "compute_capability": [8, 9]}]}

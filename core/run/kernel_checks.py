@@ -2,7 +2,7 @@
 
 Usage::
 
-    from core.doctor_kernels import check_kernels
+    from core.run.kernel_checks import check_kernels
     for check in check_kernels(probe(), torch_facts_subprocess()):
         print(check.name, check.status, check.summary, check.remedy)
 
