@@ -35,6 +35,41 @@ class WanError(Exception):
         return f"{self.message} {self.remedy}".strip()
 
 
+# Lower-case fragments of every allocation failure seen from torch, its C++ allocator, the loader and libc.
+MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
+                "std::bad_alloc", "bad_alloc", "failed to map segment", "cudaerrormemoryallocation",
+                "cublas_status_alloc_failed", "unable to mmap", "mmap failed", "memory allocation failed")
+
+
+def is_memory_failure(exc: BaseException) -> bool:
+    """True for any allocation failure, also one wrapped in another exception (``raise ... from``).
+
+    >>> is_memory_failure(RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: "
+    ...                                "can't allocate memory: you tried to allocate 2147483648 bytes."))
+    True
+    >>> is_memory_failure(ValueError("Repo id must be in the form 'repo_name'"))
+    False
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MemoryError) or type(current).__name__ == "OutOfMemoryError":
+            return True
+        if isinstance(current, OSError) and current.errno == errno.ENOMEM:
+            return True
+        if is_memory_text(str(current)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def is_memory_text(text: str) -> bool:
+    """True when ``text`` (an error message or a child's stderr) words an allocation failure."""
+    low = text.lower()
+    return any(word in low for word in MEMORY_WORDS)
+
+
 def explain(exc: BaseException) -> WanError:
     """Turn any exception into a WanError with a sentence and a remedy.
 
@@ -71,7 +106,7 @@ def explain(exc: BaseException) -> WanError:
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         return WanError(f"A symbolic link loops back on itself: {exc.filename}.",
                         "Remove or repair the link.", details)
-    if isinstance(exc, MemoryError):
+    if is_memory_failure(exc):    # before ImportError: "failed to map segment" is memory, not a broken install
         return WanError("The computer ran out of memory.",
                         "Close other programs, or choose a smaller size, fewer frames or stronger offloading.",
                         details)

@@ -113,3 +113,72 @@ def test_a_worker_killed_by_sigkill_reads_as_memory_with_what_fits(demo_models_d
                                   "out of memory: it needs about ")
     assert "of RAM; this computer has" in err.message
     assert err.remedy
+
+
+_REAL_FAILURES = r"""
+import json, resource
+resource.setrlimit(resource.RLIMIT_AS, (2**31, 2**31))
+import torch
+from core.errors import explain, is_memory_failure
+out = []
+for make in (lambda: torch.empty(2**33, dtype=torch.uint8), lambda: bytearray(2**33)):
+    try:
+        make()
+    except BaseException as exc:
+        out.append([type(exc).__name__, str(exc)[:200], is_memory_failure(exc), explain(exc).message])
+print(json.dumps(out))
+"""
+
+
+def test_real_allocation_failures_under_a_ulimit_are_memory() -> None:
+    out = _child(_REAL_FAILURES)
+    assert out.returncode == 0, out.stderr
+    (torch_type, torch_text, torch_memory, said), (py_type, _, py_memory, _) = json.loads(out.stdout.splitlines()[-1])
+    assert "can't allocate memory" in torch_text or "not enough memory" in torch_text, torch_text
+    assert torch_memory and py_type == "MemoryError" and py_memory
+    assert said.startswith("The computer ran out of memory")
+
+
+_GENERATE_UNDER_LIMIT = r"""
+import json, resource, sys
+from core.check.detect import inspect
+from core.run.generation import GenerationConfig
+from core.run.load import load, plan_for_load
+from core.run.ram_limit import _vm_size_mb
+report = inspect(sys.argv[1])
+plan = plan_for_load(report)           # planned before the limit: it believes the run fits
+wrapper = load(report, plan)
+limit = (_vm_size_mb() + 64) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+result = wrapper.generate(GenerationConfig(prompt="cat", width=256, height=256, num_frames=17,
+                                           num_inference_steps=2, output_path=sys.argv[2]), plan=plan)
+print(json.dumps({"success": result.success, "errors": result.errors, "plan": bool(result.plan)}))
+"""
+
+
+def test_allocator_failure_mid_generation_is_one_memory_sentence(demo_models_dir: Path, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _GENERATE_UNDER_LIMIT, str(demo_models_dir / "wan21_t2v"),
+                          str(tmp_path / "v.mp4")], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert not result["success"] and result["plan"]        # a plan: the CLI exits 1, not 2 (bad input)
+    (error,) = result["errors"]
+    assert error.startswith("Out of memory at 256x256 with 17 frames")
+    assert "of RAM; this process may use" in error and "(process limit, ulimit -v)" in error
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_cli_under_a_ulimit_refuses_with_need_and_limit_exit_1(demo_models_dir: Path, tmp_path: Path) -> None:
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (700 * 2**20, 700 * 2**20))
+
+    out = subprocess.run([sys.executable, "-m", "core", "generate", str(demo_models_dir / "wan21_t2v"), "--prompt",
+                          "cat", "--size", "64x64", "--frames", "9", "--steps", "2", "--out", str(tmp_path / "v.mp4")],
+                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                         timeout=120, preexec_fn=limit)
+    assert out.returncode == 1, out.stderr
+    assert "of RAM" in out.stderr and "this process may use 700 MB (process limit, ulimit -v)" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -45,12 +45,13 @@ from core import __version__
 from core.check.components import WEIGHTLESS
 from core.check.detect import inspect
 from core.check.report import ModelReport
-from core.errors import WanError, explain
+from core.errors import WanError, explain, is_memory_failure
 from core.monitor import GENERATION, LOAD, track
 from core.progress import AnyCallback, Progress
 from core.run.generation import GenerationConfig, GenerationResult, ResolvedSettings, default_request, request_for, resolve
 from core.run.hardware import HardwareInfo
 from core.run.loadable import ensure_loadable
+from core.run.memory_failure import out_of_memory_error
 from core.run.optimize import Choice, OptimizationPlan, OptimizationRequest, check_request_fits, plan_for
 from core.units import format_bytes
 
@@ -76,8 +77,8 @@ def _torch_dtype(name: str) -> Any:
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or isinstance(exc, MemoryError)
+    # Every wording: CUDA OOM, the CPU allocator, MemoryError, bad_alloc, "failed to map segment".
+    return is_memory_failure(exc)
 
 
 _gb = format_bytes
@@ -329,11 +330,12 @@ class WanPipelineWrapper:
                 stronger = self._stronger_plan() if attempt == 1 else None
                 if stronger is None:
                     placement = self.plan.placement.value.replace("_", " ")
-                    return None, GenerationResult(success=False, warnings=warnings, errors=[
+                    said = out_of_memory_error(self.plan, exc=exc).message.split(": ", 1)[-1]
+                    return None, GenerationResult(success=False, warnings=warnings, plan=self.plan.to_dict(), errors=[
                         f"Out of memory at {s.width}x{s.height} with {s.num_frames} frames"
-                        f"{' even with ' + placement if placement else ''}. "
-                        f"Try {_smaller(s)}, or close other programs that use the GPU."])
-                warnings.append(f"Ran out of GPU memory with {self.plan.placement.value.replace('_', ' ')}; "
+                        f"{' even with ' + placement if placement else ''}: {said} "
+                        f"Try {_smaller(s)}, or close other programs."])
+                warnings.append(f"Ran out of memory with {self.plan.placement.value.replace('_', ' ')}; "
                                 f"retried with {stronger.placement.value.replace('_', ' ')}.")
                 progress.emit("plan", warnings[-1], 0)
                 self._reset_placement()

@@ -105,6 +105,7 @@ from typing import Any, Protocol
 
 from core.check.report import ComponentReport, ModelReport
 from core.run.hardware import GpuInfo, HardwareInfo
+from core.units import format_mib
 
 __all__ = ["ACTIVATION_SLACK", "BASE_RAM_MB", "BYTES", "CUDA_OVERHEAD_MB", "DIT_DIM_FACTOR", "DIT_FFN_FACTOR",
            "DIT_PER_TOKEN_TIMESTEP_FACTOR", "GROUP_OFFLOAD_BLOCKS_PER_GROUP", "GROUP_OFFLOAD_RESIDENT_GROUPS",
@@ -380,10 +381,19 @@ class _Machine:
     gpus: tuple[GpuInfo, ...]        # best first
     usable_vram: dict[int, float]    # per GPU index, after the margin
     usable_ram: float | None
+    ram_limit_mb: int | None = None  # a container (cgroup) or process (ulimit -v) cap, and its name
+    ram_limit_source: str | None = None
 
     @property
     def gpu(self) -> GpuInfo | None:
         return self.gpus[0] if self.gpus else None
+
+    @property
+    def ram_words(self) -> str:
+        """ "this computer has 12 GB available", or with a cap: "this process may use 8.0 GB (container limit)"."""
+        if self.ram_limit_mb is not None and self.ram_limit_source:
+            return f"this process may use {format_mib(self.ram_limit_mb)} ({self.ram_limit_source})"
+        return f"this computer has {format_mib(self.usable_ram or 0)} available"
 
 
 @dataclass(frozen=True)
@@ -408,7 +418,8 @@ def _machine(hardware: HardwareInfo) -> _Machine:
     ram = next((r for r in (getattr(hardware, "ram_usable_mb", None), hardware.ram_free_mb,
                             hardware.ram_total_mb) if r is not None), None)
     return _Machine("cuda" if gpus else "cpu", tuple(gpus), usable,
-                    ram * (1 - RAM_MARGIN) if ram is not None else None)
+                    ram * (1 - RAM_MARGIN) if ram is not None else None,
+                    getattr(hardware, "ram_limit_mb", None), getattr(hardware, "ram_limit_source", None))
 
 
 def _weights_mb(facts: _Facts, precision: str, vae_precision: str) -> dict[str, float]:

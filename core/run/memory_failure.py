@@ -17,52 +17,29 @@ Usage::
 
 from __future__ import annotations
 
-import errno
 import signal
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from core.errors import WanError
+from core.errors import MEMORY_WORDS, WanError, is_memory_failure, is_memory_text
 from core.units import format_mib
+
+__all__ = ["MEMORY_WORDS", "is_memory_failure", "is_memory_text", "killed_by_system", "limit_words",
+           "memory_sentence", "out_of_memory_error", "what_would_fit"]
 
 if TYPE_CHECKING:
     from core.check.report import ModelReport
     from core.run.hardware import HardwareInfo
     from core.run.optimize import OptimizationPlan
 
-# Lower-case fragments of every allocation failure seen from torch, its C++ allocator, the loader and libc.
-MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
-                "std::bad_alloc", "bad_alloc", "failed to map segment", "cudaerrormemoryallocation",
-                "cublas_status_alloc_failed", "unable to mmap", "mmap failed", "memory allocation failed")
-
-
-def is_memory_failure(exc: BaseException) -> bool:
-    """True for any allocation failure, also one wrapped in another exception (``raise ... from``).
-
-    >>> is_memory_failure(RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: "
-    ...                                "can't allocate memory: you tried to allocate 2147483648 bytes."))
-    True
-    >>> is_memory_failure(ValueError("Repo id must be in the form 'repo_name'"))
-    False
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, MemoryError) or type(current).__name__ == "OutOfMemoryError":
-            return True
-        if isinstance(current, OSError) and current.errno == errno.ENOMEM:
-            return True
-        if is_memory_text(str(current)):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def is_memory_text(text: str) -> bool:
-    """True when ``text`` (an error message or a child's stderr) words an allocation failure."""
-    low = text.lower()
-    return any(word in low for word in MEMORY_WORDS)
+def _now(hardware: HardwareInfo | None) -> HardwareInfo | None:
+    """``hardware`` with the RAM limit read again: a plan's probe may predate a ulimit or a cgroup move."""
+    from core.run.ram_limit import ram_limit
+    if hardware is None:
+        return None
+    limit = ram_limit(hardware.ram_free_mb)
+    return replace(hardware, ram_usable_mb=limit.usable_mb, ram_limit_mb=limit.limit_mb,
+                   ram_limit_source=limit.source if limit.limit_mb is not None else None)
 
 
 def limit_words(hardware: HardwareInfo | None) -> str:
@@ -90,7 +67,7 @@ def memory_sentence(need_mb: float | None, hardware: HardwareInfo | None, gpu: b
 def out_of_memory_error(plan: OptimizationPlan | None, stage: str = "generating",
                         exc: BaseException | None = None) -> WanError:
     """The WanError for an allocation failure that the one retry did not mend (exit 1 in the CLI)."""
-    hardware = plan.hardware if plan is not None else None
+    hardware = _now(plan.hardware if plan is not None else None)
     gpu = bool(plan is not None and plan.device == "cuda" and exc is not None
                and (type(exc).__name__ == "OutOfMemoryError" or "cuda" in str(exc).lower()))
     need = None
@@ -116,7 +93,7 @@ def killed_by_system(returncode: int | None, plan: OptimizationPlan | None,
     number = -returncode if returncode is not None and returncode < 0 else (
         returncode - 128 if returncode is not None and returncode > 128 else None)
     name = signal.Signals(number).name if number in {s.value for s in signal.Signals} else f"exit {returncode}"
-    hardware = plan.hardware if plan is not None else None
+    hardware = _now(plan.hardware if plan is not None else None)
     need = plan.estimate.peak_ram_mb if plan is not None else None
     message = (f"The generation was killed by the system ({name}), most likely because it ran out of memory: "
                f"it {memory_sentence(need, hardware)}.")

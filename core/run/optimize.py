@@ -549,15 +549,14 @@ def _refusal(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: 
     e = best.estimate
     if machine.device == "cpu":
         problem = (f"On the CPU, {facts.name} needs about {_gb(e.peak_ram_mb)} of RAM ({precision} weights "
-                   f"{_gb(sum(e.weights_mb.values()))}); this computer has {_gb(machine.usable_ram or 0)} "
-                   "available.")
+                   f"{_gb(sum(e.weights_mb.values()))}); {machine.ram_words}.")
         return problem, "Use a computer with more memory or an NVIDIA GPU, or a smaller model (Wan2.1 T2V-1.3B)."
     gpu = machine.gpus[0]
     usable = machine.usable_vram[gpu.index]
     has = f"your GPU has {_gb(gpu.total_mb)} ({_gb(usable)} usable)"
     if not best.fits_ram and best.fits_vram:
         problem = (f"{at} needs {_gb(e.peak_ram_mb)} of RAM with {_placement_words(best.setup)}, which keeps "
-                   f"the weights in RAM; this computer has {_gb(machine.usable_ram or 0)} available.")
+                   f"the weights in RAM; {machine.ram_words}.")
         return problem, (f"Close other programs to free RAM, use a computer with at least "
                          f"{_gb(e.peak_ram_mb / (1 - RAM_MARGIN))} of RAM, or a smaller model.")
     problem = (f"{at} needs about {_gb(e.peak_vram_mb)} of GPU memory even with "

@@ -23,7 +23,7 @@ from pathlib import Path
 MB = 2**20
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTAINER = "container limit"
-PROCESS = "process limit (ulimit -v)"
+PROCESS = "process limit, ulimit -v"
 HOST = "free RAM"
 _UNLIMITED_V1 = 2**60        # cgroup v1 writes 9223372036854771712 for "no limit"
 
