@@ -130,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (core.config.current()); the file is not read again.
     from core.config import use
     use(cfg)
+    from core.run import stop_signals
+    from core.run.output_claim import sweep
+    stop_signals.install()      # SIGTERM: ffmpeg stopped and partial videos removed, then a clean exit
+    sweep(Path(cfg.outputs_dir))  # hidden partial files of runs that were killed
 
     from wan_ui.render import CSS
 
@@ -140,17 +144,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             inbrowser=cfg.open_browser, share=False, ssr_mode=False, quiet=True,
             prevent_thread_lock=True, css=CSS, allowed_paths=[str(cfg.outputs_dir)],
             max_file_size="2gb")  # uploads: a .zip of a small model, starting images
-    except OSError as exc:
-        print(f"Wan Compat cannot start: port {cfg.port} on {cfg.host} is not free ({exc}). "
-              f"Close the program using it, or choose another with --port or `port` in config.yaml.",
-              file=sys.stderr)
+    except OSError:       # Gradio's own text advises GRADIO_SERVER_PORT and launch(): not for our users
+        free = next_free_port(cfg.host, cfg.port + 1)
+        offer = f"Port {free} is free: start with --port {free}" if free else "Choose another with --port"
+        print(f"Wan Compat cannot start: port {cfg.port} on {cfg.host} is in use by another program. "
+              f"{offer}, or set `port` in config.yaml.", file=sys.stderr)
         return EXIT_SETTINGS
     print(f"Wan Compat is running at {local_url} (press Ctrl+C to stop).", flush=True)
     try:
         demo.block_thread()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, stop_signals.Stopped):
         demo.close()
     return 0
+
+
+def next_free_port(host: str, start: int, tries: int = 50) -> int | None:
+    """The first port from ``start`` on that ``host`` can listen on now, or None."""
+    import socket
+    for port in range(start, min(start + tries, 65536)):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 
 from core.choices import OFFLOADS, PRECISIONS
 from core.errors import WanError, explain
+from core.run import stop_signals
 from core.run.speed import add_speed_flags, speed_overrides
 
 
@@ -206,6 +207,7 @@ def _generate(args: argparse.Namespace) -> int:
                               guidance_scale=args.guidance, guidance_scale_2=args.guidance_2, seed=args.seed,
                               fps=args.fps, image=args.image, last_image=args.last_image, output_path=args.out,
                               **{name: getattr(args, name) for name in TASK_FLAGS})
+    _sweep_leftovers(args.out)
     try:
         report = inspect(args.path)
     except OSError as exc:
@@ -242,6 +244,10 @@ def _generate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nStopped; no video was written.", file=sys.stderr)
         return 130
+    except stop_signals.Stopped as stop:       # SIGTERM: ffmpeg stopped and the partial files removed on the way out
+        print(f"\nStopped by {stop.name}; no video was written and its temporary files were removed.",
+              file=sys.stderr)
+        return stop.exit_code
     for line in wrapper.plan.summary_lines() if result.plan else []:
         print(f"  {line}", file=sys.stderr)
     for warning in result.warnings:
@@ -252,6 +258,21 @@ def _generate(args: argparse.Namespace) -> int:
         return 2 if validation else 1
     print(result.output_path)
     return 0
+
+
+def _sweep_leftovers(out: str | None) -> None:
+    """Remove the hidden partial files and name claims of earlier runs whose process is gone."""
+    from pathlib import Path
+
+    from core.config import ConfigError, current
+    from core.run.output_claim import sweep
+    folders = [Path(out).parent] if out else []
+    try:
+        folders.append(Path(current().outputs_dir))
+    except ConfigError:
+        pass
+    for folder in dict.fromkeys(folders):
+        sweep(folder)
 
 
 def _perf(args: argparse.Namespace) -> int:
@@ -374,12 +395,16 @@ def main(argv: list[str] | None = None) -> int:
         from core import demo
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
+    stop_signals.install()      # SIGTERM unwinds like Ctrl+C: no partial video, no ffmpeg left behind
     _read_config(args)
     try:
         return args.run(args)
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
         return 130
+    except stop_signals.Stopped as stop:
+        print(stop.sentence, file=sys.stderr)
+        return stop.exit_code
     except BrokenPipeError:  # `python -m core check PATH | head`: the reader has gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

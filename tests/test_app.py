@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,9 @@ def test_render_other_kinds() -> None:
     ti2v = ModelReport(path="/m/ti2v.safetensors", layout=Layout.SINGLE_FILE, architecture_type=ArchitectureType.WAN_TI2V,
                        wan_version="2.2", task="ti2v", size_class="5B", experts=1, vae_kind="wan2.2", vae_z_dim=48)
     assert headline(ti2v) == "Wan 2.2 TI2V 5B — single-file checkpoint — ready to load"
+    lone = replace(ti2v, part="transformer")  # what Model Check says of a lone transformer file
+    assert headline(lone) == "Wan 2.2 TI2V 5B — transformer only — needs a VAE, text encoder and tokenizer"
+    assert not lone.loadable
     assert "Wan 2.2 VAE (z_dim 48)" in render_report(ti2v)
 
 
@@ -323,7 +327,12 @@ def test_port_in_use_exits_2_with_a_sentence(config_file: Path) -> None:
         port = taken.getsockname()[1]
         result = run_app(["--no-browser", "--port", str(port), "--config", str(config_file)])
     assert result.returncode == 2
-    assert f"port {port} on 127.0.0.1 is not free" in result.stderr and "--port" in result.stderr
+    assert f"port {port} on 127.0.0.1 is in use by another program" in result.stderr
+    assert "GRADIO_SERVER_PORT" not in result.stderr and "launch()" not in result.stderr   # our sentence only
+    offered = int(result.stderr.split("start with --port ")[1].split(",")[0])
+    assert offered > port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as really_free:
+        really_free.bind(("127.0.0.1", offered))
     assert "Traceback" not in result.stderr
 
 

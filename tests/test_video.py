@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from core.errors import WanError
+from core.run.output_claim import release
 from core.run.video import VideoInfo, default_output_path, read_video_info, write_mp4
 
 
@@ -306,7 +307,9 @@ def test_default_output_path_slug(tmp_path: Path) -> None:
     slug = long.name.removeprefix("2026-11-26_114502_").removesuffix("_seed7.mp4")
     assert slug == "a-cafe-on-the-beach-at-dawn-waves"
     assert len(slug) <= 40 and slug.isascii()
-    assert default_output_path(tmp_path, "一只猫在冲浪", 1, now=NOW).name == "2026-11-26_114502_video_seed1.mp4"
+    first = default_output_path(tmp_path, "一只猫在冲浪", 1, now=NOW)
+    assert first.name == "2026-11-26_114502_video_seed1.mp4"
+    release(first)                  # claimed until written or released
     assert default_output_path(tmp_path, "", 1, now=NOW).name == "2026-11-26_114502_video_seed1.mp4"
     no_spaces = default_output_path(tmp_path, "x" * 100, 1, now=NOW).name
     assert no_spaces == f"2026-11-26_114502_{'x' * 40}_seed1.mp4"

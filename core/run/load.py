@@ -250,6 +250,9 @@ class WanPipelineWrapper:
                         cancel: threading.Event | None) -> GenerationResult:
         frames, result = self._frames(config, plan, progress, cancel)
         if not result.success:
+            if config.output_path:                   # a claimed automatic name is free again
+                from core.run.output_claim import release
+                release(Path(config.output_path))
             return result
         from core.run.video import write_mp4
         output_path = Path(config.output_path) if config.output_path else _default_output(

@@ -307,6 +307,8 @@ def run_parallel(report: ModelReport, config: Mapping[str, Any], overrides: Mapp
         shutil.rmtree(job_dir, ignore_errors=True)
     elif _stamp(output_path) != before:    # written by this run: no partial or orphaned video
         _remove_output(output_path)
+    from core.run.output_claim import release
+    release(Path(output_path))             # the name's claim, held here while rank 0 wrote
     return outcome
 
 

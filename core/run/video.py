@@ -66,6 +66,8 @@ import numpy as np
 
 from core.atomic import fsync_dir
 from core.errors import WanError
+from core.run.output_claim import release
+from core.run.stop_signals import register, unregister
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -139,6 +141,8 @@ def write_mp4(frames: Any, path: str | os.PathLike[str], fps: int,
     old_json = json_path.with_name(f".{json_path.name}.partial-{tag}.old")
     json_placed = False
     done = False
+    temporary = (tmp_mp4, tmp_meta, tmp_json, old_json)
+    stopping = register(lambda: [_remove(tmp) for tmp in temporary])   # SIGTERM: the app's thread is not unwound
     try:
         _write_file(tmp_meta, ";FFMETADATA1\ncomment=" + _ffmeta_escape(meta_ascii) + "\n", sync=False)
         _encode(_iter_frames(frames), _length(frames), tmp_mp4, tmp_meta, fps, report)
@@ -166,8 +170,10 @@ def write_mp4(frames: Any, path: str | os.PathLike[str], fps: int,
                 _remove(json_path)
             if old_json.exists():
                 _restore(old_json, json_path)
-        for tmp in (tmp_mp4, tmp_meta, tmp_json, old_json):
+        for tmp in temporary:
             _remove(tmp)
+        release(path)                               # the name's claim (core.run.output_claim), if any
+        unregister(stopping)
     report(f"Saved video: {path.name}", 100.0)
     return path
 
@@ -199,6 +205,7 @@ def _encode(frames: Iterator[np.ndarray], total: int | None, out: Path, meta_fil
         except OSError as exc:
             raise WanError(f"ffmpeg could not be started ({cmd[0]}): {exc.strerror or exc}.",
                            _FFMPEG_REMEDY) from exc
+        stopping = register(lambda: _stop(proc))
         try:
             count = 0
             frame: np.ndarray | None = first
@@ -224,9 +231,21 @@ def _encode(frames: Iterator[np.ndarray], total: int | None, out: Path, meta_fil
             if proc.wait() != 0:
                 raise _ffmpeg_error(errlog, out, None)
         finally:
-            if proc.poll() is None:
+            unregister(stopping)
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ffmpeg and whatever it started (its own session: a wrapper script's child too), then reap it."""
+    if proc.poll() is None:
+        if hasattr(os, "killpg"):
+            try:
+                os.killpg(proc.pid, 9)
+            except OSError:
                 proc.kill()
-                proc.wait()
+        else:
+            proc.kill()
+    proc.wait()
 
 
 def _iter_frames(frames: Any) -> Iterator[np.ndarray]:
@@ -388,16 +407,13 @@ def default_output_path(outputs_dir: Path, prompt: str, seed: int, *, now: datet
 
     The slug is ASCII (accents dropped, other scripts omitted; "video" when nothing is
     left), at most 40 characters, cut at a word boundary. When the name, or its JSON, is
-    taken, ``-2``, ``-3`` ... is added. Two processes asking in the same second may get
-    the same name; the later write then replaces the earlier (atomically).
+    taken (or claimed by a run still writing it), ``-2``, ``-3`` ... is added. The name is
+    claimed atomically (core.run.output_claim): two threads or processes asking in the same
+    second get different names; :func:`write_mp4` releases the claim once the video is in place.
     """
-    outputs_dir = Path(outputs_dir)
+    from core.run.output_claim import claim
     stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H%M%S")
-    base = f"{stamp}_{_slug(prompt)}_seed{seed}"
-    candidate, n = outputs_dir / f"{base}.mp4", 2
-    while candidate.exists() or candidate.with_suffix(".json").exists():
-        candidate, n = outputs_dir / f"{base}-{n}.mp4", n + 1
-    return candidate
+    return claim(Path(outputs_dir), f"{stamp}_{_slug(prompt)}_seed{seed}")
 
 
 def _slug(text: str, limit: int = 40) -> str:
