@@ -6,7 +6,7 @@ preset that runs here goes through the product's own path (``plan_for`` with ``s
 ``load``, ``generate_frames``), same prompt and seed, 20 steps with CFG. MagCache presets are
 calibrated once first (a calibration run, as the app does for a new model; not timed).
 
-    .venv/bin/python bench/speed.py [--steps 20] [--size 128x128x17] [--runs 1] [--json]
+    .venv/bin/python bench/speed.py [--steps 20] [--size 128x128x17] [--runs 3] [--json]
 
 GPU mode (an NVIDIA GPU): the real-size Wan2.2 TI2V-5B transformer (random bf16 weights) at
 1280x704 with 121 frames, a 2-call (CFG) denoising loop of ``--steps`` steps per preset and per
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (20 on the CPU, 10 with --gpu)")
     parser.add_argument("--size", type=parse_size, default=None, help="WxHxFRAMES (CPU 128x128x17, GPU 1280x704x121)")
-    parser.add_argument("--runs", type=int, default=1, help="timed runs per preset (median)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per preset, round-robin (median)")
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
     parser.add_argument("--gpu", action="store_true", help="real-size TI2V-5B transformer on an NVIDIA GPU")
     parser.add_argument("--backends", default="native,_native_cudnn,flash,sage",
@@ -120,36 +120,39 @@ def cpu_bench(args: argparse.Namespace) -> list[dict]:
         if errors:
             raise SystemExit("; ".join(errors))
         hardware = probe(use_torch=True)
+        names = args.presets.split(",")
+        plans, calibration = {}, {}
         wrapper = None
-        reference = None
-        outs: dict[str, object] = {}
-        for name in args.presets.split(","):
+        for name in names:           # plans, and the one MagCache calibration run (not timed)
             plan = plan_for(report, hardware, request_for(settings, {"speed": name}))
             wrapper = wrapper or load(report, plan)
-            calibration = None
             if plan.speed and any(c.calibrate for c in plan.speed.caches.values()):
                 start = time.perf_counter()
-                wrapper.generate_frames(config, plan=plan)                 # the one calibration run
-                calibration = round(time.perf_counter() - start, 2)
+                wrapper.generate_frames(config, plan=plan)
+                calibration[name] = round(time.perf_counter() - start, 2)
                 plan = plan_for(report, hardware, request_for(settings, {"speed": name}))
-            times, result, out = [], None, None
-            for _ in range(args.runs):
+            plans[name] = plan
+        times: dict[str, list[float]] = {n: [] for n in names}
+        outs: dict[str, object] = {}
+        results: dict[str, object] = {}
+        for _ in range(args.runs):   # round-robin, so that a busy machine slows every preset alike
+            for name in names:
                 start = time.perf_counter()
-                out, result = wrapper.generate_frames(config, plan=plan)
-                times.append(time.perf_counter() - start)
-            if not result.success:
-                raise SystemExit(f"{name}: {result.errors}")
-            speed = result.metadata["speed"]
-            reference = out if reference is None else reference
-            outs[name] = out
+                outs[name], results[name] = wrapper.generate_frames(config, plan=plans[name])
+                times[name].append(time.perf_counter() - start)
+                if not results[name].success:
+                    raise SystemExit(f"{name}: {results[name].errors}")
+        reference = outs[names[0]]
+        for name in names:
+            speed = results[name].metadata["speed"]
             row = {"name": name, "transformer_calls": speed["transformer_calls"],
-                   "forward_calls": speed["forward_calls"], "seconds": round(statistics.median(times), 3),
-                   "finite": bool(np.isfinite(out).all()), "cache": speed["cache"],
+                   "forward_calls": speed["forward_calls"], "seconds": round(statistics.median(times[name]), 3),
+                   "finite": bool(np.isfinite(outs[name]).all()), "cache": speed["cache"],
                    "attention": speed["attention"], "compile": speed["compile"],
-                   "calibration_seconds": calibration}
+                   "calibration_seconds": calibration.get(name)}
             rows.append(row)
             print(f"  {name:<9} {row['transformer_calls']:>3}/{row['forward_calls']} transformer passes, "
-                  f"{row['seconds']:.2f} s, cache {row['cache']}", flush=True)
+                  f"{row['seconds']:.2f} s (median of {args.runs}), cache {row['cache']}", flush=True)
         base = rows[0]["seconds"] if rows and rows[0]["name"] == "quality" else None
         for row in rows:
             row["ratio_vs_quality"] = round(row["seconds"] / base, 3) if base else None
