@@ -266,7 +266,16 @@ def check_ffmpeg(get_exe: Callable[[], str] | None = None) -> Check:
         return Check("ffmpeg", "error", "imageio-ffmpeg is not installed, so videos cannot be saved as MP4.", remedy)
     except Exception as exc:  # noqa: BLE001 - imageio-ffmpeg raises RuntimeError when its binary is missing
         return Check("ffmpeg", "error", f"ffmpeg was not found: {exc}", remedy)
-    return Check("ffmpeg", "ok", f"{_ffmpeg_version(exe) or 'ffmpeg'} at {exe}")
+    version = _ffmpeg_version(exe)          # runs it: a path that does not exist, or no ffmpeg, fails here
+    if version is None:
+        return Check("ffmpeg", "error", f"{exe} does not run as ffmpeg (`{exe} -version` failed or printed "
+                     "no ffmpeg version), so videos cannot be saved.", remedy + " (and unset IMAGEIO_FFMPEG_EXE)")
+    from core.run.video import trial_encode
+    problem = trial_encode()
+    if problem:
+        return Check("ffmpeg", "error", f"{version} at {exe} runs, but a two-frame test video failed: {problem}",
+                     remedy + " (and unset IMAGEIO_FFMPEG_EXE)")
+    return Check("ffmpeg", "ok", f"{version} at {exe} (a test video was written and read back)")
 
 
 # --- helpers ----------------------------------------------------------------------------

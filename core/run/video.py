@@ -66,6 +66,7 @@ import numpy as np
 
 from core.atomic import fsync_dir
 from core.errors import WanError
+from core.run.mp4_check import mp4_problem
 from core.run.output_claim import release
 from core.run.stop_signals import register, unregister
 
@@ -145,7 +146,11 @@ def write_mp4(frames: Any, path: str | os.PathLike[str], fps: int,
     stopping = register(lambda: [_remove(tmp) for tmp in temporary])   # SIGTERM: the app's thread is not unwound
     try:
         _write_file(tmp_meta, ";FFMETADATA1\ncomment=" + _ffmeta_escape(meta_ascii) + "\n", sync=False)
-        _encode(_iter_frames(frames), _length(frames), tmp_mp4, tmp_meta, fps, report)
+        count, width, height = _encode(_iter_frames(frames), _length(frames), tmp_mp4, tmp_meta, fps, report)
+        problem = mp4_problem(tmp_mp4, count, width, height)     # read back: ffmpeg cannot vouch for itself
+        if problem:
+            raise WanError(f"ffmpeg ({_ffmpeg_exe()}) reported success, but {problem}: the video was not saved.",
+                           _FFMPEG_REMEDY)
         _fsync_file(tmp_mp4)
         _write_file(tmp_json, meta_human, sync=True)
         report("Saving video", ENCODE_SHARE + (100 - ENCODE_SHARE) * 0.8)
@@ -179,8 +184,8 @@ def write_mp4(frames: Any, path: str | os.PathLike[str], fps: int,
 
 
 def _encode(frames: Iterator[np.ndarray], total: int | None, out: Path, meta_file: Path,
-            fps: float, report: ProgressCallback) -> None:
-    """Pipe frames into ffmpeg; raise WanError if it fails. Kills ffmpeg on any exception."""
+            fps: float, report: ProgressCallback) -> tuple[int, int, int]:
+    """Pipe frames into ffmpeg; (frames, width, height) sent. WanError if it fails; kills ffmpeg on any exception."""
     first = next(frames, None)
     if first is None:
         raise ValueError("There are no frames to write: the video would be empty.")
@@ -230,6 +235,7 @@ def _encode(frames: Iterator[np.ndarray], total: int | None, out: Path, meta_fil
                 pass
             if proc.wait() != 0:
                 raise _ffmpeg_error(errlog, out, None)
+            return count, width, height
         finally:
             unregister(stopping)
             _stop(proc)
@@ -296,6 +302,16 @@ def _length(frames: Any) -> int | None:
         return len(frames)
     except TypeError:
         return None
+
+
+def trial_encode() -> str | None:
+    """Write a two-frame 16x16 video to a temporary folder and read it back: None, or what went wrong."""
+    with tempfile.TemporaryDirectory(prefix="wan_compat_ffmpeg_") as folder:
+        try:
+            write_mp4(np.zeros((2, 16, 16, 3), dtype=np.uint8), Path(folder) / "trial.mp4", fps=8)
+        except (WanError, OSError) as exc:
+            return str(exc)
+    return None
 
 
 # --------------------------------------------------------------------------- reading
