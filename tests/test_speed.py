@@ -250,7 +250,8 @@ def test_the_generate_tab_plans_and_runs_with_the_speed_controls(app_config, dem
 
     from wan_ui.generate import generate, update_plan
     from wan_ui.speed_choice import speed_overrides
-    assert speed_overrides("quality", "auto", None, None, "auto", "auto") == {"speed": "quality"}
+    assert speed_overrides("quality", "auto", None, None, "auto", "auto") == {}       # as before presets
+    assert speed_overrides("auto", "auto", None, None, "auto", "auto") == {"speed": "auto"}
     assert speed_overrides("fast", "fbcache", 0.1, None, "sage", "off") == {
         "speed": "fast", "cache": "fbcache", "cache_threshold": 0.1, "attention_backend": "sage", "compile": False}
     model = demo_models_dir / "wan22_t2v_a14b"

@@ -6,7 +6,7 @@ a knob this computer cannot run is ignored there with its reason, shown with the
     from wan_ui.speed_choice import speed_radio, speed_knobs, speed_overrides
     speed = speed_radio()                 # in the form
     knobs = speed_knobs()                 # inside the Advanced fold: cache, thresholds, attention, compile
-    speed_overrides("fast", "auto", None, None, "auto", "auto")    # {"speed": "fast"}
+    speed_overrides("fast", "auto", None, None, "auto", "auto")    # {"speed": "fast"}; quality gives {}
 
 No torch or diffusers: only the words.
 """
@@ -52,14 +52,14 @@ def speed_knobs() -> list[Any]:
 
 def speed_overrides(speed: Any = None, cache: Any = None, threshold: Any = None, threshold_2: Any = None,
                     attention: Any = None, compile_: Any = None) -> dict[str, Any]:
-    """The controls as ``optimization_config`` keys ("auto" and empty are left out)."""
+    """The controls as ``optimization_config`` keys (quality, the default, and "auto" knobs are left out)."""
     out: dict[str, Any] = {}
-    for key, value in (("speed", speed), ("cache", cache), ("cache_threshold", threshold),
+    if speed not in (None, "", "quality"):
+        out["speed"] = speed
+    for key, value in (("cache", cache), ("cache_threshold", threshold),
                        ("cache_threshold_2", threshold_2), ("attention_backend", attention)):
         if value not in (None, "", "auto"):
             out[key] = value
-    if speed == "auto":
-        out["speed"] = "auto"
     if compile_ in ("on", "off"):
         out["compile"] = compile_ == "on"
     return out
