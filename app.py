@@ -132,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     use(cfg)
     from core.run import stop_signals
     from core.run.output_claim import sweep
+    from core.run.startup import startup_problems
+    problems, _ = startup_problems(outputs=Path(cfg.outputs_dir), config=cfg)   # warnings: printed above
+    if problems:
+        print(f"Wan Compat cannot start: {problems[0]}", file=sys.stderr)
+        return EXIT_SETTINGS
     stop_signals.install()      # SIGTERM: ffmpeg stopped and partial videos removed, then a clean exit
     sweep(Path(cfg.outputs_dir))  # hidden partial files of runs that were killed
 

@@ -376,17 +376,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_config(args: argparse.Namespace) -> None:
-    """Read config.yaml once, for the whole command (core.config.current() hands it out).
+def _read_config(args: argparse.Namespace) -> int | None:
+    """Read and check config.yaml once, for the whole command (core.config.current() hands it out).
 
-    A broken file is not fatal here: ``doctor`` reports it, and what needs a setting says
-    why it could not have it (the registry as a problem, the monitor as a warning).
+    A broken file, a broken user registry, or (for ``generate``) a folder the video cannot be
+    written to stops the command here with exit 2, before anything is loaded; ``doctor`` goes
+    on and reports them with the rest.
     """
-    from core.config import ConfigError, init
+    from pathlib import Path
+
+    from core.config import ConfigError, current, init
+    from core.run.startup import startup_problems
     try:
         init(getattr(args, "config", None))
     except ConfigError:
         pass
+    if args.run is _doctor:
+        return None
+    outputs = None
+    if args.run is _generate:
+        try:
+            outputs = Path(args.out).parent if args.out else Path(current().outputs_dir)
+        except ConfigError:
+            pass
+    problems, warnings = startup_problems(outputs=outputs)
+    for warning in warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    if problems:
+        print(problems[0], file=sys.stderr)
+        return 2
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
     stop_signals.install()      # SIGTERM unwinds like Ctrl+C: no partial video, no ffmpeg left behind
-    _read_config(args)
+    refused = _read_config(args)
+    if refused is not None:
+        return refused
     try:
         return args.run(args)
     except KeyboardInterrupt:

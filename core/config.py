@@ -321,19 +321,22 @@ def _build(data: dict[str, Any], file: Path, source: Path | None, warnings: list
     for key in data:
         if key not in checkers:
             near = difflib.get_close_matches(str(key), list(checkers), n=1)
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
-            warnings.append(f"{_show(file)}: unknown setting `{key}` is ignored{hint}.")
+            hint = f"did you mean `{near[0]}`?" if near else f"the settings are {', '.join(checkers)}."
+            line = _line_of(file, str(key))
+            at = f", line {line}" if line else ""
+            warnings.append(f"{_show(file)}{at}: unknown setting `{key}` is ignored: {hint}")
     values: dict[str, Any] = {}
     for key, check in checkers.items():
         given = data.get(key, defaults[key])
         try:
             values[key] = check(given)
         except _Bad as bad:
+            line = _line_of(file, key)
             raise ConfigError(
-                f"{_show(file)}: `{key}` must be {bad}, not {_given(given)}.",
+                f"{_show(file)}{f', line {line}' if line else ''}: `{key}` must be {bad}, not {_given(given)}.",
                 f"Edit `{key}` in {file.name}, or delete the line to use the default "
                 f"({_given(defaults[key])}).",
-                file=file, key=key, line=_line_of(file, key)) from None
+                file=file, key=key, line=line) from None
     if not _is_loopback(values["host"]) and values["auth"] is None:
         raise ConfigError(
             f"{_show(file)}: `host` is {values['host']!r}, which other computers can reach, "
