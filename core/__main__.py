@@ -56,7 +56,22 @@ _PART_FLAGS = (("transformer", "--transformer"), ("transformer_2", "--transforme
 
 
 def _fix(args: argparse.Namespace) -> int:
-    """Show the fix plan (a dry run), or with --apply carry it out; 0 = ready to load afterwards."""
+    """Show the fix plan (a dry run), or with --apply carry it out; 0 = ready to load afterwards.
+
+    With --json one JSON object is printed whatever happens (an OSError that escapes included).
+    """
+    if not args.json:
+        return _fix_run(args)
+    try:
+        return _fix_run(args)
+    except Exception as exc:  # noqa: BLE001 - --json promises its object, also when something escapes
+        err = explain(exc)
+        print(json.dumps({"ok": False, "fixes_applied": [], "errors": [f"{err.message} {err.remedy}".strip()]},
+                         indent=2))
+        return 1
+
+
+def _fix_run(args: argparse.Namespace) -> int:
     from core import fix
     parts = {name: getattr(args, name) for name, _ in _PART_FLAGS}
     if args.assemble:
@@ -83,6 +98,9 @@ def _fix(args: argparse.Namespace) -> int:
     except OSError as exc:  # the path itself: missing, unreadable
         err = explain(exc)
         print(f"{err.message} {err.remedy}".strip(), file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "fixes_applied": [], "errors": [f"{err.message} {err.remedy}".strip()]},
+                             indent=2))
         return 2
     if not args.apply or fix_plan.is_empty:
         if args.json:
