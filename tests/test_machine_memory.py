@@ -182,3 +182,19 @@ def test_cli_under_a_ulimit_refuses_with_need_and_limit_exit_1(demo_models_dir: 
     assert out.returncode == 1, out.stderr
     assert "of RAM" in out.stderr and "this process may use 700 MB (process limit, ulimit -v)" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_model_folder_deleted_before_loading_is_named(demo_models_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from core.check.detect import inspect
+    from core.errors import WanError
+    from core.run.load import load, plan_for_load
+    folder = tmp_path / "wan21_t2v"
+    shutil.copytree(demo_models_dir / "wan21_t2v", folder)
+    report = inspect(folder)
+    plan = plan_for_load(report)
+    shutil.rmtree(folder)                       # gone between the check and the weights
+    with pytest.raises(WanError) as info:
+        load(report, plan)
+    assert "disappeared while it was loading" in info.value.message and "Repo id" not in info.value.message

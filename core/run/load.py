@@ -614,10 +614,17 @@ def _load(report: ModelReport, plan: OptimizationPlan, progress: Progress, trust
         _require_cuda()
     from core.run.pipelines import PipelineManager
     pipeline_class = PipelineManager().select_pipeline_class(report)
-    if plan.placement.value == "balanced":
-        pipe = WanPipelineLoader._load_balanced(report, pipeline_class, plan, progress)
-    else:
-        pipe = WanPipelineLoader._load_components(report, pipeline_class, plan, progress)
+    try:
+        if plan.placement.value == "balanced":
+            pipe = WanPipelineLoader._load_balanced(report, pipeline_class, plan, progress)
+        else:
+            pipe = WanPipelineLoader._load_components(report, pipeline_class, plan, progress)
+    except Exception as exc:
+        if not Path(report.path).exists():   # else Hugging Face says "Repo id must be in the form ..."
+            raise WanError(f"The model folder {report.path} disappeared while it was loading (moved, renamed "
+                           "or deleted).", "Put it back, or choose the model again, then load it again.",
+                           str(exc)) from exc
+        raise
     wrapper = WanPipelineWrapper(pipe, plan, report, 0.0)
     progress.emit("load", f"Applying the memory plan: {where}, {plan.precision.value}", 97)
     wrapper._apply_plan(plan)
