@@ -9,7 +9,8 @@ what it does with the file:
     while_busy(conn.execute, INSERT_SQL, to_row(metrics))
     ops = [from_row(r) for r in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM operations")]
 
-A damaged file (``is_damage(exc, path)``) is renamed ``<name>.corrupt-<time>`` by
+A damaged file (``is_damage(exc, path)``) is renamed ``<name>.corrupt-<time>`` (its ``-wal`` and
+``-shm`` too; a sound file on read-only storage is not damaged) by
 ``move_aside(path, exc, warn)``, and a new one is started.
 """
 
@@ -153,16 +154,16 @@ def move_aside(path: Path, reason: BaseException, warn: Callable[[str], None]) -
         target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
     try:
         os.replace(path, target)
-        for suffix in ("-wal", "-journal"):
+        for suffix in ("-wal", "-shm", "-journal"):      # the old file's own, kept with it
             side = Path(f"{path}{suffix}")
             if side.exists():
                 os.replace(side, Path(f"{target}{suffix}"))
-        Path(f"{path}-shm").unlink(missing_ok=True)
     except OSError as exc:
         warn(f"The performance history {path} is damaged ({reason}) and could not be moved aside: {exc}.")
         return False
     warn(f"The performance history {path} could not be read ({reason}); it was moved to "
-         f"{target.name} and a new one was started.")
+         f"{target.name} (with its -wal and -shm files) and a new one was started. To look at the old one: "
+         f"WAN_COMPAT_HISTORY_DB={target} python -m core perf")
     return True
 
 
@@ -230,8 +231,18 @@ def is_damage(exc: BaseException, path: Path) -> bool:
         return True
     exists = path.exists()
     if exists and name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")):
-        return True
+        return not _healthy_read_only(path)     # read-only storage holding a good file is not damage
     return isinstance(exc, IsADirectoryError) or (exists and path.is_dir())
+
+
+def _healthy_read_only(path: Path) -> bool:
+    """Whether the file reads as a sound history when opened read-only (immutable: no WAL, no -shm)."""
+    try:
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+        with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)) as conn:
+            return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok" and _schema_version(conn) > 0
+    except (sqlite3.Error, OSError, ValueError):
+        return False
 
 
 def _healthy(path: Path) -> bool:
