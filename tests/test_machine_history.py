@@ -55,3 +55,17 @@ def test_a_damaged_history_is_moved_aside_with_its_wal_and_shm(tmp_path: Path) -
     assert len(aside) == 3 and {a.rsplit("-", 1)[-1] for a in aside if a.endswith(("-wal", "-shm"))} == {"wal", "shm"}
     said = " ".join(monitor.warnings)
     assert "with its -wal and -shm files" in said and "WAN_COMPAT_HISTORY_DB=" in said and "core perf" in said
+
+
+def test_rows_from_the_future_keep_their_recorded_order_and_are_flagged(tmp_path: Path) -> None:
+    import sqlite3
+    db = tmp_path / "history.db"
+    monitor = PerformanceMonitor(db)
+    for n in range(4):
+        with monitor.track("generation", model=f"m{n}"):
+            pass
+    with sqlite3.connect(db) as conn:          # the first two were written while the clock was a year ahead
+        conn.execute("UPDATE operations SET started_at = started_at + 365 * 86400 WHERE model IN ('m0', 'm1')")
+    again = PerformanceMonitor(db)
+    assert [o.model for o in again.operations()] == ["m0", "m1", "m2", "m3"]
+    assert any("2 run(s) in the performance history are dated in the future" in w for w in again.warnings)

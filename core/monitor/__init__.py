@@ -114,6 +114,7 @@ log = logging.getLogger(__name__)
 
 DB_ENV = HISTORY_DB_ENV                      # read by core.config when it loads, nowhere else
 SWITCH_ENV = MONITOR_ENV
+FUTURE_SLACK_S = 3600.0                     # a run dated more than this ahead of now: the clock was wrong
 LOAD, GENERATION = "load", "generation"      # the operation types core.run.load records
 
 
@@ -438,13 +439,19 @@ class PerformanceMonitor:
         if not include_failed:
             where.append("success = 1")
         sql = (f"SELECT {', '.join(COLUMNS)} FROM operations" + (f" WHERE {' AND '.join(where)}" if where else "")
-               + " ORDER BY started_at, id")
+               + " ORDER BY id")      # insertion order: a clock that was ahead cannot reorder the runs
         with self._db_lock:
             for attempt in (1, 2):
                 if not self._ensure_ready(create=False):
                     return []
                 try:
-                    return [from_row(r) for r in while_busy(self._execute, sql, args)]
+                    ops = [from_row(r) for r in while_busy(self._execute, sql, args)]
+                    ahead = sum(o.started_at > time.time() + FUTURE_SLACK_S for o in ops)
+                    if ahead:
+                        self._warn(f"{ahead} run(s) in the performance history are dated in the future (the "
+                                   "clock was ahead when they were recorded); they are kept in the order they "
+                                   "were recorded.")
+                    return ops
                 except sqlite3.Error as exc:
                     self._disconnect()
                     if attempt == 1 and is_damage(exc, self.db_path) and self._move_aside(exc):

@@ -137,7 +137,8 @@ def find_regressions(ops: Sequence[OperationMetrics], recent_runs: int = 3, base
             groups.setdefault(comparable_key(o), []).append(o)
     alerts = []
     for runs in groups.values():
-        runs.sort(key=lambda o: o.started_at)
+        # In the order they were recorded (the history's insertion order), not by their clock time:
+        # runs recorded while the clock was a year ahead must not stay "the latest" forever.
         for metric in METRICS:
             have = [o for o in runs if o.value(metric) is not None]
             if len(have) < recent_runs + min_baseline_runs:
