@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from core.run.memory_failure import is_memory_failure, killed_by_system, memory_sentence
 from core.run.ram_limit import CONTAINER, PROCESS
+from tests.conftest import REPO
 
 _PROBE = ("import json; from core.run.hardware import probe; h = probe(); "
           "print(json.dumps([h.ram_usable_mb, h.ram_limit_mb, h.ram_limit_source, h.ram_free_mb]))")
