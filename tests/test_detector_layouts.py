@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.check.detect import ArchitectureDetector, inspect
+from core.check.wording import headline, render_text
 from tests.conftest import run_cli
 from tests.sparse.diffusers_layout import write_diffusers_layout, write_hf_cache_layout
 from tests.sparse.original_layout import write_original_layout, write_single_file, write_umt5_single_file, write_vae_single_file
@@ -76,7 +77,9 @@ def test_single_file(layouts: Path, spec: ModelSpec, folder: str) -> None:
     expected_common(report, spec)
     assert report.layout.value == "single_file"
     assert report.registry_id == spec.original_id
-    assert report.loadable
+    # a transformer alone is a part: not ready to load, and the headline says what is missing
+    assert report.part == "transformer" and not report.loadable and report.is_wan
+    assert headline(report).endswith("transformer only — needs a VAE, text encoder and tokenizer")
 
 
 def test_comfyui_file_names_tell_wan22_experts_apart_from_wan21(tmp_path: Path) -> None:
@@ -93,12 +96,31 @@ def test_comfyui_file_names_tell_wan22_experts_apart_from_wan21(tmp_path: Path) 
 
 
 def test_vae_and_text_encoder_files_are_parts_not_models(tmp_path: Path) -> None:
-    for kind, z in (("wan2.1", 16), ("wan2.2", 48)):
+    for kind, z, version in (("wan2.1", 16, "2.1"), ("wan2.2", 48, "2.2")):
         report = inspect(write_vae_single_file(kind, tmp_path / f"{kind}_vae.safetensors"))
         assert (report.vae_kind, report.vae_z_dim) == (kind, z)
         assert not report.loadable and report.findings[-1].code == "only_a_part"
+        as_json = report.to_dict()  # a Wan part: is_wan, the version its shapes tell, a headline naming it
+        assert (as_json["is_wan"], as_json["wan_version"], as_json["part"]) == (True, version, "vae")
+        assert headline(report) == f"Wan {version} VAE — one part of a model, not a whole model"
     report = inspect(write_umt5_single_file(tmp_path / "umt5_xxl_fp16.safetensors", "F16"))
     assert report.component("text_encoder") is not None and not report.loadable
+    assert report.to_dict()["is_wan"] and report.wan_version is None
+    assert headline(report) == "Wan text encoder (UMT5-XXL) — one part of a model, not a whole model"
+
+
+def test_a_text_file_is_not_a_model_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("prompt ideas")
+    report = inspect(tmp_path / "notes.txt")
+    assert headline(report) == "Not a model file" and report.layout.value == "unknown"
+    assert report.errors[0].message == "This is not a model file (a .txt file): model weights are .safetensors files."
+    assert "single-file" not in render_text(report)
+
+
+def test_an_empty_folder_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    report = inspect(tmp_path / "empty")
+    assert headline(report) == "An empty folder" and [f.message for f in report.findings] == ["The folder is empty."]
 
 
 def test_hf_cache_folder(layouts: Path) -> None:

@@ -37,6 +37,7 @@ from core.check.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSourc
 from core.check.journal_trust import journal_problem
 from core.check.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from core.check.safetensors_header import TensorInfo
+from core.check.wording import EMPTY_FOLDER, NOT_A_MODEL_FILE
 from core.units import format_bytes
 
 ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
@@ -218,7 +219,7 @@ def _not_a_model(src: FileSource, shown: str) -> ModelReport:
         message = (f"No model this tool can read: only pickled files ({', '.join(display_name(p) for p in pickles[:3])}"
                    f"{' ...' if len(pickles) > 3 else ''}), which are judged by name only and never opened.")
     elif not src.files:
-        message = "The folder is empty."
+        message = EMPTY_FOLDER
     else:
         message = f"No model found among {len(src.files):,} files: no model_index.json, config.json or .safetensors weights."
     return ModelReport(path=shown, findings=(Finding(
@@ -275,6 +276,7 @@ class _Draft:
     pipeline_class: str | None = None
     custom_code: bool = False
     extra_parameters: int = 0
+    part: str | None = None
 
     def add(self, reading: PartReading) -> PartReading:
         self.components.append(reading.component)
@@ -527,12 +529,16 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
     findings: list[Finding] = []
     tensors: dict[str, TensorInfo] = {}
     if not entry.path.endswith(".safetensors"):
-        kind = "pickled checkpoint" if entry.path.endswith(PICKLE_SUFFIXES) else "file"
-        return ModelReport(path=shown, layout=Layout.SINGLE_FILE, findings=(Finding(
-            ERROR, Code.NOT_A_MODEL if kind == "file" else Code.PICKLE_NOT_INSPECTED,
-            f"This is a {kind}, not a .safetensors model file; it is judged by name only and never opened"
-            if kind != "file" else "This file is not a model file this tool can read.",
-            "Use the .safetensors version of the model, or point at the model folder."),))
+        if entry.path.endswith(PICKLE_SUFFIXES):
+            return ModelReport(path=shown, layout=Layout.SINGLE_FILE, findings=(Finding(
+                ERROR, Code.PICKLE_NOT_INSPECTED,
+                "This is a pickled checkpoint, not a .safetensors model file; it is judged by name only and never opened",
+                "Use the .safetensors version of the model, or point at the model folder."),))
+        suffix = posixpath.splitext(entry.path)[1]
+        return ModelReport(path=shown, findings=(Finding(
+            ERROR, Code.NOT_A_MODEL,
+            f"{NOT_A_MODEL_FILE}{f' (a {suffix} file)' if suffix else ''}: model weights are .safetensors files.",
+            "Point at a .safetensors file or at the model's folder."),))
     header = read_safetensors(src, entry, tensors, findings)
     d = _Draft(shown, Layout.SINGLE_FILE, f"{hint} {entry.path}")
     d.findings.extend(findings)
@@ -540,6 +546,7 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
     facts = dit_facts_from_tensors(tensors) if tensors else None
     role = "transformer"
     family = A.UNKNOWN
+    umt5 = False
     if facts is not None and facts.is_wan:
         d.experts.append(facts)
         family = A.WAN_T2V
@@ -554,6 +561,8 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
             role, d.vae_kind, d.vae_z_dim = "vae", kind, z
         elif any(n.endswith(signals.TEXT_ENCODER_EMBEDDINGS) for n in tensors):
             role = "text_encoder"
+            umt5 = any(n.endswith(signals.TEXT_ENCODER_EMBEDDINGS) and t.shape[:1] == (256384,)
+                       for n, t in tensors.items())
         for mark, fam in signals.SINGLE_FILE_FAMILIES:
             if any(mark in n for n in tensors):
                 family = fam
@@ -565,18 +574,23 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
         complete=not any(f.severity is ERROR for f in findings))))
     if role in ("vae", "text_encoder") and header is not None:
         what = {"vae": f"a {'Wan2.2' if d.vae_kind == 'wan2.2' else 'Wan2.1'} VAE (z_dim {d.vae_z_dim})",
-                "text_encoder": "a text encoder"}[role]
+                "text_encoder": "a text encoder" + (" (UMT5-XXL, the one Wan uses)" if umt5 else "")}[role]
         d.findings.append(Finding(ERROR, Code.ONLY_A_PART, f"This file is {what}, one part of a model, not a whole model.",
                                   "Check the transformer file instead; Fix can assemble the parts into a diffusers folder."))
+        d.part = role if (role == "vae" or umt5) else None
     elif family.is_wan:
-        d.findings.append(Finding(INFO, Code.SINGLE_FILE,
-                                  "A single transformer file: to generate you also need the VAE, the text encoder "
-                                  "and the tokenizer.",
+        d.findings.append(Finding(WARNING, Code.SINGLE_FILE,
+                                  "This file is only the transformer: to generate you also need the VAE, the text "
+                                  "encoder and the tokenizer.",
                                   "Fix can assemble the parts into a diffusers folder (`python -m core fix --assemble`)."))
+        d.part = "transformer"
     elif header is not None and family is A.UNKNOWN:
         d.findings.append(Finding(ERROR, Code.NOT_A_MODEL, "This .safetensors file holds no model this tool recognises.",
                                   "Point at a Wan model file or folder."))
-    return _finish(d, family, None)
+    report = _finish(d, family, None)
+    if d.part in ("vae", "text_encoder"):  # the VAE's shapes tell its version; the UMT5 encoder serves both
+        report = replace(report, wan_version={"wan2.2": "2.2", "wan2.1": "2.1"}.get(d.vae_kind or ""))
+    return report
 
 
 # --------------------------------------------------------------------------- shared ending
@@ -627,7 +641,7 @@ def _finish(d: _Draft, family: ArchitectureType, declared_pipeline: str | None) 
         size_class=size_class, pipeline_class=pipeline, experts=experts if arch.is_wan else 0,
         boundary_ratio=d.boundary_ratio, expand_timesteps=d.expand_timesteps, vae_kind=d.vae_kind,
         vae_z_dim=d.vae_z_dim, components=tuple(d.components), parameters=parameters,
-        registry_id=registry_id, custom_code=d.custom_code, findings=tuple(d.findings))
+        registry_id=registry_id, custom_code=d.custom_code, part=d.part, findings=tuple(d.findings))
 
 
 def _family_name(family: ArchitectureType) -> str:

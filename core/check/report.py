@@ -118,6 +118,7 @@ class ModelReport:
     parameters: int | None = None
     registry_id: str | None = None
     custom_code: bool = False             # model_index.json names code that would run
+    part: str | None = None               # a lone file that is one part: "transformer", "vae", "text_encoder"
     findings: tuple[Finding, ...] = ()
     models: tuple[ModelReport, ...] = ()  # for a folder that holds several models
     bytes_read: int = 0
@@ -125,6 +126,11 @@ class ModelReport:
     @property
     def is_wan(self) -> bool:
         return self.architecture_type.is_wan
+
+    @property
+    def is_wan_part(self) -> bool:
+        """A lone Wan VAE or text-encoder file: Wan, but no model to plan or load on its own."""
+        return self.part in ("vae", "text_encoder") and not self.is_wan
 
     @property
     def is_collection(self) -> bool:
@@ -139,7 +145,8 @@ class ModelReport:
         """Complete and consistent: a known model type with no error finding and no custom code to run."""
         if self.models:
             return all(m.loadable for m in self.models) and not self.errors
-        return self.architecture_type is not ArchitectureType.UNKNOWN and not self.errors and not self.custom_code
+        return (self.architecture_type is not ArchitectureType.UNKNOWN and not self.errors and not self.custom_code
+                and self.part is None)
 
     @property
     def weights_bytes_bf16(self) -> int | None:
@@ -153,7 +160,8 @@ class ModelReport:
         """The stable JSON shape of `python -m core check --json`."""
         return {
             "path": self.path,
-            "is_wan": self.is_wan,
+            "is_wan": self.is_wan or self.is_wan_part,
+            "part": self.part,
             "architecture_type": self.architecture_type.value,
             "wan_version": self.wan_version,
             "layout": self.layout.value,

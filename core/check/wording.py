@@ -45,6 +45,8 @@ LAYOUT_NAMES = {
 }
 VAE_NAMES = {"wan2.1": "Wan 2.1 VAE", "wan2.2": "Wan 2.2 VAE"}
 NONE = "—"
+EMPTY_FOLDER = "The folder is empty."                  # Model Check's sentences the headline names
+NOT_A_MODEL_FILE = "This is not a model file"
 MARK = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: "·"}
 
 
@@ -116,7 +118,18 @@ def headline(report: ModelReport) -> str:
         if n - ready:
             text += f", {n - ready} with problems"
         return text
+    if report.is_wan_part:
+        what = (f"{VAE_NAMES.get(report.vae_kind or '', 'Wan VAE')}" if report.part == "vae"
+                else "Wan text encoder (UMT5-XXL)")
+        return f"{what} — one part of a model, not a whole model"
+    if report.part == "transformer":
+        return f"{model_name(report)} — transformer only — needs a VAE, text encoder and tokenizer"
     if report.architecture_type is A.UNKNOWN:  # its findings say why; "not a model" says it all here
+        first = report.errors[0].message if report.errors else ""
+        if first == EMPTY_FOLDER:
+            return "An empty folder"
+        if first.startswith(NOT_A_MODEL_FILE):
+            return "Not a model file"
         return model_name(report) + ("" if report.layout is Layout.UNKNOWN else f" — {LAYOUT_NAMES[report.layout]}")
     return f"{model_name(report)} — {LAYOUT_NAMES[report.layout]} — {status(report)}"
 
