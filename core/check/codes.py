@@ -69,6 +69,17 @@ class Code(str, Enum):
     EXPERT_MISMATCH = "expert_mismatch"
     VAE_MISMATCH = "vae_mismatch"
     TEXT_DIM_MISMATCH = "text_dim_mismatch"
+    # LoRA files (core/check/lora.py) and a LoRA checked against a model (core/check/lora_match.py)
+    LORA_FILE = "lora_file"
+    LORA_UNSUPPORTED = "lora_unsupported"
+    LORA_OTHER_FAMILY = "lora_other_family"
+    LORA_NOT_LOADABLE = "lora_not_loadable"
+    LORA_WRONG_BASE = "lora_wrong_base"
+    LORA_NOT_APPLIED = "lora_not_applied"
+    LORA_T2V_ON_I2V = "lora_t2v_on_i2v"
+    LORA_EXPERT_MISMATCH = "lora_expert_mismatch"
+    LORA_BOTH_EXPERTS = "lora_both_experts"
+    LORA_DISTILL = "lora_distill"
     # what only `check --deep` finds (it reads every byte)
     TENSOR_NOT_FINITE = "tensor_not_finite"
     ZERO_FILLED = "zero_filled"
