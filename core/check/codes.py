@@ -65,6 +65,9 @@ class Code(str, Enum):
     HEADER_BAD_SHAPE = "header_bad_shape"
     PICKLE_WEIGHTS = "pickle_weights"
     PICKLE_NOT_INSPECTED = "pickle_not_inspected"
+    # quantized weights (core/check/quantization.py): GGUF types, fp8 scales
+    QUANT_UNSUPPORTED = "quant_unsupported"
+    FP8_SCALES_MISSING = "fp8_scales_missing"
     # parts that do not belong together
     EXPERT_MISMATCH = "expert_mismatch"
     VAE_MISMATCH = "vae_mismatch"
