@@ -27,15 +27,26 @@ def _check(args: argparse.Namespace) -> int:
         err = explain(exc)
         print(f"{err.message} {err.remedy}".strip(), file=sys.stderr)
         return 2
+    loras = None
+    if args.lora:     # each LoRA checked against this model before anything loads (core.check.lora_match)
+        from core.check.lora_match import choices_from_args, match_loras, render_matches
+        choices, problems = choices_from_args(args.lora)
+        if problems:
+            print("\n".join(problems), file=sys.stderr)
+            return 2
+        loras = match_loras(report, choices)
     deep = _deep_check(args.path) if args.deep else None
     if args.json:
-        print(json.dumps({**report.to_dict(), **({"deep": deep.to_dict()} if deep else {})}, indent=2))
+        print(json.dumps({**report.to_dict(), **({"deep": deep.to_dict()} if deep else {}),
+                          **({"loras": [m.to_dict() for m in loras]} if loras is not None else {})}, indent=2))
     else:
         print(render_text(report))
         if deep is not None:
             from core.check.deep import render_deep
             print(render_deep(deep))
-    return 0 if report.loadable and (deep is None or deep.ok) else 1
+        if loras is not None:
+            print(render_matches(loras))
+    return 0 if report.usable and (deep is None or deep.ok) and all(m.ok for m in loras or []) else 1
 
 
 def _deep_check(path: str):
@@ -347,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
     check.add_argument("--deep", action="store_true",
                        help="also read every tensor: NaN/Inf values and zero-filled regions, by file and tensor")
+    check.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH][@high|@low]",
+                       help="check a LoRA against this model: where it goes, what applies (repeatable)")
     check.set_defaults(run=_check)
     fix = sub.add_parser("fix", help="repair a model folder (shows the plan; --apply makes the changes) or convert it")
     fix.add_argument("path", nargs="?", help="the model folder or file (not with --assemble)")

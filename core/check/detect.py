@@ -35,6 +35,7 @@ from core.check.components import PICKLE_SUFFIXES, PartReading, read_component_f
 from core.check.dit import DitFacts, dit_facts, dit_facts_from_config, dit_facts_from_tensors, vae_z_dim_from_tensors, wan_version
 from core.check.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSource, LocalSource, SubSource, display_name
 from core.check.journal_trust import journal_problem
+from core.check.lora import looks_like_lora, lora_report
 from core.check.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from core.check.safetensors_header import TensorInfo
 from core.check.wording import EMPTY_FOLDER, NOT_A_MODEL_FILE
@@ -540,6 +541,10 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
             f"{NOT_A_MODEL_FILE}{f' (a {suffix} file)' if suffix else ''}: model weights are .safetensors files.",
             "Point at a .safetensors file or at the model's folder."),))
     header = read_safetensors(src, entry, tensors, findings)
+    if header is not None and looks_like_lora(tensors):   # a LoRA: not a model, used with one (core.check.lora)
+        def read_bytes(t: TensorInfo) -> bytes:
+            return src.read_head(entry.path, 8 + header.header_size + t.end)[8 + header.header_size + t.start:]
+        return lora_report(shown, entry.path, entry.size, header, findings, read_bytes)
     d = _Draft(shown, Layout.SINGLE_FILE, f"{hint} {entry.path}")
     d.findings.extend(findings)
     lower = entry.path.lower()

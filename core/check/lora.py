@@ -22,6 +22,7 @@ Usage::
 
 from __future__ import annotations
 
+import posixpath
 import re
 import struct
 from collections import Counter
@@ -31,7 +32,7 @@ from typing import Any
 
 from core.check.codes import Code
 from core.check.lora_registry import DISTILL_LORAS, distill_entry, distill_steps
-from core.check.report import Finding, Severity
+from core.check.report import ComponentReport, Finding, Layout, ModelReport, Severity
 from core.check.safetensors_header import SafetensorsHeader, TensorInfo
 
 BASES: Mapping[int, str] = {1536: "wan-1.3b", 3072: "wan-5b", 5120: "wan-14b"}
@@ -345,3 +346,19 @@ def _with_findings(info: LoraInfo) -> LoraInfo:
                         "`python -m core generate MODEL --lora FILE ...` uses it.")
     return replace(info, findings=(found,))
 
+
+
+def lora_report(shown: str, file_path: str, size: int, header: SafetensorsHeader, file_findings: Iterable[Finding],
+                read_bytes: Callable[[TensorInfo], bytes | None] | None = None) -> ModelReport:
+    """Model Check's report on a LoRA file: not a model (``loadable`` false), with its ``lora`` facts.
+
+    ``file_findings``: what reading the file found (cut short, extra bytes); alpha is read only from an
+    intact file.
+    """
+    file_findings = tuple(file_findings)
+    info = lora_from_header(header, posixpath.basename(file_path), None if file_findings else read_bytes)
+    component = ComponentReport(name="lora", folder="", files=(file_path,), size_bytes=size,
+                                dtype=header.dominant_dtype, parameters=header.parameters,
+                                complete=not any(f.severity is Severity.ERROR for f in file_findings))
+    return ModelReport(path=shown, layout=Layout.SINGLE_FILE, components=(component,), parameters=header.parameters,
+                       findings=file_findings + info.findings, lora=info)

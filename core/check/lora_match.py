@@ -428,3 +428,36 @@ def _conversion_words(exc: BaseException) -> str:
         return f"it lacks the tensor {exc.args[0] if exc.args else '?'} that its format needs"
     text = str(exc).strip() or type(exc).__name__
     return text[:200]
+
+
+def choices_from_args(texts: Iterable[str] | None) -> tuple[list[LoraChoice], list[str]]:
+    """``--lora`` values -> (choices, problems): strengths that are not numbers, the same LoRA twice.
+
+    >>> choices_from_args(["a.safetensors:x"])[1]
+    ["The LoRA strength 'x' in 'a.safetensors:x' is not a number; write it as FILE:0.8 (FILE[:STRENGTH][@high|@low])."]
+    """
+    choices, problems = [], []
+    for text in texts or []:
+        try:
+            choices.append(parse_lora(text))
+        except ValueError as exc:
+            problems.append(str(exc))
+    return choices, problems + duplicate_problems(choices)
+
+
+def render_matches(matches: Sequence[LoraMatch]) -> str:
+    """The LoRA lines of ``python -m core check MODEL --lora FILE``."""
+    from core.check.wording import MARK
+    lines = ["LoRAs:"]
+    for m in matches:
+        where = {"both": "both experts", "high": "the high-noise expert (transformer)",
+                 "low": "the low-noise expert (transformer_2)", "transformer": "the transformer"}.get(m.target or "", "—")
+        what = m.info.summary if m.info else "not readable"
+        lines.append(f"  {Path(m.choice.path).name} (strength {m.choice.strength:g}): {what}")
+        lines.append(f"    goes to: {where}" + (f"; {m.applied} layers applied, {m.not_applied} not"
+                                                 if m.applied is not None else ""))
+        for f in m.findings:
+            lines.append(f"    {MARK[f.severity]} {f.severity.value}: {f.message}")
+            if f.remedy:
+                lines.append(f"        → {f.remedy}")
+    return "\n".join(lines)

@@ -122,6 +122,7 @@ class ModelReport:
     findings: tuple[Finding, ...] = ()
     models: tuple[ModelReport, ...] = ()  # for a folder that holds several models
     bytes_read: int = 0
+    lora: Any = None                      # a LoRA file: core.check.lora.LoraInfo (not a model, used with one)
 
     @property
     def is_wan(self) -> bool:
@@ -149,6 +150,15 @@ class ModelReport:
                 and self.part is None)
 
     @property
+    def usable(self) -> bool:
+        """What `check` exits 0 for: a loadable model, an intact LoRA in a format we load, or a folder of such."""
+        if self.models:
+            return all(m.usable for m in self.models) and not self.errors
+        if self.lora is not None:
+            return self.lora.usable and not self.errors
+        return self.loadable
+
+    @property
     def weights_bytes_bf16(self) -> int | None:
         """Memory for the weights at bf16 (2 bytes a parameter)."""
         return None if self.parameters is None else 2 * self.parameters
@@ -160,7 +170,7 @@ class ModelReport:
         """The stable JSON shape of `python -m core check --json`."""
         return {
             "path": self.path,
-            "is_wan": self.is_wan or self.is_wan_part,
+            "is_wan": self.is_wan or self.is_wan_part or (self.lora is not None and self.lora.is_wan),
             "part": self.part,
             "architecture_type": self.architecture_type.value,
             "wan_version": self.wan_version,
@@ -182,4 +192,5 @@ class ModelReport:
             "findings": [f.to_dict() for f in self.findings],
             "models": [m.to_dict() for m in self.models],
             "bytes_read": self.bytes_read,
+            "lora": self.lora.to_dict() if self.lora is not None else None,
         }

@@ -113,11 +113,18 @@ def headline(report: ModelReport) -> str:
     """
     if report.is_collection:
         n = len(report.models)
-        ready = sum(1 for m in report.models if m.loadable)
-        text = f"A folder of {n} model{'s' if n != 1 else ''} — {ready} ready to load"
+        ready = sum(1 for m in report.models if m.usable)
+        loras = sum(1 for m in report.models if m.lora is not None)
+        what = f"{n} LoRA files" if loras == n else f"{n} model{'s' if n != 1 else ''}"
+        text = f"A folder of {what} — {ready} {'usable' if loras == n else 'ready to load'}"
         if n - ready:
             text += f", {n - ready} with problems"
         return text
+    if report.lora is not None:
+        lora = report.lora
+        verdict = "usable with a model" if report.usable else (
+            f"{len(report.errors)} problem{'s' if len(report.errors) != 1 else ''}")
+        return f"{'Wan ' if lora.is_wan else ''}LoRA ({lora.summary}) — not a model — {verdict}"
     if report.is_wan_part:
         what = (f"{VAE_NAMES.get(report.vae_kind or '', 'Wan VAE')}" if report.part == "vae"
                 else "Wan text encoder (UMT5-XXL)")
@@ -138,7 +145,14 @@ def headline(report: ModelReport) -> str:
 def render_text(report: ModelReport, indent: str = "") -> str:
     """The report as a few readable lines; a folder of models renders each model in turn."""
     lines = [f"{indent}{headline(report)}", f"{indent}  path: {report.path}"]
-    if not report.is_collection:
+    if report.lora is not None:
+        lora = report.lora
+        facts = [("format", lora.format), ("base", lora.base or NONE), ("task", lora.task or NONE),
+                 ("expert", lora.expert or NONE), ("rank", lora.rank or NONE),
+                 ("alpha", NONE if lora.alpha is None else f"{lora.alpha:g}"), ("layers", lora.modules),
+                 ("distillation steps", lora.distill_steps or NONE)]
+        lines += [f"{indent}  {k}: {v}" for k, v in facts]
+    elif not report.is_collection:
         experts = f"{report.experts}" + (f" (boundary ratio {report.boundary_ratio:g})"
                                           if report.boundary_ratio is not None else "")
         facts = [
