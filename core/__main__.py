@@ -235,6 +235,7 @@ def _generate(args: argparse.Namespace) -> int:
                               width=width, height=height, num_inference_steps=args.steps,
                               guidance_scale=args.guidance, guidance_scale_2=args.guidance_2, seed=args.seed,
                               fps=args.fps, image=args.image, last_image=args.last_image, output_path=args.out,
+                              loras=tuple(args.lora or ()),
                               **{name: getattr(args, name) for name in TASK_FLAGS})
     _sweep_leftovers(args.out)
     try:
@@ -253,6 +254,12 @@ def _generate(args: argparse.Namespace) -> int:
         return 2
     for note in settings.notes:
         print(f"Note: {note}", file=sys.stderr)
+    if settings.loras:    # each LoRA checked against the model before minutes of loading (core.check.lora_match)
+        from core.check.lora_match import match_loras, render_matches
+        matches = match_loras(report, settings.loras)
+        print(render_matches(matches), file=sys.stderr)
+        if not all(m.ok for m in matches):
+            return 1
     overrides = {k: v for k, v in (("precision", args.precision), ("offload", args.offload)) if v}
     overrides.update(speed_overrides(args))     # --speed, --cache, --attention, --compile (core.run.speed)
     job = Progress(ProgressBar())
@@ -390,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image", default=None, help="starting image (image-to-video, TI2V)")
     gen.add_argument("--last-image", default=None, help="last frame (FLF2V)")
     _task_arguments(gen)
+    gen.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH][@high|@low]",
+                     help="a LoRA at a strength (default 1), on one expert of Wan2.2 A14B with @high/@low (repeatable)")
     gen.add_argument("--precision", choices=PRECISIONS, default=None)
     gen.add_argument("--offload", choices=OFFLOADS, default=None)
     add_speed_flags(gen)

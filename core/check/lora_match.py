@@ -304,20 +304,32 @@ def _targets(choice: LoraChoice, info: LoraInfo, two: bool, findings: list[Findi
                                     "model has one transformer, so it goes there and may not work as intended.",
                                     "Use a LoRA made for this model."))
         return ("transformer",)
-    wanted = choice.expert or info.expert
     if choice.expert and info.expert and choice.expert != info.expert:
         findings.append(Finding(WARNING, Code.LORA_EXPERT_MISMATCH,
                                 f"{shown} was made for the {info.expert}-noise expert but goes to the "
                                 f"{choice.expert}-noise expert, as asked; it will likely spoil the video.",
                                 f"Use @{info.expert}, or leave out @{choice.expert}."))
-    if wanted:
-        return (EXPERTS[wanted],)
+    if choice.expert or info.expert:
+        return targets_for(choice, info, two)
     version = "Wan2.1 14B" if info.base == "wan-14b" else "Wan"
     findings.append(Finding(INFO, Code.LORA_BOTH_EXPERTS,
                             f"{shown} ({version} LoRA, no expert named) fits both experts of this model; it goes to "
                             "both, at the same strength.",
                             "Add @high or @low to put it on one expert only."))
     return ("transformer", "transformer_2")
+
+
+def targets_for(choice: LoraChoice, info: LoraInfo | None, two_experts: bool) -> tuple[str, ...]:
+    """The components a LoRA is loaded into: the one transformer; on Wan2.2 A14B the expert asked for
+    (``@high``/``@low``), else the one the file names, else both. The loader uses this same rule.
+
+    >>> targets_for(LoraChoice("x.safetensors"), None, True)
+    ('transformer', 'transformer_2')
+    """
+    if not two_experts:
+        return ("transformer",)
+    wanted = choice.expert or (info.expert if info else None)
+    return (EXPERTS[wanted],) if wanted else ("transformer", "transformer_2")
 
 
 def _distill_findings(info: LoraInfo, shown: str) -> list[Finding]:

@@ -97,9 +97,11 @@ def plan_label(plan: dict[str, Any]) -> str:
         parts.append(f"{plan['gpus']} GPUs (Ulysses{' + FSDP2' if plan.get('fsdp') else ''})")
     if plan.get("speed") not in (None, "quality"):        # core.run.speed's preset
         parts.append(f"speed {plan['speed']}")
+    if plan.get("loras"):                                  # core.run.lora's label: runs with LoRAs apart
+        parts.append(f"LoRA {plan['loras']}")
     known = {"device", "precision", "vae_precision", "placement", "group_offload_type", "vae_tiling",
              "vae_slicing", "attention_backend", "text_encoder_on_cpu", "gpu_index", "device_map", "max_memory_mb",
-             "gpus", "fsdp", "speed"}
+             "gpus", "fsdp", "speed", "loras"}
     parts += [f"{k}={v}" for k, v in sorted(plan.items()) if k not in known]
     return ", ".join(parts)
 

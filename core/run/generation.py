@@ -23,6 +23,7 @@ from typing import Any
 from core.check.registry import ModelRequirements, get_compatibility_registry
 from core.check.report import ModelReport
 from core.run.input_memory import input_load
+from core.run.lora import resolve_loras
 from core.run.optimize import OptimizationRequest
 
 IMAGE_TASKS = frozenset({"i2v", "flf2v", "animate"})   # an image is required
@@ -65,6 +66,7 @@ class GenerationConfig:
     enable_optimizations: bool = True
     force_chunked_processing: bool = False   # decode the VAE in tiles and slices
     output_path: str | None = None
+    loras: tuple[Any, ...] = ()    # LoraChoice(path, strength, expert) or "FILE[:STRENGTH][@high|@low]" (core.run.lora)
 
 
 @dataclass(frozen=True)
@@ -100,11 +102,13 @@ class ResolvedSettings:
     inputs: dict[str, Any] = field(default_factory=dict)   # field -> InputInfo (core.run.inputs), checked
     notes: tuple[str, ...] = ()                             # e.g. the size taken from the image
     task: str | None = None                                 # the model's task (what its inputs add to memory)
+    loras: tuple[Any, ...] = ()                             # LoraChoice each, checked (core.run.lora)
 
     def to_metadata(self) -> dict[str, Any]:
         """The JSON-able settings (images by their source, not their pixels)."""
         from core.run.tasks import INPUTS, describe
-        data = {k: v for k, v in asdict(self).items() if k not in ("inputs", "notes", "task")}
+        data = {k: v for k, v in asdict(self).items() if k not in ("inputs", "notes", "task", "loras")}
+        data["loras"] = [c.to_dict() for c in self.loras]
         for key in INPUTS:
             value = data[key]
             data[key] = None if value is None else (str(value) if isinstance(value, (str, Path)) else "<in memory>")
@@ -218,6 +222,8 @@ def resolve(config: GenerationConfig, report: ModelReport, *, inputs_required: b
     seed = config.seed if config.seed is not None else 42
     if not isinstance(seed, int) or not 0 <= seed < 2**63:
         errors.append(f"The seed must be a whole number from 0 to {2**63 - 1}, not {seed!r}.")
+    loras, lora_errors = resolve_loras(config.loras)   # strengths, files, the same LoRA twice
+    errors += lora_errors
     if errors:
         return None, errors
     return ResolvedSettings(
@@ -227,7 +233,7 @@ def resolve(config: GenerationConfig, report: ModelReport, *, inputs_required: b
         image=config.image, last_image=config.last_image, enable_optimizations=config.enable_optimizations,
         force_chunked_processing=config.force_chunked_processing, output_path=config.output_path,
         **{name: getattr(config, name) for name in (*tasks.INPUTS, *tasks.OPTIONS) if name not in ("image", "last_image")},
-        inputs=inputs, notes=tuple(notes), task=report.task), []
+        inputs=inputs, notes=tuple(notes), task=report.task, loras=loras), []
 
 
 def _output_problem(output: str | None, model: str) -> str | None:

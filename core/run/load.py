@@ -159,6 +159,7 @@ class WanPipelineWrapper:
         self._placed: tuple[str, bool] | None = None  # placement hooks in force (applied once)
         self._task_pipes: dict[str, Any] = {}          # from_pipe pipelines of other tasks (core.run.tasks)
         self._guard_calls: list[Any] = []
+        self._loras: Any = None                        # core.run.lora.LoraState: the LoRAs on the pipeline now
 
     # --- the memory plan ---------------------------------------------------------------
 
@@ -305,6 +306,11 @@ class WanPipelineWrapper:
             return None, GenerationResult(success=False, plan=plan.to_dict(), errors=[
                 plan.refusal or "This request does not fit this machine."])
         self._use(plan)
+        from core.run.lora import apply_loras, should_fuse
+        try:   # exactly this run's LoRAs, per expert; the last run's come off first (core.run.lora)
+            self._loras = apply_loras(self.pipeline, s.loras, self._loras, fuse=should_fuse(plan))
+        except WanError as err:
+            return None, GenerationResult(success=False, errors=[str(err)], plan=plan.to_dict())
         from core.run.guard import NonFiniteStep
         non_finite: dict[str, Any] | None = None
         for attempt in (1, 2):
@@ -443,12 +449,15 @@ class WanPipelineWrapper:
             "model_path": self.report.path, "pipeline": type(pipe).__name__, **s.to_metadata(),
             "plan": self.plan.to_dict(), "gpus": getattr(self.plan.request, "ranks", 1),   # --gpus N: N ranks
             "speed": speed.summary(),        # preset, cache, transformer calls (core.run.speed_run)
+            "loras": self._loras.to_metadata() if self._loras else [],   # file, strength, size, fingerprint
         }
+        from core.run.lora import lora_label
+        plan_dict = {**self.plan.to_dict(), **({"loras": lora_label(self._loras)} if lora_label(self._loras) else {})}
         return frames, GenerationResult(
             success=True, frames=int(frames.shape[0]), width=s.width, height=s.height, fps=s.fps, seconds=seconds,
             seconds_per_step=seconds["denoise"] / max(1, clock.done), peak_ram_mb=max(clock.ram_peak, _rss_mb()),
             peak_vram_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-            plan=self.plan.to_dict(), metadata=metadata, warnings=warnings)
+            plan=plan_dict, metadata=metadata, warnings=warnings)
 
     def _encode_on_cpu(self, s: ResolvedSettings) -> dict[str, Any]:
         """Run the text encoder on the CPU and hand the embeddings to the GPU pipeline."""
@@ -536,6 +545,8 @@ def _record_result(op: Any, result: GenerationResult) -> None:
         op.set(non_finite=meta["non_finite"])
     if meta.get("speed"):
         op.set(speed=meta["speed"])
+    if meta.get("loras"):      # file, strength, expert, size, fingerprint of each LoRA (core.run.lora)
+        op.set(loras=meta["loras"])
     if result.width and result.height:
         op.set(width=result.width, height=result.height, frames=meta.get("num_frames") or result.frames)
     if meta.get("num_inference_steps"):
