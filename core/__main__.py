@@ -1,4 +1,4 @@
-"""The command line: ``python -m core check|fix|generate|doctor|perf|demo ...``.
+"""The command line: ``python -m core check|fix|generate|doctor|perf|jobs|demo ...``.
 
 Exit codes: 0 success (for ``check``: the model is complete and consistent), 1 the model
 or machine has problems (for ``perf``: a slowdown was found), 2 bad arguments or a path
@@ -331,6 +331,13 @@ def _perf(args: argparse.Namespace) -> int:
     return 1 if alerts else 0
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from core.jobs.listing import list_jobs
+    text, code = list_jobs(args.json)
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
 def _demo(args: argparse.Namespace) -> int:
     from core import demo
     return demo.main(args.rest)
@@ -410,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--json", action="store_true", help="print {summary, alerts, effectiveness} as one JSON object")
     perf.add_argument("--csv", default=None, metavar="FILE", help="also write every recorded run to FILE")
     perf.set_defaults(run=_perf)
+    jobs = sub.add_parser("jobs", help="the app's generation jobs (queued, running, done, failed, ...)")
+    jobs.add_argument("--json", action="store_true", help="print a JSON array of {id, state, percent, message, "
+                                                          "output_path, error}")
+    jobs.set_defaults(run=_jobs)
     demo = sub.add_parser("demo", help="write small random-weight Wan pipelines (for self-tests)", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(run=_demo)

@@ -110,7 +110,7 @@ def test_core_is_split_into_packages_by_job() -> None:
     # What stays at the top of core/: the shared pieces, the CLI and the seed re-exports.
     assert set(flat) <= {"core.__main__", "core.errors", "core.atomic", "core.config", "core.demo", "core.doctor",
                          "core.progress", "core.units", "core.choices", "core.detector", "core.loader",
-                         "core.registry", "core.check", "core.fix", "core.run", "core.monitor"}, flat
+                         "core.registry", "core.check", "core.fix", "core.run", "core.monitor", "core.jobs"}, flat
 
 
 def test_no_module_imports_private_names_of_another_package() -> None:

@@ -432,8 +432,8 @@ class WanPipelineWrapper:
         from core.run.decode_progress import decode_progress
         from core.run.speed_run import speed_run
         with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", ENCODE_AT, after=encoded), \
-                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT), \
-                decode_progress(pipe.vae, progress.span(DECODE_AT, WRITE[0])), guard.watching(), \
+                decode_progress(pipe.vae, progress.span(DECODE_AT, WRITE[0])), \
+                stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT), guard.watching(), \
                 contextlib.ExitStack() as inputs, \
                 speed_run(pipe, self.plan.speed, s.num_inference_steps, self.report, warnings) as speed:
             for method, message in encode_steps(pipe, kwargs):   # "Encoding reference images ..."
