@@ -116,3 +116,69 @@ def write_lora(path: str | Path, fmt: str, dim: int, ffn: int, blocks: int, rank
             data[name] = torch.randn(shape, generator=gen) * 0.05
     save_file(data, str(path), metadata=dict(metadata) if metadata else None)
     return path
+
+
+# --- every format and mismatch case, loaded for real: the prediction against what peft attaches -------------
+
+DEMO_WIDTHS = (24, 32, 2)          # core.demo's transformer: inner width, ffn width, blocks
+
+
+def prediction_cases(demo_dir: Path, out: Path) -> list[tuple[str, str, str]]:
+    """(demo model, LoRA file, --lora text) for each format and mismatch case, files written into ``out``."""
+    dim, ffn, blocks = DEMO_WIDTHS
+    cases = []
+    for fmt in FORMATS:
+        for i2v in (False, True):
+            path = write_lora(out / f"{fmt}_{'i2v' if i2v else 't2v'}.safetensors", fmt, dim, ffn, blocks, i2v=i2v)
+            for model in ("wan21_t2v", "wan21_i2v", "wan22_ti2v_5b"):
+                cases.append((model, str(path), str(path)))
+            for expert in ("", "@high", "@low"):
+                cases.append(("wan22_t2v_a14b", str(path), f"{path}:0.7{expert}"))
+    bare_alpha = write_lora(out / "bare_with_alpha.safetensors", "", 0, 0, 0, tensors={
+        k.removeprefix("diffusion_model."): v for k, v in lora_tensors("comfyui", dim, ffn, blocks).items()})
+    wide = write_lora(out / "wider_model.safetensors", "comfyui", 48, 64, blocks)
+    no_ffn = write_lora(out / "musubi_no_ffn.safetensors", "musubi", dim, ffn, blocks, skip_ffn=True)
+    extra_blocks = write_lora(out / "more_blocks.safetensors", "comfyui", dim, ffn, 4)
+    high = write_lora(out / "style_HIGH.safetensors", "comfyui", dim, ffn, blocks)
+    for path, text in ((bare_alpha, None), (wide, None), (no_ffn, None), (extra_blocks, None), (high, "@low")):
+        for model in ("wan21_t2v", "wan22_t2v_a14b"):
+            cases.append((model, str(path), str(path) + (text or "")))
+    return [(str(demo_dir / m), p, t) for m, p, t in cases]
+
+
+def attached(model, adapter: str) -> int:
+    """Modules peft put ``adapter`` on."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    return sum(1 for m in model.modules() if isinstance(m, BaseTunerLayer) and adapter in getattr(m, "lora_A", {}))
+
+
+def compare_case(pipes: dict, model_dir: str, text: str) -> tuple[bool, str]:
+    """Predict one LoRA on one model, load it for real (core.run.lora), compare; (exact, description).
+
+    Exact: the same experts, and per expert the predicted applied + zero-padded layers equal the
+    modules peft attached; a predicted refusal is exact when the load fails and leaves nothing on.
+    """
+    from diffusers import DiffusionPipeline
+
+    from core.check.detect import inspect
+    from core.check.lora_match import match_loras, parse_lora
+    from core.errors import WanError
+    from core.run.lora import apply_loras, remove_loras
+    pipe = pipes.get(model_dir)
+    if pipe is None:
+        pipe = pipes[model_dir] = DiffusionPipeline.from_pretrained(model_dir)
+    choice = parse_lora(text)
+    [match] = match_loras(inspect(model_dir), [choice])
+    try:
+        state = apply_loras(pipe, [choice])
+    except WanError as err:
+        leftover = sum(attached(getattr(pipe, c), a) for c in ("transformer", "transformer_2")
+                       if getattr(pipe, c, None) is not None for a in getattr(getattr(pipe, c), "peft_config", {}))
+        return (not match.ok and leftover == 0), f"refused: {err.message[:80]} / predicted ok={match.ok}"
+    try:
+        [loaded] = state.adapters
+        real = {c: attached(getattr(pipe, c), loaded.adapter) for c in loaded.components}
+        predicted = {c: (match.applied or 0) + match.padded for c in match.targets}
+        return (match.ok and real == predicted), f"predicted {predicted}, peft {real}"
+    finally:
+        remove_loras(pipe, state)
