@@ -36,6 +36,7 @@ from core.check.dit import DitFacts, dit_facts, dit_facts_from_config, dit_facts
 from core.check.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSource, LocalSource, SubSource, display_name
 from core.check.journal_trust import journal_problem
 from core.check.lora import looks_like_lora, lora_report
+from core.check.quantization import fp8_findings, fp8_quantization, gguf_not_wan, gguf_quantization, read_gguf
 from core.check.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from core.check.safetensors_header import TensorInfo
 from core.check.wording import EMPTY_FOLDER, NOT_A_MODEL_FILE
@@ -173,7 +174,7 @@ def find_model_roots(src: FileSource) -> list[str]:
         if _is_model_folder(folder, names, dirs, files_in):
             roots.append(folder)
         elif not folder or posixpath.basename(folder) not in signals.KNOWN_COMPONENT_FOLDERS:
-            roots.extend(posixpath.join(folder, n) for n in sorted(names) if n.endswith(".safetensors"))
+            roots.extend(posixpath.join(folder, n) for n in sorted(names) if n.endswith((".safetensors", ".gguf")))
     return roots
 
 
@@ -529,7 +530,8 @@ def _inspect_original(src: FileSource, shown: str, hint: str) -> ModelReport:
 def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: str) -> ModelReport:
     findings: list[Finding] = []
     tensors: dict[str, TensorInfo] = {}
-    if not entry.path.endswith(".safetensors"):
+    gguf = entry.path.lower().endswith(".gguf")
+    if not entry.path.endswith(".safetensors") and not gguf:
         if entry.path.endswith(PICKLE_SUFFIXES):
             return ModelReport(path=shown, layout=Layout.SINGLE_FILE, findings=(Finding(
                 ERROR, Code.PICKLE_NOT_INSPECTED,
@@ -540,6 +542,8 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
             ERROR, Code.NOT_A_MODEL,
             f"{NOT_A_MODEL_FILE}{f' (a {suffix} file)' if suffix else ''}: model weights are .safetensors files.",
             "Point at a .safetensors file or at the model's folder."),))
+    if gguf:   # a GGUF transformer (city96, QuantStack): its header only (core.check.quantization)
+        return _inspect_gguf(src, entry, shown, hint)
     header = read_safetensors(src, entry, tensors, findings)
     if header is not None and looks_like_lora(tensors):   # a LoRA: not a model, used with one (core.check.lora)
         def read_bytes(t: TensorInfo) -> bytes:
@@ -555,11 +559,7 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
     if facts is not None and facts.is_wan:
         d.experts.append(facts)
         family = A.WAN_T2V
-        if "high_noise" in lower or "low_noise" in lower:
-            d.findings.append(Finding(INFO, Code.ONE_EXPERT,
-                                      f"This file is the {'high' if 'high_noise' in lower else 'low'}-noise expert of "
-                                      "a two-expert Wan2.2 A14B model; the other expert is a separate file.",
-                                      "Keep both files together; Fix can assemble them into a diffusers folder."))
+        _expert_note(d, lower)
     else:
         kind, z = vae_z_dim_from_tensors(tensors)
         if kind:
@@ -584,18 +584,57 @@ def _inspect_single_file(src: FileSource, entry: FileEntry, shown: str, hint: st
                                   "Check the transformer file instead; Fix can assemble the parts into a diffusers folder."))
         d.part = role if (role == "vae" or umt5) else None
     elif family.is_wan:
-        d.findings.append(Finding(WARNING, Code.SINGLE_FILE,
-                                  "This file is only the transformer: to generate you also need the VAE, the text "
-                                  "encoder and the tokenizer.",
-                                  "Fix can assemble the parts into a diffusers folder (`python -m core fix --assemble`)."))
-        d.part = "transformer"
+        d.findings.extend(fp8_findings(tensors, entry.path, "scaled" in lower))
+        _transformer_only(d)
     elif header is not None and family is A.UNKNOWN:
         d.findings.append(Finding(ERROR, Code.NOT_A_MODEL, "This .safetensors file holds no model this tool recognises.",
                                   "Point at a Wan model file or folder."))
     report = _finish(d, family, None)
     if d.part in ("vae", "text_encoder"):  # the VAE's shapes tell its version; the UMT5 encoder serves both
         report = replace(report, wan_version={"wan2.2": "2.2", "wan2.1": "2.1"}.get(d.vae_kind or ""))
+    if family.is_wan:
+        report = replace(report, quantization=fp8_quantization(tensors))
     return report
+
+
+def _expert_note(d: _Draft, lower: str) -> None:
+    lower = lower.replace("-", "").replace("_", "")      # high_noise, HighNoise (QuantStack), high-noise
+    if "highnoise" in lower or "lownoise" in lower:
+        d.findings.append(Finding(INFO, Code.ONE_EXPERT,
+                                  f"This file is the {'high' if 'highnoise' in lower else 'low'}-noise expert of "
+                                  "a two-expert Wan2.2 A14B model; the other expert is a separate file.",
+                                  "Keep both files together; Fix can assemble them into a diffusers folder."))
+
+
+def _transformer_only(d: _Draft) -> None:
+    d.findings.append(Finding(WARNING, Code.SINGLE_FILE,
+                              "This file is only the transformer: to generate you also need the VAE, the text "
+                              "encoder and the tokenizer.",
+                              "Fix can assemble the parts into a diffusers folder (`python -m core fix --assemble`)."))
+    d.part = "transformer"
+
+
+def _inspect_gguf(src: FileSource, entry: FileEntry, shown: str, hint: str) -> ModelReport:
+    """A .gguf file: a Wan transformer in GGUF blocks (read from its header), or findings saying what it is."""
+    findings: list[Finding] = []
+    tensors: dict[str, TensorInfo] = {}
+    header = read_gguf(src, entry, tensors, findings)
+    d = _Draft(shown, Layout.GGUF, f"{hint} {entry.path}")
+    d.findings.extend(findings)
+    facts = dit_facts_from_tensors(tensors) if tensors else None
+    wan = facts is not None and facts.is_wan
+    if wan:
+        d.experts.append(facts)
+        _expert_note(d, entry.path.lower())
+        _transformer_only(d)
+    elif header is not None:
+        d.findings.append(gguf_not_wan(header, entry.path))
+    d.add(PartReading(ComponentReport(
+        name="transformer", folder="", files=(entry.path,), size_bytes=entry.size,
+        dtype=header.dominant_dtype if header else None, parameters=header.parameters if header else None,
+        complete=not any(f.severity is ERROR for f in findings))))
+    report = _finish(d, A.WAN_T2V if wan else A.UNKNOWN, None)
+    return replace(report, quantization=gguf_quantization(header) if header is not None else None)
 
 
 # --------------------------------------------------------------------------- shared ending

@@ -36,7 +36,7 @@ from core.check.filesource import FileSource, LocalSource
 from core.check.safetensors_header import TensorInfo
 
 MAGIC = b"GGUF"
-FIRST_READ = 1 * 2**20          # most diffusion-model headers fit (14B: about 120 KB)
+FIRST_READ = 256 * 2**10         # a diffusion model's header fits (14B: about 120 KB)
 MAX_HEADER_BYTES = 256 * 2**20  # an LLM's tokenizer arrays take tens of MB; more is not a header
 MAX_DIMS = 8                    # GGML has 4; city96's Wan files carry one 5-D tensor
 MAX_COUNT = 2**32               # tensors, key-values, array elements
@@ -139,6 +139,12 @@ class GGUFHeader:
         for t in self.tensors.values():
             counts[t.type_name] = counts.get(t.type_name, 0) + t.numel
         return counts
+
+    @property
+    def dominant_dtype(self) -> str | None:
+        """The type holding the most parameters (e.g. ``Q4_K``), as safetensors headers say it."""
+        params = self.type_parameters
+        return max(params, key=params.__getitem__) if params else None
 
     @property
     def bits_per_weight(self) -> float | None:

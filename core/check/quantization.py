@@ -116,3 +116,14 @@ def fp8_findings(tensors: Mapping[str, TensorInfo], path: str, name_says_scaled:
                     f"weight matrices have no scale_weight (e.g. {missing[0]}); loaded so, every such weight is off by "
                     "its scale and the video is noise or black.",
                     "Download the file again, or use the model's fp8_e4m3fn (unscaled), fp16 or bf16 file.", path)]
+
+
+def gguf_not_wan(header: GGUFHeader, path: str) -> Finding:
+    """A GGUF file of another kind: a language model (llama, qwen, t5encoder ...) or another image model."""
+    arch = header.architecture or "unnamed"
+    example = next(iter(header.tensors), "none")
+    return Finding(ERROR, Code.NOT_WAN,
+                   f"{display_name(path)} is a GGUF file of another model (general.architecture \"{arch}\", "
+                   f"{len(header.tensors):,} tensors such as {example[:60]}), not a Wan video transformer.",
+                   "Use a Wan transformer GGUF (general.architecture \"wan\", e.g. city96's or QuantStack's "
+                   "Wan2.x ...-Q4_K_M.gguf); text encoders and VAEs are used as .safetensors files.", path)

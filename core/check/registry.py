@@ -224,7 +224,7 @@ class CompatibilityRegistry:
         """
         if layout == "diffusers":
             layouts: tuple[str, ...] = ("diffusers",)
-        elif layout in ("wan_original", "single_file"):
+        elif layout in ("wan_original", "single_file", "gguf"):
             layouts = ("wan_original", "single_file")
         else:
             layouts = LAYOUTS

@@ -45,6 +45,7 @@ class Layout(str, Enum):
     DIFFUSERS = "diffusers"
     WAN_ORIGINAL = "wan_original"
     SINGLE_FILE = "single_file"
+    GGUF = "gguf"                # a GGUF transformer file (city96, QuantStack)
     UNKNOWN = "unknown"
 
 
@@ -123,6 +124,7 @@ class ModelReport:
     models: tuple[ModelReport, ...] = ()  # for a folder that holds several models
     bytes_read: int = 0
     lora: Any = None                      # a LoRA file: core.check.lora.LoraInfo (not a model, used with one)
+    quantization: dict[str, Any] | None = field(default=None, compare=False)   # core.check.quantization
 
     @property
     def is_wan(self) -> bool:
@@ -193,4 +195,5 @@ class ModelReport:
             "models": [m.to_dict() for m in self.models],
             "bytes_read": self.bytes_read,
             "lora": self.lora.to_dict() if self.lora is not None else None,
+            "quantization": self.quantization,
         }

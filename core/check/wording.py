@@ -41,6 +41,7 @@ LAYOUT_NAMES = {
     Layout.DIFFUSERS: "diffusers layout",
     Layout.WAN_ORIGINAL: "original Wan-AI layout",
     Layout.SINGLE_FILE: "single-file checkpoint",
+    Layout.GGUF: "GGUF file",
     Layout.UNKNOWN: "unknown layout",
 }
 VAE_NAMES = {"wan2.1": "Wan 2.1 VAE", "wan2.2": "Wan 2.2 VAE"}
@@ -142,6 +143,20 @@ def headline(report: ModelReport) -> str:
 
 
 
+def quantization_str(quant: dict) -> str:
+    """``{"format": "gguf", "types": {...}, "bits_per_weight": 4.9, "weights_bytes": n}`` for people.
+
+    >>> quantization_str({"format": "gguf", "types": {"F32": 3, "Q4_K": 5}, "bits_per_weight": 4.9, "weights_bytes": 10**9})
+    'GGUF Q4_K (5 tensors), F32 (3), 4.9 bits per weight, 1.00 GB of weights'
+    """
+    types = sorted((quant.get("types") or {}).items(), key=lambda kv: (kv[0] in ("F32", "F16", "BF16"), -kv[1]))
+    listed = ", ".join(f"{t} ({n}{' tensors' if i == 0 else ''})" for i, (t, n) in enumerate(types))
+    name = {"gguf": "GGUF", "fp8": "fp8", "fp8_scaled": "fp8 scaled"}.get(str(quant.get("format")), str(quant.get("format")))
+    bits = quant.get("bits_per_weight")
+    return (f"{name} {listed}" + (f", {bits:g} bits per weight" if bits else "")
+            + (f", {format_size(quant.get('weights_bytes'))} of weights" if quant.get("weights_bytes") else ""))
+
+
 def render_text(report: ModelReport, indent: str = "") -> str:
     """The report as a few readable lines; a folder of models renders each model in turn."""
     lines = [f"{indent}{headline(report)}", f"{indent}  path: {report.path}"]
@@ -165,6 +180,8 @@ def render_text(report: ModelReport, indent: str = "") -> str:
                            f"{format_size(report.weights_bytes_bf16)} of weights at bf16"),
             ("registry", report.registry_id or NONE),
         ]
+        if report.quantization:
+            facts.insert(-1, ("quantization", quantization_str(report.quantization)))
         lines += [f"{indent}  {k}: {v}" for k, v in facts]
         if report.components:
             lines.append(f"{indent}  components:")

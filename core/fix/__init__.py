@@ -93,6 +93,11 @@ def plan(report: ModelReport, *, out: str | os.PathLike[str] | None = None) -> F
         return recovery_plan(root, pending, report)
     if report.layout in (Layout.WAN_ORIGINAL, Layout.SINGLE_FILE):
         return conversion_plan(report, out)
+    if report.layout is Layout.GGUF and report.is_wan:   # kept quantized: never converted, only assembled
+        return FixPlan(report.path, (), (), report, notes=(
+            "A GGUF transformer is used as it is (never dequantized on disk): assemble it with its VAE and text "
+            "encoder into a model folder with `python -m core fix --assemble --transformer FILE.gguf "
+            "[--transformer-2 LOW.gguf] --vae VAE --text-encoder TE --out DIR`.",))
     if report.layout is not Layout.DIFFUSERS or not report.is_wan:
         note = ("This is not a Wan model; Fix repairs and converts Wan 2.1/2.2 models only."
                 if report.architecture_type.value != "unknown" or report.layout is Layout.DIFFUSERS
