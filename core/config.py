@@ -73,6 +73,7 @@ class AppConfig:
 
     models_dir: Path = Path("models")
     outputs_dir: Path = Path("outputs")
+    loras_dir: Path = Path("models/loras")   # LoRA files the Generate tab lists
     host: str = "127.0.0.1"
     port: int = 7860
     auth: str | None = None          # "user:password"
@@ -304,6 +305,7 @@ def _checkers(base: Path) -> dict[str, Checker]:
     return {
         "models_dir": path,
         "outputs_dir": path,
+        "loras_dir": path,
         "host": _text,
         "port": _whole_number(1, 65535),
         "auth": _auth,
