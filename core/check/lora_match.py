@@ -20,6 +20,7 @@ torch and diffusers are imported inside :func:`match_loras` only.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -141,7 +142,27 @@ class LoraMatch:
 
 
 def read_lora(path: str | os.PathLike[str]) -> tuple[LoraInfo | None, list[Finding], Any]:
-    """(info, findings about the file, header) for one LoRA file; never raises for a bad file."""
+    """(info, findings about the file, header) for one LoRA file; never raises for a bad file.
+
+    Read once per file version (path, size, modification time): the check before loading and the
+    loader read the same header.
+    """
+    try:
+        st = os.stat(path)
+        key: tuple[Any, ...] = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (os.fspath(path), None, None)
+    info, findings, header = _read_lora(*key)
+    return info, list(findings), header
+
+
+@functools.lru_cache(maxsize=32)
+def _read_lora(path: str, _size: int | None, _mtime: int | None) -> tuple[LoraInfo | None, tuple[Finding, ...], Any]:
+    info, findings, header = _read_lora_now(path)
+    return info, tuple(findings), header
+
+
+def _read_lora_now(path: str) -> tuple[LoraInfo | None, list[Finding], Any]:
     shown = Path(path).name
     try:
         size = os.path.getsize(path)

@@ -1,0 +1,226 @@
+"""The Generate tab's LoRA picker: files from ``loras_dir``, a path box and drag-and-drop, each with its
+check verdict against the chosen model, a strength per expert (Wan2.2 A14B), and a distillation LoRA's
+preset (steps, guidance 1.0) in one click that says what it changed.
+
+The words and checks come from core.check (the header of each file; the prediction against the
+model runs diffusers' converters on meta tensors, no weights). No torch or diffusers here::
+
+    from wan_ui.lora_picker import build_lora_picker, lora_values
+    picker = build_lora_picker()              # inside the Generate form
+    lora_values(report, ["a.safetensors"], 0.8, 1.0)   # ["a.safetensors:0.8"] for GenerationConfig.loras
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from core.check.report import ModelReport
+
+MAX_FILES = 200
+
+
+def lora_files(folder: str | os.PathLike[str] | None) -> list[str]:
+    """The .safetensors files in ``folder`` and its subfolders (sorted; none when it does not exist)."""
+    if not folder or not Path(folder).is_dir():
+        return []
+    found: list[str] = []
+    for root, _, names in os.walk(folder):
+        found += [os.path.join(root, n) for n in names if n.lower().endswith(".safetensors")]
+        if len(found) >= MAX_FILES:
+            break
+    return sorted(found)[:MAX_FILES]
+
+
+def file_label(path: str) -> str:
+    """'Wan2.2-Lightning_..._HIGH_fp16 — Wan 14B, high-noise, 4-step distillation' (✗ when not usable)."""
+    from core.check.lora_match import read_lora
+    info, problems, _ = read_lora(path)
+    name = Path(path).stem
+    if info is None or problems or not info.usable:
+        reason = (problems or list(info.findings if info else []))
+        return f"{name} — ✗ {reason[0].message[:80] if reason else 'not a LoRA'}"
+    return f"{name} — {info.summary.split(' for ', 1)[-1]}"
+
+
+def choices(folder: str | os.PathLike[str] | None, extra: list[str] | None = None) -> list[tuple[str, str]]:
+    """The picker's (label, path) pairs: the folder's files, then ``extra`` paths (typed or dropped)."""
+    paths = list(dict.fromkeys(lora_files(folder) + [p for p in extra or [] if p]))
+    return [(file_label(p), p) for p in paths]
+
+
+def lora_values(report: ModelReport | None, paths: list[str] | None, strength: Any, strength_low: Any) -> list[str]:
+    """The picked LoRAs as ``FILE:STRENGTH[@high|@low]`` for GenerationConfig.loras.
+
+    On a two-expert model a LoRA named for one expert goes there at that expert's strength; one that
+    names none goes to both, each at its expert's strength (two entries when they differ).
+    """
+    from core.check.lora_match import read_lora
+    high = _number(strength, 1.0)
+    low = _number(strength_low, high)
+    out: list[str] = []
+    for path in paths or []:
+        if report is None or report.experts < 2:
+            out.append(f"{path}:{high:g}")
+            continue
+        info, _, _ = read_lora(path)
+        expert = info.expert if info else None
+        if expert == "high" or (expert is None and high == low):
+            out.append(f"{path}:{high:g}" + ("@high" if expert else ""))
+        elif expert == "low":
+            out.append(f"{path}:{low:g}@low")
+        else:
+            out += [f"{path}:{high:g}@high", f"{path}:{low:g}@low"]
+    return out
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def verdict_html(report: ModelReport | None, texts: list[str]) -> str:
+    """Each picked LoRA against the model: where it goes, layers applied, findings (before anything loads)."""
+    if not texts:
+        return ""
+    from core.check.lora_match import choices_from_args, match_loras
+    picked, problems = choices_from_args(texts)
+    rows = [f"<li class='wc-error'>{html.escape(p)}</li>" for p in problems]
+    if report is None or not report.is_wan:
+        rows.append("<li>Choose a Wan model to see how each LoRA fits it.</li>")
+    else:
+        for m in match_loras(report, picked):
+            where = {"both": "both experts", "high": "high-noise expert", "low": "low-noise expert",
+                     "transformer": "the transformer"}.get(m.target or "", "—")
+            counts = f", {m.applied} layers applied, {m.not_applied} not" if m.applied is not None else ""
+            mark = "✓" if m.ok else "✗"
+            lines = "".join(f"<div class='wc-{f.severity.value}'>{html.escape(f.message)}</div>" for f in m.findings)
+            rows.append(f"<li>{mark} <b>{html.escape(Path(m.choice.path).name)}</b> "
+                        f"(strength {m.choice.strength:g}) → {where}{counts}{lines}</li>")
+    return f"<ul class='wc-lora-verdicts' id='wc-lora-verdicts'>{''.join(rows)}</ul>"
+
+
+def distill_preset(paths: list[str] | None) -> dict[str, Any] | None:
+    """The settings a picked distillation LoRA needs (steps, guidance 1.0, the shift its publisher gives)."""
+    from core.check.lora_match import read_lora
+    from core.check.lora_registry import DISTILL_LORAS
+    for path in paths or []:
+        info, _, _ = read_lora(path)
+        if info is not None and info.distill_steps:
+            entry = next((e for e in DISTILL_LORAS if e.id == info.registry_id), None)
+            return {"file": Path(path).name, "steps": info.distill_steps, "guidance": entry.guidance if entry else 1.0,
+                    "shift": entry.shift if entry else None}
+    return None
+
+
+def apply_preset(paths: list[str] | None, steps: Any, guidance: Any, guidance_2: Any) -> tuple[Any, Any, Any, str]:
+    """The preset button: (steps, guidance, guidance_2, what changed)."""
+    preset = distill_preset(paths)
+    if preset is None:
+        return gr.skip(), gr.skip(), gr.skip(), "No distillation LoRA is picked."
+    changes = [f"{name} {old} → {new:g}" for name, old, new in (("steps", steps, preset["steps"]),
+                                                                  ("guidance", guidance, preset["guidance"]),
+                                                                  ("guidance (low-noise)", guidance_2,
+                                                                   preset["guidance"]))
+               if old is None or float(old) != float(new)]
+    shift = (f" Its publisher also uses a scheduler shift of {preset['shift']:g}; the model's own shift is kept."
+             if preset["shift"] else "")
+    note = (f"For {preset['file']}: " + (", ".join(changes) if changes else "nothing to change") + "." + shift)
+    return preset["steps"], preset["guidance"], preset["guidance"], note
+
+
+@dataclass
+class LoraPicker:
+    """The picker's components; ``inputs`` go into the form (after the others) in this order."""
+
+    files: Any
+    path_box: Any
+    drop: Any
+    strength: Any
+    strength_low: Any
+    verdicts: Any
+    preset: Any
+    note: Any
+
+    @property
+    def inputs(self) -> list[Any]:
+        return [self.files, self.strength, self.strength_low]
+
+
+def build_lora_picker() -> LoraPicker:
+    """The LoRA fold of the Generate form (call inside a Blocks context)."""
+    with gr.Accordion("LoRAs", open=False, elem_id="wc-gen-loras"):
+        files = gr.Dropdown(label="LoRA files", multiselect=True, choices=choices(_folder()), value=[],
+                            elem_id="wc-gen-lora-files",
+                            info=f"From {_folder() or 'loras_dir in config.yaml'}; each with how it fits the model.")
+        with gr.Row():
+            path_box = gr.Textbox(label="Add a LoRA by its path", max_lines=1, scale=4, elem_id="wc-gen-lora-path",
+                                  placeholder="/path/to/a_lora.safetensors, then Enter")
+            drop = gr.File(label="…or drop one here", file_types=[".safetensors"], scale=2, elem_id="wc-gen-lora-drop")
+        with gr.Row():
+            strength = gr.Slider(label="Strength", minimum=-2, maximum=2, step=0.05, value=1.0,
+                                 elem_id="wc-gen-lora-strength")
+            strength_low = gr.Slider(label="Strength, low-noise expert", minimum=-2, maximum=2, step=0.05,
+                                     value=1.0, visible=False, elem_id="wc-gen-lora-strength-low")
+        verdicts = gr.HTML("", elem_id="wc-gen-lora-verdicts")
+        with gr.Row():
+            preset = gr.Button("Use the distillation LoRA's settings", size="sm", visible=False,
+                               elem_id="wc-gen-lora-preset")
+            note = gr.Markdown("", elem_id="wc-gen-lora-note", elem_classes=["wc-note"])
+    return LoraPicker(files, path_box, drop, strength, strength_low, verdicts, preset, note)
+
+
+def _folder() -> str | None:
+    from core.config import ConfigError, current
+    try:
+        return str(current().loras_dir)
+    except (ConfigError, AttributeError):
+        return None
+
+
+def add_path(current: list[str] | None, given: Any) -> tuple[Any, str]:
+    """A typed or dropped file joins the choices and the selection; (dropdown update, cleared path box)."""
+    if isinstance(given, dict):
+        given = given.get("path")
+    path = str(getattr(given, "name", given) or "").strip().strip('"')
+    picked = list(current or [])
+    if path and path not in picked:
+        picked.append(path)
+    return gr.update(choices=choices(_folder(), picked), value=picked), ""
+
+
+def refresh(path: str, picked: list[str] | None, strength: Any, strength_low: Any) -> tuple[Any, Any, Any]:
+    """After a change of model or LoRAs: verdicts, the low-noise slider (A14B), the preset button."""
+    from wan_ui import common
+    report = None
+    if path:
+        try:
+            report = common.inspect_cached(path)
+        except Exception:  # noqa: BLE001 - no model yet: verdicts say so
+            report = None
+    two = report is not None and report.experts >= 2
+    texts = lora_values(report, picked, strength, strength_low)
+    return (verdict_html(report, texts),
+            gr.update(visible=two, label="Strength, low-noise expert"),
+            gr.update(visible=distill_preset(picked) is not None))
+
+
+def wire(picker: LoraPicker, path: Any, steps: Any, guidance: Any, guidance_2: Any) -> None:
+    """Connect the picker to the form: verdicts follow the model and the picks; the preset sets the form."""
+    outputs = [picker.verdicts, picker.strength_low, picker.preset]
+    inputs = [path, picker.files, picker.strength, picker.strength_low]
+    gr.on([picker.files.change, picker.strength.release, picker.strength_low.release, path.change], refresh,
+          inputs=inputs, outputs=outputs, api_visibility="private", show_progress="hidden")
+    picker.path_box.submit(add_path, inputs=[picker.files, picker.path_box], outputs=[picker.files, picker.path_box],
+                           api_visibility="private")
+    picker.drop.upload(add_path, inputs=[picker.files, picker.drop], outputs=[picker.files, picker.path_box],
+                       api_visibility="private")
+    picker.preset.click(apply_preset, inputs=[picker.files, steps, guidance, guidance_2],
+                        outputs=[steps, guidance, guidance_2, picker.note], api_visibility="private")
