@@ -102,7 +102,7 @@ def _fix_run(args: argparse.Namespace) -> int:
         if args.assemble:
             fix_plan = fix.assemble(transformer=parts["transformer"], transformer_2=parts["transformer_2"],
                                     vae=parts["vae"], text_encoder=parts["text_encoder"],
-                                    tokenizer=parts["tokenizer"], out=args.out)
+                                    tokenizer=parts["tokenizer"], out=args.out, keep_fp8=args.keep_fp8)
         else:
             from core.check.detect import inspect
             fix_plan = fix.plan(inspect(args.path), out=args.out)
@@ -385,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, flag in _PART_FLAGS:
         fix.add_argument(flag, dest=name, default=None,
                          help=f"with --assemble: the {name.replace('_', ' ')} {'folder' if name == 'tokenizer' else 'file'}")
+    fix.add_argument("--keep-fp8", action="store_true",
+                     help="with --assemble: keep an fp8 transformer in fp8 (linked, loaded with its scales) "
+                          "instead of converting it to bf16; .gguf transformers are always kept")
     fix.set_defaults(run=_fix)
     doctor = sub.add_parser("doctor", help="check this machine: Python, torch, GPU, memory, disk, libraries")
     doctor.add_argument("--json", action="store_true", help="print the result as one JSON object")

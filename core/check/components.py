@@ -213,14 +213,22 @@ def read_component_folder(src: FileSource, name: str, declared: tuple[str | None
                   or config.get("tokenizer_class") or config.get("image_processor_type") or declared_class)
     if not isinstance(class_name, str):
         class_name = declared_class
+    quantized = None
+    if name.startswith("transformer") and not findings:   # a GGUF / fp8 file kept as it is (fix --assemble)
+        from core.check.quantization import read_quantized_folder
+        quantized = read_quantized_folder(src, name, class_name, library, config)
     if name not in WEIGHTLESS:
-        findings.extend(_declared_class_problems(name, (library, declared_class), class_name,
-                                                 library_of(config) or library, folder_files))
+        findings.extend(f for f in _declared_class_problems(name, (library, declared_class), class_name,
+                                                            library_of(config) or library, folder_files)
+                        if quantized is None or f.code is not Code.WEIGHTS_MISNAMED)
     elif declared_class and not _fits_weightless(name, library, declared_class, class_name):
         findings.append(Finding(
             ERROR, Code.COMPONENT_CLASS_MISMATCH,
             f"model_index.json loads {name}/ as {library}.{declared_class}, but the folder holds a {class_name}; "
             "diffusers cannot load it so.", "Run Fix (`python -m core fix PATH`) to name the right class.", name))
+    if quantized is not None:
+        quantized.findings[:0] = findings
+        return quantized
     reading = read_weights(src, name, name, class_name, library, config, needs_weights=name not in WEIGHTLESS)
     if config and not findings and not any(f.severity is ERROR for f in reading.findings):
         findings.extend(_class_problems(name, config_name, class_name, config, reading.tensors))

@@ -36,7 +36,14 @@ from core.check.dit import DitFacts, dit_facts, dit_facts_from_config, dit_facts
 from core.check.filesource import BACKUP_DIR, JOURNAL_NAME, FileEntry, FileSource, LocalSource, SubSource, display_name
 from core.check.journal_trust import journal_problem
 from core.check.lora import looks_like_lora, lora_report
-from core.check.quantization import fp8_findings, fp8_quantization, gguf_not_wan, gguf_quantization, read_gguf
+from core.check.quantization import (
+    fp8_findings,
+    fp8_quantization,
+    gguf_not_wan,
+    gguf_quantization,
+    quantization_of,
+    read_gguf,
+)
 from core.check.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from core.check.safetensors_header import TensorInfo
 from core.check.wording import EMPTY_FOLDER, NOT_A_MODEL_FILE
@@ -370,7 +377,9 @@ def _inspect_diffusers(src: FileSource, shown: str, hint: str) -> ModelReport:
     if isinstance(index.get("expand_timesteps"), bool):
         d.expand_timesteps = index["expand_timesteps"]
     family = _diffusers_family(d, declared_pipeline)
-    return _finish(d, family, declared_pipeline if isinstance(declared_pipeline, str) else None)
+    report = _finish(d, family, declared_pipeline if isinstance(declared_pipeline, str) else None)
+    quantized = quantization_of(d.expert_tensors[0]) if d.expert_tensors else None
+    return replace(report, quantization=quantized) if quantized else report
 
 
 def _is_entry(value: Any) -> bool:

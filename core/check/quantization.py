@@ -20,9 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.check.codes import Code
+from core.check.components import PartReading
+from core.check.dit import find_prefix
 from core.check.filesource import FileEntry, FileSource, display_name
-from core.check.gguf_header import GGUFError, GGUFHeader, parse_gguf_header, quant_types_of, supported_types
-from core.check.report import Finding, Severity
+from core.check.gguf_header import GGML_TYPES, GGUFError, GGUFHeader, parse_gguf_header, quant_types_of, supported_types
+from core.check.report import ComponentReport, Finding, Severity
 from core.check.safetensors_header import DTYPE_BITS, TensorInfo
 from core.units import format_bytes
 
@@ -127,3 +129,51 @@ def gguf_not_wan(header: GGUFHeader, path: str) -> Finding:
                    f"{len(header.tensors):,} tensors such as {example[:60]}), not a Wan video transformer.",
                    "Use a Wan transformer GGUF (general.architecture \"wan\", e.g. city96's or QuantStack's "
                    "Wan2.x ...-Q4_K_M.gguf); text encoders and VAEs are used as .safetensors files.", path)
+
+
+_GGML_NAMES = frozenset(name for name, _, _ in GGML_TYPES.values()) - set(DTYPE_BITS)
+
+
+def quantization_of(tensors: Mapping[str, TensorInfo]) -> dict[str, Any] | None:
+    """The quantization object of a transformer's tensors as Model Check read them (GGUF types or fp8)."""
+    if any(t.dtype in _GGML_NAMES for t in tensors.values()):
+        counts: dict[str, int] = {}
+        for t in tensors.values():
+            counts[t.dtype] = counts.get(t.dtype, 0) + 1
+        params = sum(t.numel for t in tensors.values())
+        size = sum(t.end - t.start for t in tensors.values())
+        return {"format": "gguf", "types": dict(sorted(counts.items())),
+                "bits_per_weight": round(8 * size / params, 3) if params else None, "weights_bytes": size,
+                "parameters": params}
+    return fp8_quantization(tensors)
+
+
+def read_quantized_folder(src: FileSource, name: str, class_name: str | None, library: str | None,
+                          config: dict[str, Any]) -> PartReading | None:
+    """A transformer folder that holds one quantized single file (``fix --assemble`` keeps GGUF and fp8
+    files as they are): its header read, or None for an ordinary diffusers folder."""
+    base = name + "/"
+    here = [e for e in src.files if e.path.startswith(base) and "/" not in e.path[len(base):]]
+    ggufs = [e for e in here if e.path.lower().endswith(".gguf")]
+    findings: list[Finding] = []
+    tensors: dict[str, TensorInfo] = {}
+    if ggufs:
+        header = read_gguf(src, ggufs[0], tensors, findings)
+        dtype = header.dominant_dtype if header else None
+    else:
+        single = [e for e in here if e.path.endswith(".safetensors")
+                  and not e.path[len(base):].startswith("diffusion_pytorch_model")]
+        if len(single) != 1:
+            return None
+        from core.check.components import read_safetensors
+        header = read_safetensors(src, single[0], tensors, findings)
+        if header is None or find_prefix(tensors) is None or fp8_quantization(tensors) is None:
+            return None
+        findings += fp8_findings(tensors, single[0].path, False)
+        dtype = header.dominant_dtype
+    comp = ComponentReport(name=name, class_name=class_name, library=library, folder=name,
+                           files=tuple(e.path for e in src.files if e.path.startswith(base)),
+                           size_bytes=sum(e.size for e in src.files if e.path.startswith(base)), dtype=dtype,
+                           parameters=header.parameters if header is not None else None,
+                           complete=not any(f.severity is ERROR for f in findings), config=config)
+    return PartReading(comp, tensors, findings)

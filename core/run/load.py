@@ -710,7 +710,12 @@ class WanPipelineLoader:
                 if name not in WEIGHTLESS:
                     precision = plan.vae_precision.value if name == "vae" else plan.precision.value
                     kwargs["torch_dtype"] = _torch_dtype(precision)
-                loaded[name] = cls.from_pretrained(folder / name, **kwargs)
+                from core.run.quantized import load_quantized_transformer, quantized_file
+                found = quantized_file(folder / name) if name.startswith("transformer") else None
+                if found is not None:   # GGUF / fp8 kept quantized, with the folder's own config
+                    loaded[name] = load_quantized_transformer(found, plan.precision.value)
+                else:
+                    loaded[name] = cls.from_pretrained(folder / name, **kwargs)
             except Exception as exc:  # noqa: BLE001 - named and explained below
                 raise _load_error(name, class_name, folder / name, exc) from exc
             done += size

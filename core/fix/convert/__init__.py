@@ -62,6 +62,8 @@ from core.fix.convert.keys import (
 )
 
 # Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
+from core.fix.convert.linked import LINKED, is_quantized_file, linked_part
+from core.fix.convert.linked import step as linked_step
 from core.fix.convert.read import FP8_DTYPES, PTH_WINDOW_BYTES, Part, read_json, tokenizer_files  # noqa: F401
 from core.fix.convert.write import (  # noqa: F401
     MAX_SHARD_BYTES,
@@ -191,7 +193,7 @@ def plan_conversion(report: ModelReport, target: str | os.PathLike[str] | None =
 def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike[str],
                   text_encoder: str | os.PathLike[str], out: str | os.PathLike[str],
                   transformer_2: str | os.PathLike[str] | None = None,
-                  tokenizer: str | os.PathLike[str] | None = None) -> ConversionPlan:
+                  tokenizer: str | os.PathLike[str] | None = None, keep_fp8: bool = False) -> ConversionPlan:
     """Plan assembling ComfyUI-style single files into one diffusers folder ``out``.
 
     ``transformer`` (the high-noise expert for Wan2.2 A14B) and ``transformer_2`` (low noise)
@@ -200,6 +202,9 @@ def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike
     (``.safetensors`` or the original ``.pth``); ``text_encoder`` is umT5-XXL in
     transformers' naming (ComfyUI's ``umt5_xxl_*``) or Wan's own ``.pth``; ``tokenizer`` is
     the ``google/umt5-xxl`` folder (looked for beside the text encoder when not given).
+
+    A ``.gguf`` transformer (and an fp8 one with ``keep_fp8``) is kept as it is: linked into the
+    folder beside a config.json from our tables (:mod:`core.fix.convert.linked`), loaded quantized.
     """
     target = Path(out).absolute()
     named = {"transformer": transformer, "transformer_2": transformer_2, "vae": vae, "text_encoder": text_encoder}
@@ -214,7 +219,14 @@ def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike
         for role, path in named.items():
             if path is None:
                 continue
-            part, dit = _single_file_part(role, Path(path))
+            if role.startswith("transformer") and (Path(path).suffix.lower() == ".gguf" or (
+                    keep_fp8 and Path(path).is_file() and is_quantized_file(Path(path)))):
+                try:
+                    part, dit = linked_part(role, Path(path), target)
+                except (WanError, OSError) as exc:
+                    raise _Refusal(str(exc)) from None
+            else:
+                part, dit = _single_file_part(role, Path(path))
             parts.append(part)
             if dit is not None:
                 facts.append(dit)
@@ -279,6 +291,8 @@ def _finish_plan(source: str, target: Path, parts: list[Part], pipeline: _Pipeli
 
 
 def _step(part: Part) -> str:
+    if part.kind == LINKED:
+        return linked_step(part)
     what = {"transformer": "transformer/ (WanTransformer3DModel)", "transformer_2": "transformer_2/ (WanTransformer3DModel)",
             "vae": "vae/ (AutoencoderKLWan)", "text_encoder": "text_encoder/ (UMT5EncoderModel)"}[part.role]
     if part.role.startswith("transformer") and part.config and part.config.get("_class_name") == "VaceWanModel":

@@ -38,6 +38,7 @@ from core.check.safetensors_header import DTYPE_BYTES
 from core.errors import WanError, explain
 from core.fix.convert.build import DIFFUSERS_LIB, TRANSFORMERS_LIB, Component, OutTensor, plan_component
 from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
+from core.fix.convert.linked import LINKED, linked_component, write_linked
 from core.fix.convert.read import ST_TO_TORCH, Part, open_part, read_json, tokenizer_files, torch_dtype
 from core.progress import Progress
 from core.units import format_bytes
@@ -116,8 +117,11 @@ class _Writer:
         self.pause_after = int(pause) if pause.isdigit() else None
 
     def run(self) -> None:
-        planned = []
+        planned: list[tuple[Component, Any]] = []
         for part in self.parts:          # every name and shape checked before any weight is written
+            if part.kind == LINKED:      # a GGUF or fp8 file kept as it is (core.fix.convert.linked)
+                planned.append((linked_component(part), None))
+                continue
             source = open_part(part)
             try:
                 planned.append(plan_component(part, source.specs))
@@ -126,6 +130,9 @@ class _Writer:
         components = [comp for comp, _ in planned]
         self._check_pair(components)
         for part, (comp, model) in zip(self.parts, planned):
+            if part.kind == LINKED:
+                write_linked(self.folder, part)
+                continue
             source = open_part(part)
             try:
                 self._write_component(comp, model, source, part)

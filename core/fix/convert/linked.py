@@ -1,0 +1,118 @@
+"""Quantized transformer files kept as they are in an assembled folder (GGUF, fp8 with ``--keep-fp8``).
+
+Nothing is dequantized on disk: the file is hard-linked into ``transformer/`` (or
+``transformer_2/``) when the output folder is on the same disk (no copy, no extra space), else
+linked symbolically (the folder then needs the file where it is); the plan says which. Beside it
+goes a ``config.json`` written from our own tables (``core.fix.convert.keys.transformer_config``
+on the file's tensor shapes), so diffusers never guesses the model. Usage (inside
+:func:`core.fix.convert.plan_assembly` and :mod:`core.fix.convert.write`)::
+
+    part = linked_part("transformer", Path("Wan2.2-TI2V-5B-Q4_K_M.gguf"), target)   # (Part, DitFacts)
+    write_linked(partial_folder, part)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from core.check.dit import DitFacts, dit_facts_from_tensors, find_prefix
+from core.check.filesource import LocalSource
+from core.check.gguf_header import GGUFError, parse_gguf_header, quant_types_of, supported_types
+from core.check.quantization import FP8_DTYPES, SCALE_SUFFIX, SCALED_MARK
+from core.check.safetensors_header import HeaderError, TensorInfo, read_header
+from core.errors import WanError
+from core.fix.convert.build import Component
+from core.fix.convert.keys import transformer_config
+from core.fix.convert.read import Part
+
+LINKED = "linked"            # Part.kind of a file kept as it is
+DIFFUSERS_VERSION = "0.42.1"
+
+
+def is_quantized_file(path: Path) -> bool:
+    """A .gguf, or a .safetensors holding fp8 weights (header only)."""
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        return any(t.dtype in FP8_DTYPES for t in read_header(path).tensors.values())
+    except (HeaderError, OSError):
+        return False
+
+
+def _tensors(path: Path, flag: str) -> tuple[dict[str, TensorInfo], str]:
+    """The file's tensors (original names) and its format: gguf, fp8 or fp8_scaled."""
+    if path.suffix.lower() == ".gguf":
+        src = LocalSource(str(path))
+        try:
+            header = parse_gguf_header(src, src.files[0].path, src.files[0].size)
+        except GGUFError as exc:
+            raise WanError(f"The file given as {flag} ({path.name}) {exc}.", "Download the .gguf file again.") from None
+        if header.expected_file_size > src.files[0].size:
+            raise WanError(f"The file given as {flag} ({path.name}) is cut short (an interrupted download).",
+                           "Delete it and download it again.")
+        bad = [t for t in quant_types_of(header) if t not in supported_types()]
+        if bad:
+            raise WanError(f"{path.name} stores weights as {', '.join(bad)}, which the installed diffusers cannot load.",
+                           "Download another quantization (Q8_0, Q6_K, Q5_K_M, Q4_K_M or Q3_K_M).")
+        return header.tensor_infos(), "gguf"
+    tensors = dict(read_header(path).tensors)
+    scaled = any(n.endswith((SCALE_SUFFIX, SCALED_MARK)) for n in tensors)
+    return tensors, "fp8_scaled" if scaled else "fp8"
+
+
+def linked_part(role: str, path: Path, target: Path) -> tuple[Part, DitFacts]:
+    """The Part that keeps ``path`` as it is in ``target/role/``, with its config; WanError when it is no
+    Wan transformer or cannot be read."""
+    flag = "--" + role.replace("_", "-")
+    tensors, fmt = _tensors(path, flag)
+    facts = dit_facts_from_tensors(tensors)
+    if facts is None or not facts.is_wan:
+        raise WanError(f"The file given as {flag} is not a Wan transformer: {path.name}.",
+                       "Name the Wan transformer file (.gguf or .safetensors) there.")
+    prefix = find_prefix(tensors) or ""
+    shapes = {n[len(prefix):]: t.shape for n, t in tensors.items() if n.startswith(prefix)}
+    try:
+        config = transformer_config(shapes, None)
+    except (KeyError, ValueError) as exc:
+        raise WanError(f"{path.name}: {exc if isinstance(exc, ValueError) else f'{exc} is missing'}",
+                       "Check that the file is a whole Wan transformer.") from None
+    config = {"_class_name": "WanTransformer3DModel", "_diffusers_version": DIFFUSERS_VERSION, **config}
+    how = link_kind(path, target)
+    size = path.stat().st_size
+    label = f"{path.name} ({fmt.replace('_', ' ').upper() if fmt == 'gguf' else fmt.replace('_', ' ')}, " \
+            f"{size / 1e9:.2f} GB; {how})"
+    return Part(role, LINKED, (str(path.resolve()),), label, 0, config), facts
+
+
+def link_kind(path: Path, target: Path) -> str:
+    """How the file will appear in the folder: a hard link on the same disk, else a symbolic link."""
+    anchor = target.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    same = os.stat(path).st_dev == os.stat(anchor).st_dev
+    return ("hard-linked, not copied: no extra disk space" if same else
+            "linked symbolically (another disk): keep the file where it is")
+
+
+def linked_component(part: Part) -> Component:
+    return Component(part.role, "diffusers", "WanTransformer3DModel", dict(part.config or {}), ())
+
+
+def write_linked(folder: Path, part: Part) -> None:
+    """``folder/role/config.json`` and the file, hard-linked (same disk) or linked symbolically."""
+    source = Path(part.files[0])
+    out = folder / part.role
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(part.config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        os.link(source, out / source.name)
+    except OSError:          # another disk (EXDEV), or a file system without hard links
+        os.symlink(source, out / source.name)
+
+
+def step(part: Part) -> str:
+    return f"Keep {part.label} as it is in {part.role}/, with a config.json from the known Wan shapes " \
+           "(WanTransformer3DModel)."
+
