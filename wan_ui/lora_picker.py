@@ -224,3 +224,20 @@ def wire(picker: LoraPicker, path: Any, steps: Any, guidance: Any, guidance_2: A
                        api_visibility="private")
     picker.preset.click(apply_preset, inputs=[picker.files, steps, guidance, guidance_2],
                         outputs=[steps, guidance, guidance_2, picker.note], api_visibility="private")
+
+
+def model_check_lora(path: str, text: str) -> str:
+    """Model Check's LoRA field: each LoRA given (one per line, FILE[:STRENGTH][@high|@low]) against the
+    model in the path box, as HTML (API ``/check_lora``)."""
+    from wan_ui import common
+    from wan_ui.model_check import clean_path
+    texts = [t.strip().strip('"') for t in (text or "").splitlines() if t.strip()]
+    if not texts:
+        return "<p class='wc-prompt'>Give a LoRA file to see how it fits this model.</p>"
+    report = None
+    try:
+        report = common.inspect_cached(clean_path(path)) if path else None
+    except Exception as exc:  # noqa: BLE001 - the sentence, not a traceback
+        from core.errors import explain
+        return f"<p class='wc-error'>{html.escape(str(explain(exc)))}</p>"
+    return verdict_html(report, texts)

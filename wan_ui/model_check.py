@@ -43,7 +43,7 @@ import gradio as gr
 
 from core.check.archive import ZipLimits, extract_zip
 from core.errors import WanError, explain
-from wan_ui import common, deep_check, dropzone
+from wan_ui import common, deep_check, dropzone, lora_picker
 from wan_ui.render import (
     render_doctor,
     render_error,
@@ -282,6 +282,11 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
                                      elem_id="wc-report-download")
         open_fix = gr.Button("Open in Fix", interactive=False, size="sm", scale=0, min_width=260,
                              elem_id="wc-open-fix")
+    with gr.Row(equal_height=True):   # issue 10: a LoRA checked against this model (wan_ui.lora_picker)
+        lora_box = gr.Textbox(label="LoRA to check against this model", max_lines=3, scale=6, elem_id="wc-lora",
+                              placeholder="/path/to/a_lora.safetensors[:strength][@high|@low], one per line")
+        lora_button = gr.Button("Check the LoRA", size="sm", scale=0, min_width=160, elem_id="wc-lora-check")
+    lora_html = gr.HTML("", elem_id="wc-lora-report")
     with gr.Accordion("Report as JSON", open=False, elem_id="wc-json-fold"):
         report_json = gr.JSON(value={}, show_label=False, elem_id="wc-json")
     with gr.Row():   # issue 19: core.check.deep, every byte read, with progress and Cancel
@@ -311,6 +316,8 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
         folder_button.click(lambda: str(folder), outputs=path_box, api_visibility="private").then(
             check_path, inputs=path_box, outputs=outputs, api_visibility="private",
             show_progress="minimal").then(**after)
+    gr.on([lora_button.click, lora_box.submit], lora_picker.model_check_lora, inputs=[path_box, lora_box],
+          outputs=lora_html, api_name="check_lora", show_progress="minimal")
     system.expand(system_check, outputs=system_html, api_visibility="private")
     again.click(lambda: system_check(force=True), outputs=system_html, api_name="doctor")
     return ModelCheckTab(path=path_box, report_json=report_json, open_fix=open_fix)

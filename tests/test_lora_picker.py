@@ -1,0 +1,68 @@
+"""The LoRA picker's words and choices (wan_ui.lora_picker) on real LoRA files and the demo models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.check.detect import inspect
+from tests.lora_files import DEMO_WIDTHS, write_lora
+
+pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module")
+def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("picker_loras")
+    dim, ffn, blocks = DEMO_WIDTHS
+    return {"style": write_lora(folder / "style.safetensors", "comfyui", dim, ffn, blocks),
+            "high": write_lora(folder / "Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16.safetensors", "comfyui",
+                               dim, ffn, blocks),
+            "loha": write_lora(folder / "sub" / "loha.safetensors", "loha", dim, ffn, blocks)}
+
+
+def test_files_from_the_folder_with_their_verdicts(loras: dict[str, Path]) -> None:
+    from wan_ui.lora_picker import choices
+    labels = dict((p, label) for label, p in choices(loras["style"].parent))
+    assert labels[str(loras["style"])] == "style — a width of 24, rank 4, 20 layers"
+    assert "high-noise expert" in labels[str(loras["high"])] and "4-step distillation" in labels[str(loras["high"])]
+    assert labels[str(loras["loha"])].startswith("loha — ✗ This is a LyCORIS LoHa file")
+
+
+def test_strength_per_expert_goes_to_the_right_expert(demo_models_dir: Path, loras: dict[str, Path]) -> None:
+    from wan_ui.lora_picker import lora_values, verdict_html
+    a14b = inspect(demo_models_dir / "wan22_t2v_a14b")
+    style, high = str(loras["style"]), str(loras["high"])
+    assert lora_values(a14b, [style, high], 0.8, 0.5) == [f"{style}:0.8@high", f"{style}:0.5@low", f"{high}:0.8@high"]
+    assert lora_values(a14b, [style], 0.7, 0.7) == [f"{style}:0.7"]
+    assert lora_values(inspect(demo_models_dir / "wan21_t2v"), [style], 0.7, 0.2) == [f"{style}:0.7"]
+    shown = verdict_html(a14b, lora_values(a14b, [style, high], 0.8, 0.5))
+    assert "style.safetensors</b> (strength 0.8) → high-noise expert, 20 layers applied, 0 not" in shown
+    assert "style.safetensors</b> (strength 0.5) → low-noise expert" in shown
+    assert "needs 4 steps and guidance 1" in shown
+
+
+def test_the_distillation_preset_says_what_it_changed(loras: dict[str, Path]) -> None:
+    from wan_ui.lora_picker import apply_preset
+    steps, guidance, guidance_2, note = apply_preset([str(loras["style"]), str(loras["high"])], 40, 4.0, 3.0)
+    assert (steps, guidance, guidance_2) == (4, 1.0, 1.0)
+    assert note == ("For Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16.safetensors: steps 40 → 4, guidance 4.0 → 1, "
+                    "guidance (low-noise) 3.0 → 1. Its publisher also uses a scheduler shift of 5; the model's own "
+                    "shift is kept.")
+    assert apply_preset([str(loras["style"])], 40, 4.0, 3.0)[3] == "No distillation LoRA is picked."
+
+
+def test_model_check_field_and_the_tab_builds(demo_models_dir: Path, loras: dict[str, Path]) -> None:
+    import gradio as gr
+
+    from wan_ui.lora_picker import add_path, build_lora_picker, model_check_lora, wire
+    shown = model_check_lora(str(demo_models_dir / "wan21_i2v"), f"{loras['style']}:0.6\n")
+    assert "→ the transformer, 20 layers applied, 0 not" in shown and "image layers stay as they are" in shown
+    assert "is not a number" in model_check_lora(str(demo_models_dir / "wan21_i2v"), f"{loras['style']}:much")
+    with gr.Blocks():
+        path, steps, guidance, guidance_2 = gr.Textbox(), gr.Number(), gr.Number(), gr.Number()
+        picker = build_lora_picker()
+        wire(picker, path, steps, guidance, guidance_2)
+    update, cleared = add_path([], str(loras["style"]))
+    assert update["value"] == [str(loras["style"])] and cleared == ""
