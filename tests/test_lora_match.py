@@ -134,12 +134,18 @@ def test_generate_cli_refuses_bad_loras_before_loading(demo_models_dir: Path, lo
     good = write_lora(lora_dir / "good.safetensors", "comfyui", dim, ffn, blocks)
     wide = write_lora(lora_dir / "wide.safetensors", "comfyui", 48, 64, blocks)
     sdxl = write_lora(lora_dir / "sdxl.safetensors", "", 0, 0, 0, tensors=other_family_tensors("sdxl"))
+    cut = write_lora(lora_dir / "cut.safetensors", "comfyui", dim, ffn, blocks)
+    with open(cut, "r+b") as fh:
+        fh.truncate(cut.stat().st_size - 100)
+    odd = write_lora(lora_dir / "odd.safetensors", "", 0, 0, 0, tensors={
+        "net.layer.lora_down.weight": (4, 24), "net.layer.lora_up.weight": (24, 4)})
     model = str(demo_models_dir / "wan21_t2v")
     base = ["generate", model, "--prompt", "a fox", "--size", "64x64", "--frames", "5", "--steps", "2",
             "--out", str(tmp_path / "out.mp4")]
     cases = [([f"{good}:strong"], 2, "is not a number"), ([str(good), str(good)], 2, "is given twice"),
              ([str(tmp_path / "missing.safetensors")], 2, "does not exist"),
-             ([str(wide)], 1, "its layers do not fit and it cannot load"), ([str(sdxl)], 1, "not for Wan")]
+             ([str(wide)], 1, "its layers do not fit and it cannot load"), ([str(sdxl)], 1, "not for Wan"),
+             ([str(cut)], 1, "is cut short"), ([str(odd)], 1, "match no Wan layer")]
     for loras, code, words in cases:
         result = run_cli(*base, *[a for lora in loras for a in ("--lora", lora)])
         assert result.returncode == code and words in result.stderr, (loras, result.stderr[-400:])
