@@ -156,10 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{offer}, or set `port` in config.yaml.", file=sys.stderr)
         return EXIT_SETTINGS
     print(f"Wan Compat is running at {local_url} (press Ctrl+C to stop).", flush=True)
+    from core.jobs.runner import get_runner, stop_runner
+    get_runner(outputs_dir=cfg.outputs_dir, db_path=cfg.history_db)   # interrupted jobs marked, the queue resumed
     try:
         demo.block_thread()
     except (KeyboardInterrupt, stop_signals.Stopped):
         demo.close()
+    finally:
+        stop_runner()             # the worker stops; a job it ran is marked interrupted
     return 0
 
 

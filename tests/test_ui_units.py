@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import zipfile
 from pathlib import Path
 
@@ -149,17 +148,37 @@ def test_select_model_shows_the_fields_each_model_needs(tmp_path: Path, app_conf
     assert "Not found" in missing
 
 
-@pytest.mark.filterwarnings("ignore:A video is already being generated")
-def test_a_second_generation_is_told_to_wait(app_config) -> None:
-    from wan_ui import generate
+def test_the_queue_list_offers_what_each_state_allows(tmp_path: Path) -> None:
+    from core.jobs.store import JobStore
+    from wan_ui.queue_panel import render_queue
 
-    assert generate._RUN_LOCK.acquire(blocking=False)
-    try:
-        html, video, result = next(generate.generate("/x", "p", "", 64, 64, 9, 4, 5, 3, 1, None, None,
-                                                     "auto", "auto", "auto", "auto"))
-    finally:
-        generate._RUN_LOCK.release()
-    assert result["busy"] and "only one runs at a time" in html
+    store = JobStore(tmp_path / "history.db")
+    ids = [store.add("/models/wan21_t2v", {"prompt": f"clip {n}"}, label=f"clip {n} · 64x64") for n in range(3)]
+    store.claim_next("someone")
+    store.finish(ids[0], "failed", error="Ran out of memory while generating: this needs about 9.5 GB of RAM.")
+    html = render_queue(store.list(), followed=ids[1])
+    rows = {int(r.split('data-job="')[1].split('"')[0]): r for r in html.split("<tr ")[1:]}
+    assert 'data-state="failed"' in rows[ids[0]] and "Re-queue" in rows[ids[0]] and "9.5 GB" in rows[ids[0]]
+    assert 'data-act="up"' in rows[ids[1]] and "Remove" in rows[ids[1]] and "wc-q-followed" in rows[ids[1]]
+    assert "<script" not in html and "clip 2 · 64x64" in html
+    assert "No jobs yet" in render_queue([])
+
+
+def test_an_ended_or_cancelling_job_shows_no_eta(app_config) -> None:
+    from core.jobs.store import Job
+    from wan_ui.queue_panel import job_panel
+
+    event = {"stage": "denoise", "message": "Step 3/40 · 1.00 s/step · ETA 37s", "percent": 20.0, "step": 3,
+             "steps": 40, "expert": None, "seconds_per_step": 1.0, "eta_seconds": 37.0}
+    running = Job(id=10_001, state="running", position=1, created_at=0.0, model="/m", event=event,
+                  started_at=1.0, cancel_requested=True)
+    html = job_panel(running)
+    assert 'data-state="cancelling"' in html and "Cancelling after the current step…" in html
+    assert "Step <b>3</b> of <b>40</b>" in html and "<li>ETA" not in html
+    ended = Job(id=10_002, state="cancelled", position=2, created_at=0.0, model="/m", event=event, started_at=1.0,
+                finished_at=5.0)
+    html = job_panel(ended)
+    assert 'data-state="cancelled"' in html and "<li>ETA" not in html and "Cancelled after the current step" in html
 
 
 def test_generation_problems_are_sentences_before_any_loading(tmp_path: Path, demo_t2v: Path, app_config) -> None:
@@ -174,40 +193,6 @@ def test_generation_problems_are_sentences_before_any_loading(tmp_path: Path, de
     *_, last = generate.generate(str(tmp_path / "gone"), "a cat", "", 64, 64, 9, 4, 5, None, 1, None, None,
                                  "auto", "auto", "auto", "auto")
     assert last[2]["errors"][0].startswith("Not found")
-    assert not generate.is_busy()
-
-
-def test_one_generate_click_is_one_job_whose_percent_never_goes_back(demo_t2v: Path, app_config) -> None:
-    pytest.importorskip("torch")
-    from core.progress import ProgressEvent
-    from wan_ui import generate
-
-    def click(width: int) -> tuple[dict, list[ProgressEvent]]:
-        job = generate._Job()
-        result = generate._run(job, generate.Request(path=str(demo_t2v), prompt="a red fox", width=width, height=32,
-                                                     num_frames=5, steps=3, seed=1))
-        events = []
-        while not job.events.empty():
-            events.append(job.events.get_nowait())
-        return result, events
-
-    generate.unload()
-    result, events = click(32)
-    assert result["success"], result["errors"]
-    assert all(isinstance(e, ProgressEvent) for e in events)
-    percents = [e.percent for e in events]
-    assert percents == sorted(percents) and percents[-1] == 100      # not "Loading 28% -> Encoding 2%"
-    loading = [e for e in events if e.stage == "load"]
-    assert loading and max(e.percent for e in loading) <= generate.LOAD_SHARE
-    assert min(e.percent for e in events if e.stage == "encode") >= generate.LOAD_SHARE
-    assert [e.step for e in events if e.stage == "denoise"] == [1, 2, 3]
-    loaded = generate._LOADED[1]
-    # another size: the model stays loaded, the plan for that size is put in force (planned once, here)
-    result, events = click(48)
-    assert result["success"], result["errors"]
-    assert generate._LOADED[1] is loaded and loaded.plan.request.width == 48
-    assert [e.message for e in events if e.stage == "load"] == ["Using the model already loaded"]
-    generate.unload()
 
 
 # --- the Fix tab ------------------------------------------------------------------------------
@@ -338,31 +323,10 @@ def test_open_in_fix_and_badges_only_for_a_wan_model(tmp_path: Path, demo_t2v: P
 
 # --- cancel, the memory plan card, results -------------------------------------------------------
 
-def test_cancel_says_so_at_once_and_returns_the_sentence(app_config) -> None:
+def test_cancel_with_nothing_running_says_so(app_config) -> None:
     from wan_ui import generate
 
     assert generate._cancel_clicked() == "Nothing is being generated."
-    job = generate._Job()
-    assert generate._RUN_LOCK.acquire(blocking=False)
-    saved, generate._CURRENT = generate._CURRENT, job
-    try:
-        job.progress.emit("denoise", "Step 3/40 · 1.00 s/step · ETA 37s", 20.0, step=3, steps=40,
-                          seconds_per_step=1.0, eta_seconds=37.0)
-        stream = generate._stream(job)
-        next(stream)
-        t0 = time.monotonic()
-        assert generate._cancel_clicked() == "Cancelling after the current step…"
-        html, _video, _result = next(stream)          # woken by Cancel, not by the next step
-        assert time.monotonic() - t0 < 0.3
-        assert 'data-state="cancelling"' in html and "Cancelling after the current step…" in html
-        assert "Step <b>3</b> of <b>40</b>" in html
-    finally:
-        generate._CURRENT = saved
-        generate._RUN_LOCK.release()
-    job.result = {"success": False, "cancelled": True}
-    job.events.put(generate._DONE)
-    html, _video, _result = list(stream)[-1]
-    assert 'data-state="cancelled"' in html
 
 
 def test_the_cancel_event_has_an_output(app_config) -> None:

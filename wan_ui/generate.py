@@ -1,25 +1,28 @@
 """The Generate tab: pick a model, set the prompt and size, see the memory plan, and watch it run.
 
-A generation runs in a worker thread; :func:`generate` is a generator that turns the worker's
-progress events (:class:`~core.progress.ProgressEvent`) into live updates (stage, step i of n, the active
-expert, seconds per step, ETA, a bar). One click is one job: check, plan, load (when another
-model is loaded) and generate, with one percent that never goes backwards. One generation runs at a time in the whole app
-(a lock); a second request is told so at once. Cancel stops after the current step.
+A generation is a job owned by the server (core.jobs): Generate queues it and this page follows
+it; Add to queue lets it wait its turn. One job runs at a time, in a worker process the app
+supervises (a kernel OOM kill fails the job, not the app). The page draws its job's live
+progress (stage, step i of n, the active expert, seconds per step, ETA for the whole job, a bar)
+from a timer, so a reloaded page or a second tab re-attaches to the running job; closing the
+page does not stop it, only Cancel does (wan_ui.queue_panel: the queue list and the jobs API).
 
 The API (``gradio_client``)::
 
     client = Client("http://127.0.0.1:7860/", download_files=False)
     html, video, result = client.predict(
         "/models/Wan2.2-TI2V-5B-Diffusers", "A red fox in the snow", "", 1280, 704, 121, 50,
-        5.0, None, 42, None, None, "auto", "auto", "auto", "auto", api_name="/generate")
+        5.0, None, 42, None, None, "auto", "auto", "auto", "auto", api_name="/generate")   # queues, waits
     result["success"], result["output_path"], result["seconds_per_step"]
     client.predict(api_name="/cancel")     # from another client: "Cancelling after the current step…"
+    job = client.predict(model="/models/...", prompt="A red fox", api_name="/enqueue")   # see queue_panel
 
-torch and diffusers are imported by ``core.run.load`` in the worker, on the first generation.
+torch and diffusers are imported by the worker process (core.jobs.worker), never by the app.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -27,25 +30,20 @@ import queue
 import random
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from core.check.report import ModelReport
 from core.choices import OFFLOADS, PRECISIONS
-from core.errors import WanError, explain
-from core.progress import Progress, ProgressEvent
-from core.run.optimize import OptimizationPlan
-
-if TYPE_CHECKING:  # core.run.load is imported in the worker, on the first generation
-    from core.run.load import WanPipelineWrapper
-from wan_ui import common
+from core.errors import explain
+from wan_ui import common, queue_panel
 from wan_ui.gpu_choice import INFO as GPU_INFO
 from wan_ui.gpu_choice import gpu_control
+from wan_ui.progress_view import STAGE_LABELS, ProgressView, stage_of  # noqa: F401 - re-exported
 from wan_ui.render import (
     render_model_info,
     render_notice,
@@ -59,10 +57,8 @@ from wan_ui.task_inputs import build_task_inputs, show_for_model, task_values
 
 log = logging.getLogger(__name__)
 
-BUSY = ("A video is already being generated; only one runs at a time. Wait for it to finish, "
-        "or press Cancel on the page that started it.")
-CANCELLING = "Cancelling after the current step…"
-NOTHING_TO_CANCEL = "Nothing is being generated."
+CANCELLING = queue_panel.CANCELLING
+NOTHING_TO_CANCEL = queue_panel.NOTHING_TO_CANCEL
 PRECISION_CHOICES = list(PRECISIONS)
 _OFFLOAD_LABELS = {"none": "none: everything on the GPU", "sequential": "sequential (slowest, least memory)"}
 OFFLOAD_CHOICES = [(_OFFLOAD_LABELS.get(word, word), word) for word in OFFLOADS]
@@ -71,109 +67,7 @@ GALLERY_MAX = 24
 SELF_TEST = {"prompt": "Self-test: a short clip from a tiny random-weight model", "width": 64, "height": 64,
              "frames": 9, "steps": 4, "guidance": 5.0, "seed": 42}
 
-# --- live progress --------------------------------------------------------------------------
-
-#: The panel's headline for each ProgressEvent stage.
-STAGE_LABELS = {"build": "Building the demo model", "check": "Checking the model", "plan": "Memory plan",
-                "load": "Loading the model", "encode": "Encoding the prompt", "denoise": "Denoising",
-                "decode": "Decoding the video (VAE)", "write": "Writing the MP4", "done": "Done",
-                "fix": "Applying the fix", "convert": "Converting"}
-#: A new part of the job: the step facts of an earlier denoising no longer apply.
-_FRESH_STAGES = ("build", "check", "plan", "load")
-LOAD_SHARE = 30.0               # of one Generate click's percent, when the model must be loaded first
-
-
-@dataclass
-class ProgressView:
-    """What the progress panel shows; ``update`` reads one ProgressEvent (or a plain message)."""
-
-    stage: str = "Starting"
-    percent: float = 0.0
-    state: str = "running"              # running, cancelling, done, failed, cancelled
-    step: int | None = None
-    steps: int | None = None
-    expert: str = ""
-    seconds_per_step: str = ""
-    eta: str = ""
-    elapsed: float | None = None
-    log: list[str] = field(default_factory=list)
-    phase: str = ""
-
-    def update(self, event: ProgressEvent | str, percent: float | None = None, phase: str = "") -> None:
-        """Show one event: its stage, percent and, while denoising, its step numbers.
-
-        ``update(message, percent, phase)`` still takes a plain message from a job that sends
-        no events; its stage is then the phase.
-        """
-        if not isinstance(event, ProgressEvent):
-            self._plain(str(event), float(percent or 0.0), phase)
-            return
-        self.log.append(event.message)
-        del self.log[:-50]
-        self.percent = event.percent
-        if event.step is not None:
-            self.step, self.steps = event.step, event.steps
-            self.expert = f"{event.expert} expert" if event.expert else ""
-            self.seconds_per_step = "" if event.seconds_per_step is None else f"{event.seconds_per_step:.2f}"
-            self.eta = "" if event.eta_seconds is None else _duration(event.eta_seconds)
-        elif event.stage in _FRESH_STAGES:
-            self.step = self.steps = None
-            self.expert = self.seconds_per_step = self.eta = ""
-        self.stage = STAGE_LABELS.get(event.stage, event.stage.capitalize())
-
-    def _plain(self, message: str, percent: float, phase: str) -> None:
-        self.log.append(message)
-        del self.log[:-50]
-        self.percent = percent
-        if phase and phase != self.phase:
-            self.phase = phase
-            self.step = self.steps = None
-            self.expert = self.seconds_per_step = self.eta = ""
-        self.stage = stage_of(message, phase)
-
-
-def _duration(seconds: float) -> str:
-    """An ETA as people read it: "45s", "7m 55s"."""
-    whole = max(0, int(round(seconds)))
-    return f"{whole // 60}m {whole % 60:02d}s" if whole >= 60 else f"{whole}s"
-
-
-def stage_of(message: str, phase: str = "") -> str:
-    """A short stage name for a progress message."""
-    for prefix, stage in (("Loading", "Loading the model"), ("Loaded", "Loading the model"),
-                          ("Checking", "Checking the model"), ("Applying the memory plan", "Loading the model"),
-                          ("Encoding the prompt", "Encoding the prompt"), ("Decoding", "Decoding the video (VAE)"),
-                          ("Encoding video", "Writing the MP4"), ("Finishing video", "Writing the MP4"),
-                          ("Saving video", "Writing the MP4"), ("Saved video", "Writing the MP4"),
-                          ("Done", "Done"), ("Ran out of", "Retrying with less memory"),
-                          ("Building the demo", "Building the demo model"), ("wan", "Building the demo model")):
-        if message.startswith(prefix):
-            return stage
-    return phase or "Working"
-
-
-# --- one generation at a time ---------------------------------------------------------------
-
-_DONE = object()
-_WAKE = object()                    # Cancel was pressed: show "cancelling" now, not at the next step
-_RUN_LOCK = threading.Lock()
-_CURRENT: _Job | None = None
-_LOADED: tuple[tuple[Any, ...], WanPipelineWrapper] | None = None   # (key, wrapper): the last model loaded
-_EVER_LOADED: list[tuple[Any, ...]] = []
-
-
-@dataclass
-class _Job:
-    """One Generate click: its Cancel, its queue of ProgressEvents for the page, its result."""
-
-    cancel: threading.Event = field(default_factory=threading.Event)
-    events: queue.Queue[Any] = field(default_factory=queue.Queue)
-    result: dict[str, Any] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-    progress: Progress = field(init=False)       # the whole job's percent, never going backwards
-
-    def __post_init__(self) -> None:
-        self.progress = Progress(lambda event: self.events.put(event))
+# --- jobs: a generation is a job owned by the server (core.jobs, wan_ui.queue_panel) ---------------
 
 
 @dataclass(frozen=True)
@@ -197,18 +91,9 @@ class Request:
     gpus: str | None = None          # "1".."N" or "auto" (wan_ui.gpu_choice); None: one GPU
 
 
-def is_busy() -> bool:
-    return _RUN_LOCK.locked()
-
-
 def cancel_generation() -> str:
-    """Ask the running generation to stop after its current step; the sentence to show."""
-    job = _CURRENT
-    if job is None or not _RUN_LOCK.locked():
-        return NOTHING_TO_CANCEL
-    job.cancel.set()
-    job.events.put(_WAKE)           # the progress panel says "cancelling" at once
-    return CANCELLING
+    """Cancel the running job after its current step; the sentence to show."""
+    return queue_panel.cancel_followed(None)
 
 
 def _int(value: Any) -> int | None:
@@ -237,250 +122,62 @@ def _image_path(value: Any) -> str | None:
     return str(value)
 
 
-def _model_key(report: ModelReport) -> tuple[Any, ...]:
-    """Which model is loaded: its folder and when its model_index.json last changed."""
-    try:
-        stamp = (Path(report.path) / "model_index.json").stat().st_mtime_ns
-    except OSError:
-        stamp = None
-    return (os.path.abspath(report.path), stamp)
-
-
-def _loaded_for(report: ModelReport, plan: OptimizationPlan) -> WanPipelineWrapper | None:
-    """The model already loaded, when it is this one and ``plan`` can run on it; else None."""
-    if _LOADED is not None and _LOADED[0] == _model_key(report) and _LOADED[1].can_apply(plan):
-        return _LOADED[1]
-    return None
-
-
-def _load(report: ModelReport, plan: OptimizationPlan, progress: Progress) -> WanPipelineWrapper:
-    """Load ``report``'s model with exactly ``plan`` (core.run.load.load), forgetting the last one first."""
-    global _LOADED
-    key = _model_key(report)
-    first = _LOADED is None and not _EVER_LOADED
-    _LOADED = None                      # let the previous model's memory go first
-    if first:
-        progress.emit("load", "Loading the model (the first time this also starts PyTorch: a few seconds more)", 0)
-    from core.run.load import load
-    wrapper = load(report, plan, progress=progress)
-    _LOADED = (key, wrapper)
-    _EVER_LOADED.append(key)
-    return wrapper
-
-
 def unload(path: str | None = None) -> None:
-    """Forget the loaded model (all, or the one at ``path``), e.g. after Fix changed its folder."""
-    global _LOADED
-    if _LOADED is not None and (path is None or _LOADED[0][0] == os.path.abspath(path)):
-        _LOADED = None
+    """A model folder changed (e.g. after Fix): the worker loads it afresh for the next job."""
+    queue_panel.runner().forget_model()
 
 
-def _fail(message: str, remedy: str = "", details: str = "") -> dict[str, Any]:
-    return {"success": False, "errors": [f"{message} {remedy}".strip()], "details": details}
-
-
-def _refused(problem: Exception) -> dict[str, Any]:
-    """core.run.loadable's refusal as the result the page shows."""
-    if isinstance(problem, WanError):
-        return _fail(problem.message, problem.remedy, problem.details)
-    return _fail(str(problem), "Choose a Wan 2.1 or 2.2 model; Model Check tells what a folder holds.")
-
-
-def _run(job: _Job, req: Request) -> dict[str, Any]:
-    """The worker: check, plan, load (0-30 %, when needed), generate (the rest), record.
-
-    The plan made here for this request is the one loaded and applied. Returns the result
-    as plain JSON values.
-    """
-    from core.run.generation import GenerationConfig, request_for, resolve
-    from core.run.loadable import refusal
-    from core.run.video import default_output_path
-
-    ctx = common.context()
-    path = req.path
-    if not path:
-        return _fail("Choose a model first.", "Pick one in the list, or type the path of a model folder.")
-    progress = job.progress
-    progress.emit("check", "Checking the model", 0)
+def submit(req: Request) -> tuple[int | None, list[str]]:
+    """Check the form's request and queue it as a job: (job id, []) or (None, the sentences)."""
+    if not req.path:
+        return None, ["Choose a model first. Pick one in the list, or type the path of a model folder."]
     try:
-        os.stat(path)
-        report = common.inspect_cached(path)
+        os.stat(req.path)
+        report = common.inspect_cached(req.path)
     except Exception as exc:  # noqa: BLE001
         err = explain(exc)
-        return _fail(err.message, err.remedy, err.details)
-    problem = refusal(report)
-    if problem is not None:
-        return _refused(problem)
-    config = GenerationConfig(
-        prompt=req.prompt, negative_prompt=req.negative_prompt or None, num_frames=req.num_frames,
-        width=req.width, height=req.height, num_inference_steps=req.steps, guidance_scale=req.guidance,
-        guidance_scale_2=req.guidance_2 if report.experts >= 2 else None, seed=req.seed,
-        image=req.image, last_image=req.last_image, **task_values(report.task, req.inputs))
-    settings, errors = resolve(config, report)
-    if errors or settings is None:
-        return {"success": False, "errors": errors}
-    from core.run.output_rules import outputs_dir_problem
-    where = outputs_dir_problem(ctx.outputs_dir, (report.path,))   # before loading (issue 13 §2)
-    if where:
-        return {"success": False, "errors": [where]}
-    if req.gpus and req.gpus != "1":          # several GPUs: the CLI's path (core.run.parallel), rank 0's progress
-        from wan_ui.gpu_choice import ranks_for
-        n = ranks_for(req.gpus, report, request_for(settings, req.overrides), common.hardware())
-        if n > 1:
-            return _run_parallel(job, report, settings, config, req, n)
-    plan = common.plan(report, request_for(settings, req.overrides))
-    if plan is None or not plan.fits:
-        return _fail(plan.refusal if plan and plan.refusal else "This request does not fit this computer.",
-                     plan.remedy if plan and plan.remedy else
-                     "Choose a smaller size or fewer frames, or a stronger offload setting.")
-    wrapper = _loaded_for(report, plan)
-    generating = progress
-    if wrapper is None:
-        try:
-            wrapper = _load(report, plan, progress.span(0, LOAD_SHARE))
-        except ValueError as exc:
-            return _fail(str(exc), "")
-        except Exception as exc:  # noqa: BLE001 - WanError and anything else become a sentence
-            err = explain(exc)
-            return _fail(err.message, err.remedy, err.details)
-        generating = progress.span(LOAD_SHARE, 100)
-    else:
-        progress.emit("load", "Using the model already loaded", 0)
-    if job.cancel.is_set():
-        return {"success": False, "cancelled": True, "errors": ["Cancelled; no video was written."]}
-    output = default_output_path(ctx.outputs_dir, settings.prompt, settings.seed)
-    from dataclasses import replace
-    result = wrapper.generate(replace(config, output_path=str(output)), plan=plan, progress=generating,
-                              cancel=job.cancel)
-    common.remember(path)
-    out = {
-        "success": result.success, "cancelled": result.cancelled, "output_path": result.output_path,
-        "frames": result.frames, "width": result.width, "height": result.height, "fps": result.fps,
-        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "seconds_per_step": result.seconds_per_step, "peak_ram_mb": result.peak_ram_mb,
-        "peak_vram_mb": result.peak_vram_mb, "errors": list(result.errors), "warnings": list(result.warnings),
-        "model_path": report.path, "settings": _settings_of(result.metadata, req),
-        "details": str(result.metadata.get("details", "")) if not result.success else "",
-        "non_finite": result.metadata.get("non_finite"),   # a step that went NaN: cause and retry
-    }
-    return out                      # core.run.load recorded the run in the performance history
+        return None, [f"{err.message} {err.remedy}".strip()]
+    values = {"prompt": req.prompt, "negative_prompt": req.negative_prompt or None, "num_frames": req.num_frames,
+              "width": req.width, "height": req.height, "num_inference_steps": req.steps,
+              "guidance_scale": req.guidance, "guidance_scale_2": req.guidance_2 if report.experts >= 2 else None,
+              "seed": req.seed, "image": req.image, "last_image": req.last_image,
+              **task_values(report.task, req.inputs)}
+    return queue_panel.runner().submit(req.path, values, req.overrides, gpus=_ranks(req, report, values),
+                                       report=report)
 
 
-def _run_parallel(job: _Job, report: ModelReport, settings: Any, config: Any, req: Request, n: int) -> dict[str, Any]:
-    """One generation over ``n`` ranks, as ``generate --gpus N`` runs it; Cancel stops every rank."""
-    from dataclasses import replace
-
-    from core.run import parallel
-    from core.run.generation import request_for
-    from core.run.video import default_output_path
-    hardware = common.hardware()
-    problem = parallel.cannot_split(report) or parallel.split_problem(
-        report, settings.width, settings.height, settings.num_frames, n, parallel.visible_for_split(hardware))
-    if not problem:                # every rank loads the model into this computer's RAM
-        gpu = hardware.gpus[0].index if hardware.gpus else None
-        plan = parallel.rank_plan(report, hardware, request_for(settings, req.overrides), n, gpu)
-        problem = parallel.ram_problem(plan, n)
-    if problem:
-        return _fail(problem.replace("--gpus ", "GPUs ").replace("Use GPUs", "Choose"), "")
-    unload()                       # the GPUs are the ranks' now
-    output = str(default_output_path(common.context().outputs_dir, settings.prompt, settings.seed))
-    outcome = parallel.run_parallel(report, parallel.config_kwargs(replace(config, output_path=output)),
-                                    req.overrides, n, progress=job.progress, output_path=output, cancel=job.cancel)
-    r = outcome.result
-    common.remember(req.path)
-    return {"success": outcome.exit_code == 0, "cancelled": outcome.exit_code == 130,
-            "output_path": outcome.output_path, "gpus": n, "sharded": r.get("sharded") or [],
-            "seconds_per_step": r.get("seconds_per_step"), "peak_vram_mb": r.get("peak_vram_mb"),
-            "peak_ram_mb": r.get("peak_ram_mb"), "errors": [outcome.message] if outcome.exit_code else [],
-            "warnings": list(r.get("warnings") or []), "model_path": report.path,
-            "settings": {"model_path": req.path, "overrides": dict(req.overrides), "gpus": n}}
-
-
-def _settings_of(metadata: dict[str, Any], req: Request) -> dict[str, Any]:
-    """What "reuse these settings" needs (the model path and the form's Advanced choices too)."""
-    keep = ("prompt", "negative_prompt", "num_frames", "width", "height", "num_inference_steps",
-            "guidance_scale", "guidance_scale_2", "seed", "fps", "model_path", "model")
-    out = {k: metadata.get(k) for k in keep if k in metadata}
-    out.setdefault("model_path", req.path)
-    out["overrides"] = dict(req.overrides)
-    plan = metadata.get("plan") or {}
-    if plan:
-        out["plan"] = {k: (plan.get(k) or {}).get("value") for k in
-                       ("precision", "placement", "vae_tiling", "text_encoder_on_cpu")}
-    return out
-
-
-def _start(req: Request, prepare: Callable[[_Job], Request] | None = None) -> _Job | None:
-    """Start the worker, or None when another generation holds the lock."""
-    global _CURRENT
-    if not _RUN_LOCK.acquire(blocking=False):
+def _ranks(req: Request, report: ModelReport, values: dict[str, Any]) -> int | None:
+    """How many ranks the GPUs choice asks for this request (None: one GPU)."""
+    if not req.gpus or req.gpus == "1" or report.is_collection or not report.is_wan:
         return None
-    job = _Job()
-    _CURRENT = job
-
-    def work() -> None:
-        try:
-            request = prepare(job) if prepare is not None else req
-            job.result = _run(job, request)
-        except Exception as exc:  # noqa: BLE001 - the worker never dies silently
-            err = explain(exc)
-            log.warning("Generation failed", exc_info=exc)
-            job.result = _fail(err.message, err.remedy, err.details)
-        finally:
-            _RUN_LOCK.release()
-            job.events.put(_DONE)
-
-    threading.Thread(target=work, name="wan-compat-generate", daemon=True).start()
-    return job
+    from core.run.generation import GenerationConfig, request_for, resolve
+    from wan_ui.gpu_choice import ranks_for
+    settings, _ = resolve(GenerationConfig(**{k: v for k, v in values.items() if v is not None}), report)
+    if settings is None:
+        return None
+    n = ranks_for(req.gpus, report, request_for(settings, req.overrides), common.hardware())
+    return n if n > 1 else None
 
 
-def _stream(job: _Job) -> Iterator[tuple[Any, Any, Any]]:
-    """Yield (progress HTML, video, result) as the worker reports; the last one has the result."""
-    view = ProgressView()
-    finished = False
-    try:
-        while not finished:
-            try:
-                item = job.events.get(timeout=0.5)
-            except queue.Empty:
-                view.elapsed = time.monotonic() - job.started
-                if job.cancel.is_set():
-                    view.state, view.stage = "cancelling", CANCELLING
-                yield render_progress(view), gr.skip(), gr.skip()
-                continue
-            batch = [item]
-            while True:                      # coalesce a burst of messages into one update
-                try:
-                    batch.append(job.events.get_nowait())
-                except queue.Empty:
-                    break
-            for entry in batch:
-                if entry is _DONE:
-                    finished = True
-                    continue
-                if entry is _WAKE:
-                    continue
-                view.update(entry)
-            view.elapsed = time.monotonic() - job.started
-            if job.cancel.is_set() and not finished:
-                view.state, view.stage = "cancelling", CANCELLING
-            if not finished:
-                yield render_progress(view), gr.skip(), gr.skip()
-    finally:
-        if not finished:                     # the page went away: stop the worker after this step
-            job.cancel.set()
-    result = job.result
-    if result.get("cancelled"):
-        view.state, view.stage = "cancelled", "Cancelled"
-    elif result.get("success"):
-        view.state, view.stage, view.percent = "done", "Done", 100.0
-    else:
-        view.state, view.stage = "failed", "Stopped"
-    progress_html = render_progress(view) + render_result(result)
-    yield progress_html, result.get("output_path") if result.get("success") else None, result
+def _follow(job_id: int) -> Iterator[tuple[Any, Any, Any]]:
+    """Yield (progress HTML, video, result) as the job goes; the last one has its result."""
+    runner = queue_panel.runner()
+    seq = 0
+    while True:
+        job = runner.store.get(job_id)
+        if job is None:
+            result = {"success": False, "errors": [f"Job {job_id} was removed from the queue."]}
+            yield render_result(result), None, result
+            return
+        html = queue_panel.job_panel(job)
+        if job.finished:
+            yield html, job.output_path if job.state == "done" else None, queue_panel.job_result(job)
+            return
+        yield html, gr.skip(), gr.skip()
+        seq, _, _ = runner.events_since(job_id, seq, timeout=0.5)
 
 
-def generate(path: str, prompt: str, negative_prompt: str, width: Any, height: Any, frames: Any, steps: Any,
+def _request(path: str, prompt: str, negative_prompt: str, width: Any, height: Any, frames: Any, steps: Any,
              guidance: Any, guidance_2: Any, seed: Any, image: Any, last_image: Any, precision: str,
              offload: str, vae_tiling: str, text_encoder_on_cpu: str, video: Any = None, mask: Any = None,
              reference_images: Any = None, pose_video: Any = None, face_video: Any = None,
@@ -488,56 +185,104 @@ def generate(path: str, prompt: str, negative_prompt: str, width: Any, height: A
              conditioning_scale: Any = None, mode: Any = None,
              segment_frame_length: Any = None, gpus: Any = None, speed: Any = None, cache: Any = None,
              cache_threshold: Any = None, cache_threshold_2: Any = None, attention: Any = None,
-             compile_blocks: Any = None) -> Iterator[tuple[Any, Any, Any]]:
-    """The Generate button (API ``/generate``): yields (progress HTML, video path, result dict).
-
-    The task inputs after ``text_encoder_on_cpu`` (files as paths) are those of wan_ui.task_inputs;
-    ``gpus`` ("1".."N" or "auto") spreads the run over several GPUs (wan_ui.gpu_choice); the speed
-    preset and its knobs come last (wan_ui.speed_choice).
-    """
+             compile_blocks: Any = None) -> Request:
+    """The form's values (in the Generate button's order) as one Request."""
     task_inputs = {"video": video, "mask": mask, "reference_images": reference_images, "pose_video": pose_video,
                    "face_video": face_video, "background_video": background_video, "mask_video": mask_video,
                    "strength": strength, "conditioning_scale": conditioning_scale, "mode": mode,
                    "segment_frame_length": segment_frame_length}
     from wan_ui.model_check import clean_path
-    req = Request(path=clean_path(path), prompt=prompt or "", negative_prompt=negative_prompt or "",
-                  width=_int(width), height=_int(height), num_frames=_int(frames), steps=_int(steps),
-                  guidance=_float(guidance), guidance_2=_float(guidance_2), seed=_int(seed),
-                  image=_image_path(image), last_image=_image_path(last_image),
-                  overrides={**common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu),
-                             **speed_overrides(speed, cache, cache_threshold, cache_threshold_2, attention,
-                                               compile_blocks)},
-                  inputs=task_inputs, gpus=str(gpus) if gpus not in (None, "") else None)
-    job = _start(req)
-    if job is None:
-        gr.Warning(BUSY)
-        yield render_notice(BUSY, "unknown", "Busy"), gr.skip(), {"success": False, "busy": True, "errors": [BUSY]}
+    return Request(path=clean_path(path), prompt=prompt or "", negative_prompt=negative_prompt or "",
+                   width=_int(width), height=_int(height), num_frames=_int(frames), steps=_int(steps),
+                   guidance=_float(guidance), guidance_2=_float(guidance_2), seed=_int(seed),
+                   image=_image_path(image), last_image=_image_path(last_image),
+                   overrides={**common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu),
+                              **speed_overrides(speed, cache, cache_threshold, cache_threshold_2, attention,
+                                                compile_blocks)},
+                   inputs=task_inputs, gpus=str(gpus) if gpus not in (None, "") else None)
+
+
+def generate(*form: Any, **named: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """API ``/generate``: queue the form's request as a job and follow it to its end.
+
+    Yields (progress HTML, video path, result dict). The arguments are the form's, in order:
+    path, prompt, negative_prompt, width, height, frames, steps, guidance, guidance_2, seed,
+    image, last_image, precision, offload, vae_tiling, text_encoder_on_cpu, then the task inputs
+    of wan_ui.task_inputs (files as paths), ``gpus`` ("1".."N" or "auto"), and the speed preset
+    and its knobs (wan_ui.speed_choice). A request that cannot run ends at once with its sentences.
+    """
+    job_id, errors = submit(_request(*form, **named))
+    if job_id is None:
+        result = {"success": False, "errors": errors}
+        yield render_result(result), None, result
         return
-    yield from _stream(job)
+    yield from _follow(job_id)
 
 
-def self_test() -> Iterator[tuple[Any, Any, Any]]:
-    """Build the smallest demo model (no download) and generate a short clip with it (API ``/self_test``)."""
+# The API shows (and gradio_client fills by default) the form's own names: those of _request.
+generate.__signature__ = inspect.signature(_request).replace(  # type: ignore[attr-defined]
+    return_annotation=Iterator[tuple[Any, Any, Any]])
+
+
+def start_generation(state: Any, *form: Any) -> tuple[Any, Any, str]:
+    """The Generate button: queue the request and follow it on this page (state, progress panel, note)."""
+    job_id, errors = submit(_request(*form))
+    if job_id is None:
+        return state, render_sentences("The video could not be made.", errors), ""
+    state = queue_panel.follow(state, job_id)
+    job = queue_panel.runner().store.get(job_id)
+    return state, queue_panel.job_panel(job), ""
+
+
+def add_to_queue(state: Any, *form: Any) -> tuple[Any, Any, str]:
+    """Add to queue: the request waits its turn; this page keeps following what it follows."""
+    job_id, errors = submit(_request(*form))
+    if job_id is None:
+        return state, render_sentences("This request cannot be queued.", errors), ""
+    runner = queue_panel.runner()
+    ahead = sum(1 for j in runner.store.list() if j.state in ("queued", "running") and j.id != job_id)
+    current = runner.store.get(state.job) if state is not None and state.job is not None else None
+    if current is None or current.finished:
+        state = queue_panel.follow(state, job_id)
+    return state, gr.skip(), f"Added to the queue as job {job_id} ({ahead} ahead of it)."
+
+
+def self_test(state: Any = None) -> Iterator[tuple[Any, Any]]:
+    """Build the smallest demo model (no download) and queue a short clip with it (API ``/self_test``)."""
+    from core.progress import ProgressEvent
     ctx = common.context()
+    events: queue.Queue[Any] = queue.Queue()
+    view = ProgressView()
+    built: dict[str, Any] = {}
 
-    def prepare(job: _Job) -> Request:
-        from core.demo import write_demo_model
-        building = job.progress.span(0, 10)
-        building.emit("build", "Building the demo model (tiny random weights, nothing is downloaded)", 0)
-        folder = write_demo_model(common.DEMO_MODEL, ctx.demo_dir,
-                                  progress_callback=lambda message, percent: building.emit("build", message, percent))
-        job.progress = job.progress.span(10, 100)      # the generation's share of the self-test
-        common.forget(str(ctx.demo_dir))
-        return Request(path=str(folder), prompt=SELF_TEST["prompt"], width=SELF_TEST["width"],
-                       height=SELF_TEST["height"], num_frames=SELF_TEST["frames"], steps=SELF_TEST["steps"],
-                       guidance=SELF_TEST["guidance"], seed=SELF_TEST["seed"])
+    def build() -> None:
+        try:
+            from core.demo import write_demo_model
+            built["folder"] = write_demo_model(common.DEMO_MODEL, ctx.demo_dir, progress_callback=lambda message, pct:
+                                               events.put(ProgressEvent("build", message, pct)))
+        except Exception as exc:  # noqa: BLE001 - said on the page
+            built["error"] = explain(exc)
+        finally:
+            events.put(None)
 
-    job = _start(Request(path="", prompt=""), prepare)
-    if job is None:
-        gr.Warning(BUSY)
-        yield render_notice(BUSY, "unknown", "Busy"), gr.skip(), {"success": False, "busy": True, "errors": [BUSY]}
+    threading.Thread(target=build, name="wan-compat-demo", daemon=True).start()
+    view.update(ProgressEvent("build", "Building the demo model (tiny random weights, nothing is downloaded)", 0))
+    while (event := events.get()) is not None:
+        view.update(event)
+        yield render_progress(view), state
+    if "error" in built:
+        err = built["error"]
+        yield render_sentences(err.message, [err.remedy] if err.remedy else []), state
         return
-    yield from _stream(job)
+    common.forget(str(ctx.demo_dir))
+    job_id, errors = submit(Request(path=str(built["folder"]), prompt=SELF_TEST["prompt"], width=SELF_TEST["width"],
+                                    height=SELF_TEST["height"], num_frames=SELF_TEST["frames"],
+                                    steps=SELF_TEST["steps"], guidance=SELF_TEST["guidance"], seed=SELF_TEST["seed"]))
+    if job_id is None:
+        yield render_sentences("The self-test could not start.", errors), state
+        return
+    state = queue_panel.follow(state, job_id)
+    yield queue_panel.job_panel(queue_panel.runner().store.get(job_id)), state
 
 
 # --- the form -------------------------------------------------------------------------------
@@ -774,8 +519,10 @@ def build_generate_tab() -> GenerateTab:
             # progress panel right under them.
             with gr.Row(elem_classes=["wc-gen-buttons"]):
                 go = gr.Button("Generate", variant="primary", scale=3, elem_id="wc-gen-go")
+                add = gr.Button("Add to queue", variant="secondary", scale=2, elem_id="wc-gen-add")
                 stop = gr.Button("Cancel", variant="stop", scale=1, interactive=False, elem_id="wc-gen-cancel")
                 test = gr.Button("Self-test", variant="secondary", scale=1, elem_id="wc-gen-self-test")
+                api_generate = gr.Button("Generate and wait (API)", visible=False)   # /generate: queue, follow
             cancel_note = gr.Markdown("", elem_id="wc-gen-cancel-note", elem_classes=["wc-note"])
             progress = gr.HTML("", elem_id="wc-gen-progress", js_on_load=None)
             video = gr.Video(label="Video", interactive=False, elem_id="wc-gen-video", height=360)
@@ -783,6 +530,7 @@ def build_generate_tab() -> GenerateTab:
                 reuse = gr.Button("Reuse these settings", size="sm", elem_id="wc-gen-reuse")
             with gr.Accordion("Settings of this video", open=False, elem_id="wc-gen-settings-fold"):
                 result = gr.JSON(value={}, show_label=False, elem_id="wc-gen-result")
+            jobs = queue_panel.build_queue_panel()     # the queue, this page's job, its timer
             gallery_paths = gr.State([])
             gallery = gr.Gallery(label="Earlier videos (from the outputs folder)", columns=4, height=240,
                                  allow_preview=False, object_fit="cover", elem_id="wc-gen-gallery",
@@ -816,25 +564,26 @@ def build_generate_tab() -> GenerateTab:
                      api_visibility="private", queue=False)          # the counts that split this model and size
     gr.on([width.input, height.input], lambda: None, outputs=size, api_visibility="private", queue=False)
 
-    def running() -> tuple[Any, Any, Any, Any]:
-        return gr.update(interactive=False), gr.update(interactive=True), gr.update(interactive=False), ""
-
-    def idle() -> tuple[Any, Any, Any, Any]:
-        return gr.update(interactive=True), gr.update(interactive=False), gr.update(interactive=True), ""
-
-    buttons = [go, stop, test, cancel_note]
-    gen_event = go.click(running, outputs=buttons, api_visibility="private", queue=False).then(
-        generate, inputs=form, outputs=[progress, video, result], api_name="generate",
-        concurrency_limit=2, concurrency_id="generate", show_progress="hidden")
-    gen_event.then(idle, outputs=buttons, api_visibility="private", queue=False).then(
-        refresh_gallery, outputs=[gallery, gallery_paths], api_visibility="private")
-    test_event = test.click(running, outputs=buttons, api_visibility="private", queue=False).then(
-        self_test, outputs=[progress, video, result], api_name="self_test", concurrency_limit=2,
-        concurrency_id="generate", show_progress="hidden")
-    test_event.then(idle, outputs=buttons, api_visibility="private", queue=False).then(
-        refresh_gallery, outputs=[gallery, gallery_paths], api_visibility="private").then(
-        picker_update, inputs=picker, outputs=picker, api_visibility="private")
-    stop.click(_cancel_clicked, outputs=cancel_note, api_name="cancel", queue=False)
+    page = jobs["state"]
+    go.click(start_generation, inputs=[page, *form], outputs=[page, progress, cancel_note], api_visibility="private",
+             show_progress="hidden")
+    add.click(add_to_queue, inputs=[page, *form], outputs=[page, progress, cancel_note], api_visibility="private",
+              show_progress="hidden")
+    api_generate.click(generate, inputs=form, outputs=[progress, video, result], api_name="generate",
+                       concurrency_limit=None, concurrency_id="follow", show_progress="hidden")
+    test_event = test.click(self_test, inputs=page, outputs=[progress, page], api_name="self_test",
+                            show_progress="hidden")
+    test_event.then(picker_update, inputs=picker, outputs=picker, api_visibility="private")
+    jobs["timer"].tick(queue_panel.tick, inputs=page, outputs=[page, progress, video, result, jobs["html"], stop],
+                       api_visibility="private", show_progress="hidden", concurrency_limit=None,
+                       concurrency_id="follow")
+    jobs["html"].click(queue_panel.on_row_action, inputs=page, outputs=[page, jobs["html"], jobs["note"]],
+                       api_visibility="private", show_progress="hidden")
+    stop.click(_cancel_clicked, inputs=page, outputs=cancel_note, api_name="cancel", queue=False).then(
+        queue_panel.show_cancelling, inputs=page, outputs=progress, api_visibility="private", queue=False)
+    queue_panel.register_api()
+    # a job ended (the timer put its result here): the gallery, and app.py's Performance tab, catch up
+    gen_event = result.change(refresh_gallery, outputs=[gallery, gallery_paths], api_visibility="private")
     reuse.click(reuse_settings, inputs=result,
                 outputs=[path, prompt, negative, width, height, frames, steps, guidance, guidance_2, seed],
                 api_visibility="private").then(
@@ -857,10 +606,10 @@ def update_gpus(path: str, width: Any, height: Any, frames: Any, current: str | 
     return gr.update(**gpu_control(common.hardware(), report, _int(width), _int(height), _int(frames), current))
 
 
-def _cancel_clicked() -> str:
-    """Cancel (API ``/cancel``): the sentence shown beside the buttons, e.g. "Cancelling after the current
-    step…"; the progress panel says so at once too."""
-    return cancel_generation()
+def _cancel_clicked(page: Any = None) -> str:
+    """Cancel (API ``/cancel``): this page's job, else the running one; the sentence shown beside the
+    buttons, e.g. "Cancelling after the current step…"; the progress panel says so at once too."""
+    return queue_panel.cancel_followed(page)
 
 
 def select_new_model(path: str, selected: str) -> tuple[Any, ...]:

@@ -226,7 +226,10 @@ class JobStore:
 
     def running(self) -> Job | None:
         """The job running now (the first, if several apps share the database)."""
-        return next((j for j in self.list() if j.state == "running"), None)
+        with self._db() as conn:
+            row = while_busy(lambda: conn.execute(f"{_SELECT} WHERE state = 'running' ORDER BY position LIMIT 1"
+                                                  ).fetchone())
+        return _job(row) if row else None
 
     # --- the runner's side -------------------------------------------------------------------
 
