@@ -646,6 +646,13 @@ def _load(report: ModelReport, plan: OptimizationPlan, progress: Progress, trust
     return wrapper
 
 
+def _moves_at_once(plan: OptimizationPlan, name: str) -> bool:
+    """All on the GPU: each component goes to it as soon as it is loaded, so RAM holds one at a time
+    (both A14B experts never sit in RAM together); the plan's RAM estimate counts on it."""
+    return (plan.device == "cuda" and plan.placement.value == "all_on_device" and name not in WEIGHTLESS
+            and not (name == "text_encoder" and plan.text_encoder_on_cpu.value))
+
+
 def _require_cuda() -> None:
     """A plan for the GPU needs a torch that can use it (the plan may come from NVML alone)."""
     import torch
@@ -716,6 +723,8 @@ class WanPipelineLoader:
                     loaded[name] = load_quantized_transformer(found, plan.precision.value)
                 else:
                     loaded[name] = cls.from_pretrained(folder / name, **kwargs)
+                if _moves_at_once(plan, name) and hasattr(loaded[name], "to"):   # one part in RAM at a time
+                    loaded[name].to("cuda")
             except Exception as exc:  # noqa: BLE001 - named and explained below
                 raise _load_error(name, class_name, folder / name, exc) from exc
             done += size

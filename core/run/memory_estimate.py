@@ -105,6 +105,7 @@ from typing import Any, Protocol
 
 from core.check.report import ComponentReport, ModelReport
 from core.run.hardware import GpuInfo, HardwareInfo
+from core.run.ram_plan import load_transient_mb, storage
 from core.units import format_mib
 
 __all__ = ["ACTIVATION_SLACK", "BASE_RAM_MB", "BYTES", "CUDA_OVERHEAD_MB", "DIT_DIM_FACTOR", "DIT_FFN_FACTOR",
@@ -173,10 +174,12 @@ class MemoryEstimate:
     stage_vram_mb: dict[str, float]
     activations_mb: float            # one transformer call at the requested size (slack included)
     latent_tokens: int
+    load_ram_mb: float = 0.0         # RAM while loading (weights + what the load maps or copies); <= peak_ram_mb
 
     def to_dict(self) -> dict[str, Any]:
         return {"weights_mb": {k: round(v, 1) for k, v in self.weights_mb.items()},
                 "peak_vram_mb": round(self.peak_vram_mb, 1), "peak_ram_mb": round(self.peak_ram_mb, 1),
+                "load_ram_mb": round(self.load_ram_mb, 1),
                 "stage_vram_mb": {k: round(v, 1) for k, v in self.stage_vram_mb.items()},
                 "activations_mb": round(self.activations_mb, 1), "latent_tokens": self.latent_tokens}
 
@@ -221,6 +224,8 @@ class _Facts:
     te_embedding: int                # parameters of UMT5's word table (a leaf of its own)
     te_layers: int
     sizes: tuple[tuple[int, int], ...]
+    stored_mb: dict[str, float] = field(default_factory=dict)   # GGUF / fp8 components: MiB as stored
+    files: dict[str, Any] = field(default_factory=dict)         # core.run.ram_plan.FileFacts per component
 
     @property
     def nonblock_parameters(self) -> int:
@@ -271,6 +276,7 @@ def _facts(report: ModelReport) -> _Facts:
     vocab, d_model = _int(ecfg.get("vocab_size")) or 256384, _int(ecfg.get("d_model")) or 4096
     vace = tcfg.get("vace_layers") or dims.get("vace_layers") or ()
     sizes = tuple(entry.sizes) if entry is not None else ()
+    stored, files = storage(report)          # weights as stored: GGUF blocks and fp8 are not bf16
     return _Facts(
         name=_model_name(report, entry), wan=report.is_wan, parameters=params, assumed=tuple(assumed),
         experts=experts, dim=dim, ffn_dim=ffn, num_layers=layers,
@@ -282,7 +288,8 @@ def _facts(report: ModelReport) -> _Facts:
         vae_kind=vae_kind, vae_width=width, token_divisor=32 if vae_kind == "wan2.2" else 16,
         encodes_video=report.task in _VIDEO_ENCODING_TASKS,
         te_embedding=min(vocab * d_model, params.get("text_encoder", 0)),
-        te_layers=_int(ecfg.get("num_layers")) or 24, sizes=sizes)
+        te_layers=_int(ecfg.get("num_layers")) or 24, sizes=sizes,
+        stored_mb={k: v for k, v in stored.items() if k in params}, files=files)
 
 
 def _component_parameters(comp: ComponentReport, reg_params: Mapping[str, int]) -> int:
@@ -423,7 +430,7 @@ def _machine(hardware: HardwareInfo) -> _Machine:
 
 
 def _weights_mb(facts: _Facts, precision: str, vae_precision: str) -> dict[str, float]:
-    return {name: n * BYTES[vae_precision if name == "vae" else precision] / MIB
+    return {name: facts.stored_mb.get(name) or n * BYTES[vae_precision if name == "vae" else precision] / MIB
             for name, n in facts.parameters.items()}
 
 
@@ -471,10 +478,12 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
     acts = {"encode": max(act_te, act_img, act_vae_enc), "denoise": act_dit, "decode": act_dec}
     device_map = max_memory = None
 
+    transient = load_transient_mb(facts.files, precision, setup.vae_precision, tuple(weights))
     if machine.device == "cpu":
         stages = {s: 0.0 for s in _STAGES}
-        ram = BASE_RAM_MB["cpu"] + total + max(acts.values()) + input_ram + kept
-        est = MemoryEstimate(weights, 0.0, ram, stages, act_dit, tokens)
+        load_ram = BASE_RAM_MB["cpu"] + total + transient
+        ram = max(load_ram, BASE_RAM_MB["cpu"] + total + max(acts.values()) + input_ram + kept)
+        est = MemoryEstimate(weights, 0.0, ram, stages, act_dit, tokens, load_ram)
         fits_ram = machine.usable_ram is None or ram <= machine.usable_ram
         return _Eval(setup, precision, est, True, fits_ram, activations=acts)
 
@@ -519,13 +528,14 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
     if kept:
         stages = {s: v + (kept if s != "encode" else 0.0) for s, v in stages.items()}
 
-    if p in ("all_on_device", "balanced"):
+    if p in ("all_on_device", "balanced"):   # each component moves to its GPU as soon as it is loaded
         ram = BASE_RAM_MB["cuda"] + max(weights.values(), default=0.0) + (te if setup.te_cpu else 0.0)
     else:
         ram = BASE_RAM_MB["cuda"] + full_total
-    ram += input_ram
+    load_ram = ram + transient
+    ram = load_ram + input_ram
     peak = max(stages.values())
-    est = MemoryEstimate(weights, peak, ram, stages, act_dit, tokens)
+    est = MemoryEstimate(weights, peak, ram, stages, act_dit, tokens, load_ram)
     if p == "balanced":
         fits_vram = balanced_fits
     else:

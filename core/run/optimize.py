@@ -51,8 +51,6 @@ from core.choices import DTYPES
 from core.errors import WanError
 from core.run.hardware import HardwareInfo
 from core.run.input_memory import InputLoad
-
-# Re-exported (F401): the estimate's constants and formulas, as tests and tools import them from here.
 from core.run.memory_estimate import (  # noqa: F401
     ACTIVATION_SLACK,
     BASE_RAM_MB,
@@ -85,6 +83,9 @@ from core.run.memory_estimate import (  # noqa: F401
     _vae_activation_mb,
     latent_tokens,
 )
+
+# Re-exported (F401): the estimate's constants and formulas, as tests and tools import them from here.
+from core.run.ram_plan import smaller_quant_words
 from core.run.speed import SPEED_KEYS, SpeedPlan, plan_speed, speed_lines
 from core.units import format_mib
 
@@ -550,15 +551,21 @@ def _refusal(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: 
     if machine.device == "cpu":
         problem = (f"On the CPU, {facts.name} needs about {_gb(e.peak_ram_mb)} of RAM ({precision} weights "
                    f"{_gb(sum(e.weights_mb.values()))}); {machine.ram_words}.")
-        return problem, "Use a computer with more memory or an NVIDIA GPU, or a smaller model (Wan2.1 T2V-1.3B)."
+        return problem, ("Use a computer with more memory or an NVIDIA GPU, or a smaller model (Wan2.1 T2V-1.3B)"
+                         + _smaller_quant(facts, machine, e) + ".")
     gpu = machine.gpus[0]
     usable = machine.usable_vram[gpu.index]
     has = f"your GPU has {_gb(gpu.total_mb)} ({_gb(usable)} usable)"
+    ram_bound = [ev for ev in _search(facts, machine, request, o, precision)[1] if ev.fits_vram and not ev.fits_ram]
+    if ram_bound and best.fits_ram:   # an offload would fit the GPU: RAM is what is short
+        best = min(ram_bound, key=lambda ev: ev.estimate.peak_ram_mb)
+        e = best.estimate
     if not best.fits_ram and best.fits_vram:
         problem = (f"{at} needs {_gb(e.peak_ram_mb)} of RAM with {_placement_words(best.setup)}, which keeps "
                    f"the weights in RAM; {machine.ram_words}.")
         return problem, (f"Close other programs to free RAM, use a computer with at least "
-                         f"{_gb(e.peak_ram_mb / (1 - RAM_MARGIN))} of RAM, or a smaller model.")
+                         f"{_gb(e.peak_ram_mb / (1 - RAM_MARGIN))} of RAM, or a smaller model"
+                         + _smaller_quant(facts, machine, e) + ".")
     problem = (f"{at} needs about {_gb(e.peak_vram_mb)} of GPU memory even with "
                f"{_placement_words(best.setup)}; {has}.")
     if not best.fits_ram:
@@ -589,6 +596,17 @@ def _refusal(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: 
         problem += (f" Nothing smaller fits either: {w}x{h} with 5 frames needs about "
                     f"{_gb(smallest.estimate.peak_vram_mb)} with {_placement_words(smallest.setup)}.")
     return problem, "Use a GPU with more memory, a computer with more RAM, or a smaller model."
+
+
+def _smaller_quant(facts: _Facts, machine: _Machine, e: MemoryEstimate) -> str:
+    """", or a GGUF of the transformer that fits: Q4_K_M (about 8.8 GB of weights)" when one would."""
+    if machine.usable_ram is None or not facts.experts:
+        return ""
+    experts = sum(e.weights_mb.get(n, 0.0) for n in facts.experts)
+    budget = (machine.usable_ram - (e.peak_ram_mb - experts)) / len(facts.experts)
+    words = smaller_quant_words(facts.parameters.get(facts.experts[0]), budget) if budget > 0 else ""
+    each = " each" if len(facts.experts) > 1 else ""
+    return f", or a GGUF of the transformer{each} that fits in RAM: {words}" if words else ""
 
 
 def _candidate_sizes(facts: _Facts, request: OptimizationRequest) -> list[tuple[int, int]]:
