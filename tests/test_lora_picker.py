@@ -66,3 +66,19 @@ def test_model_check_field_and_the_tab_builds(demo_models_dir: Path, loras: dict
         wire(picker, path, steps, guidance, guidance_2)
     update, cleared = add_path([], str(loras["style"]))
     assert update["value"] == [str(loras["style"])] and cleared == ""
+
+
+def test_the_generate_tab_runs_with_a_lora_on_each_expert(app_config, demo_models_dir: Path,
+                                                          loras: dict[str, Path]) -> None:
+    """The tab's own function, as the Generate button calls it: the LoRA on both experts at two strengths."""
+    import json
+
+    from wan_ui.generate import generate
+    model = demo_models_dir / "wan22_t2v_a14b"
+    *_, (_, video, result) = list(generate(str(model), "a red fox in the snow", "", 64, 64, 5, 2, 5.0, 4.0, 7,
+                                           None, None, "auto", "auto", "auto", "auto", lora_files=[str(loras["style"])],
+                                           lora_strength=0.6, lora_strength_low=0.9))
+    assert result["success"], result
+    meta = json.loads(Path(video).with_suffix(".json").read_text(encoding="utf-8"))
+    assert [(x["file"], x["strength"], x["components"]) for x in meta["loras"]] == [
+        ("style.safetensors", 0.6, ["transformer"]), ("style.safetensors", 0.9, ["transformer_2"])]

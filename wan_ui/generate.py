@@ -43,6 +43,8 @@ from core.errors import explain
 from wan_ui import common, queue_panel
 from wan_ui.gpu_choice import INFO as GPU_INFO
 from wan_ui.gpu_choice import gpu_control
+from wan_ui.lora_picker import build_lora_picker, lora_values
+from wan_ui.lora_picker import wire as wire_loras
 from wan_ui.progress_view import STAGE_LABELS, ProgressView, stage_of  # noqa: F401 - re-exported
 from wan_ui.render import (
     render_model_info,
@@ -89,6 +91,7 @@ class Request:
     overrides: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)   # the other task inputs (wan_ui.task_inputs)
     gpus: str | None = None          # "1".."N" or "auto" (wan_ui.gpu_choice); None: one GPU
+    loras: tuple[list[str], Any, Any] = ([], None, None)   # files, strength, low-noise strength (wan_ui.lora_picker)
 
 
 def cancel_generation() -> str:
@@ -142,6 +145,8 @@ def submit(req: Request) -> tuple[int | None, list[str]]:
               "guidance_scale": req.guidance, "guidance_scale_2": req.guidance_2 if report.experts >= 2 else None,
               "seed": req.seed, "image": req.image, "last_image": req.last_image,
               **task_values(report.task, req.inputs)}
+    if req.loras[0]:          # FILE:STRENGTH[@expert] per LoRA, each expert at its strength (wan_ui.lora_picker)
+        values["loras"] = lora_values(report, *req.loras)
     return queue_panel.runner().submit(req.path, values, req.overrides, gpus=_ranks(req, report, values),
                                        report=report)
 
@@ -185,7 +190,8 @@ def _request(path: str, prompt: str, negative_prompt: str, width: Any, height: A
              conditioning_scale: Any = None, mode: Any = None,
              segment_frame_length: Any = None, gpus: Any = None, speed: Any = None, cache: Any = None,
              cache_threshold: Any = None, cache_threshold_2: Any = None, attention: Any = None,
-             compile_blocks: Any = None) -> Request:
+             compile_blocks: Any = None, lora_files: Any = None, lora_strength: Any = None,
+             lora_strength_low: Any = None) -> Request:
     """The form's values (in the Generate button's order) as one Request."""
     task_inputs = {"video": video, "mask": mask, "reference_images": reference_images, "pose_video": pose_video,
                    "face_video": face_video, "background_video": background_video, "mask_video": mask_video,
@@ -199,7 +205,8 @@ def _request(path: str, prompt: str, negative_prompt: str, width: Any, height: A
                    overrides={**common.overrides_from(precision, offload, vae_tiling, text_encoder_on_cpu),
                               **speed_overrides(speed, cache, cache_threshold, cache_threshold_2, attention,
                                                 compile_blocks)},
-                   inputs=task_inputs, gpus=str(gpus) if gpus not in (None, "") else None)
+                   inputs=task_inputs, gpus=str(gpus) if gpus not in (None, "") else None,
+                   loras=(list(lora_files or []), lora_strength, lora_strength_low))
 
 
 def generate(*form: Any, **named: Any) -> Iterator[tuple[Any, Any, Any]]:
@@ -498,6 +505,7 @@ def build_generate_tab() -> GenerateTab:
                 with gr.Column(scale=1, min_width=150, elem_classes=["wc-dice-col"]):
                     dice = gr.Button("Random seed", size="sm", elem_id="wc-gen-seed-dice")
             speed = speed_radio()
+            loras = build_lora_picker()      # files, verdicts, strength per expert, distill preset
             with gr.Accordion("Advanced: memory plan settings", open=False, elem_id="wc-gen-advanced"):
                 with gr.Row():
                     precision = gr.Dropdown(label="Precision", choices=PRECISION_CHOICES, value="auto",
@@ -537,7 +545,7 @@ def build_generate_tab() -> GenerateTab:
                                  interactive=False)
 
     form = [path, prompt, negative, width, height, frames, steps, guidance, guidance_2, seed, image, last_image,
-            precision, offload, tiling, te_cpu, *task_inputs.values(), gpus, speed, *knobs]
+            precision, offload, tiling, te_cpu, *task_inputs.values(), gpus, speed, *knobs, *loras.inputs]
     model_fields = [info, size, width, height, frames, steps, guidance, guidance_2, image, last_image, image_row]
     plan_inputs = [path, width, height, frames, steps, guidance, precision, offload, tiling, te_cpu, speed, *knobs]
 
@@ -560,6 +568,7 @@ def build_generate_tab() -> GenerateTab:
           inputs=plan_inputs, outputs=plan_html,
           api_name="plan", show_progress="hidden", trigger_mode="always_last")
     dice.click(roll_seed, outputs=seed, api_visibility="private")
+    wire_loras(loras, path, steps, guidance, guidance_2)
     plan_html.change(update_gpus, inputs=[path, width, height, frames, gpus], outputs=gpus,
                      api_visibility="private", queue=False)          # the counts that split this model and size
     gr.on([width.input, height.input], lambda: None, outputs=size, api_visibility="private", queue=False)
