@@ -107,7 +107,7 @@ def run_doctor(config: AppConfig | None = None, *, env: Mapping[str, str] | None
         check_torch(facts, hw),
         check_gpu(hw),
         *([check_vram(hw)] if hw.gpus else []),
-        check_ram(hw),
+        check_models_ram(check_ram(hw), config.models_dir, hw),
         check_disk("Disk (models)", config.models_dir, min_free_gb=30,
                    why="a Wan model takes from about 20 GB (1.3B) to over 100 GB (A14B)"),
         check_disk("Disk (outputs)", config.outputs_dir, min_free_gb=1,
@@ -226,6 +226,19 @@ def check_ram(hw: HardwareInfo) -> Check:
     if hw.ram_total_mb < 72 * GB:
         summary += " A14B models with offloading keep about 66 GB of weights in RAM."
     return Check("RAM", "ok", summary)
+
+
+def check_models_ram(ram: Check, models_dir: Path, hw: HardwareInfo) -> Check:
+    """The RAM line is no green tick while a model in the models folder does not fit this RAM."""
+    if ram.status != "ok" or hw.ram_total_mb is None:
+        return ram
+    from core.run.models_fit import ram_misfits
+    short = ram_misfits(Path(models_dir), hw)
+    if not short:
+        return ram
+    name, problem, remedy = short[0]
+    more = f" ({len(short) - 1} more model{'s' if len(short) > 2 else ''} too)" if len(short) > 1 else ""
+    return Check("RAM", "warning", f"{ram.summary} Too little for {name}{more}: {problem}", remedy)
 
 
 def check_disk(name: str, folder: Path, *, min_free_gb: float, why: str) -> Check:

@@ -72,3 +72,14 @@ def test_cpu_plans_say_the_ram_while_loading(folders: dict[str, Path]) -> None:
     e = plan.estimate
     assert e.load_ram_mb <= e.peak_ram_mb and e.to_dict()["load_ram_mb"] == round(e.load_ram_mb, 1)
     assert e.weights_mb["transformer"] < 4 * GIB          # the Q4_K_M file, whatever the fp32 plan
+
+
+def test_doctor_gives_no_green_ram_tick_when_a_model_in_the_folder_does_not_fit(folders: dict[str, Path]) -> None:
+    from core.doctor import check_models_ram, check_ram
+    models = folders["a14b"].parent          # the bf16 A14B and two GGUF folders
+    small = machine(RTX_4090, ram_gb=48)
+    ram = check_models_ram(check_ram(small), models, small)
+    assert ram.status == "warning" and "(bf16)" in ram.summary and "A14B" in ram.summary and "of RAM" in ram.summary
+    assert "Q4_K_M" in ram.remedy
+    big = machine(RTX_4090, ram_gb=256)
+    assert check_models_ram(check_ram(big), models, big).status == "ok"
