@@ -163,3 +163,12 @@ def test_bad_assemblies_are_refused_and_write_nothing(parts: dict[str, Any], tmp
     assert proc.returncode != 0 and "web page" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_generate_tab_lists_an_assembled_gguf_folder_with_its_quantization_and_fit(parts: dict[str, Any],
+                                                                                   app_config: Any) -> None:
+    from wan_ui import common
+    _assemble(parts, parts["q8"], "vae21", Path(app_config.models_dir) / "Wan2.1-T2V-wide-Q8_0")
+    choices = common.model_choices()
+    assert [Path(c.path).name for c in choices] == ["Wan2.1-T2V-wide-Q8_0"]
+    assert " · GGUF Q8_0 · ✓ fits" in choices[0].label and choices[0].tone == "ok", choices[0].label

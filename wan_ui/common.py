@@ -222,6 +222,8 @@ def fit_badge(report: ModelReport | None, plan: OptimizationPlan | None) -> tupl
         return "unknown", "? fit unknown"
     if plan.fits:
         return "ok", f"✓ fits: {placement_words(plan)}"
+    if plan.refusal and "of RAM" in plan.refusal:
+        return "bad", "✗ too big for this RAM"
     return "bad", "✗ too big for this machine"
 
 
@@ -264,7 +266,7 @@ class ModelChoice:
 
 def model_choices() -> list[ModelChoice]:
     """Wan models in the models folder, the demo models built by the self-test, then recent paths."""
-    from core.check.wording import TASK_NAMES, model_name
+    from core.check.wording import TASK_NAMES, model_name, quant_label
 
     ctx = context()
     reports: list[Any] = []
@@ -296,6 +298,7 @@ def model_choices() -> list[ModelChoice]:
         except Exception:  # noqa: BLE001 - one odd model must not empty the picker
             tone, badge = "unknown", "? fit unknown"
         task = TASK_NAMES.get(report.task or "", ((report.task or "?").upper(), ""))[0]
-        label = f"{Path(report.path).name} — {model_name(report)} · {task} · {badge}"
+        quant = quant_label(report.quantization)      # GGUF Q4_K, fp8 scaled: kept quantized when loaded
+        label = f"{Path(report.path).name} — {model_name(report)} · {task}{f' · {quant}' if quant else ''} · {badge}"
         choices.append(ModelChoice(report.path, label, tone))
     return choices

@@ -143,6 +143,20 @@ def headline(report: ModelReport) -> str:
 
 
 
+def quant_label(quant: dict | None) -> str:
+    """A short name for a model's storage: "GGUF Q4_K", "fp8 scaled", "fp8"; "" for plain weights.
+
+    >>> quant_label({"format": "gguf", "types": {"F32": 700, "Q4_K": 300, "Q6_K": 30}}), quant_label(None)
+    ('GGUF Q4_K', '')
+    """
+    if not quant:
+        return ""
+    if quant.get("format") == "gguf":
+        types = {t: n for t, n in (quant.get("types") or {}).items() if t not in ("F32", "F16", "BF16")}
+        return "GGUF " + max(types, key=types.__getitem__) if types else "GGUF"
+    return str(quant.get("format", "")).replace("_", " ")
+
+
 def quantization_str(quant: dict) -> str:
     """``{"format": "gguf", "types": {...}, "bits_per_weight": 4.9, "weights_bytes": n}`` for people.
 

@@ -206,7 +206,8 @@ class OptimizationPlan:
             lines.append(f"Estimated peak GPU memory: {_gb(e.peak_vram_mb)} of {_gb(self.usable_vram_mb or 0)} "
                          f"usable ({stages}).")
         lines.append(f"Estimated peak RAM: {_gb(e.peak_ram_mb)}"
-                     + (f" of {_gb(self.usable_ram_mb)} available." if self.usable_ram_mb else "."))
+                     + (f" of {_gb(self.usable_ram_mb)} available" if self.usable_ram_mb else "")
+                     + (f" (while loading {_gb(e.load_ram_mb)})." if e.load_ram_mb else "."))
         weights = ", ".join(f"{k} {_gb(v)}" for k, v in e.weights_mb.items())
         lines.append(f"Weights: {weights}.")
         lines.append(f"One denoising step at {where}: {e.latent_tokens:,} latent tokens, "
