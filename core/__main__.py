@@ -235,7 +235,7 @@ def _generate(args: argparse.Namespace) -> int:
                               width=width, height=height, num_inference_steps=args.steps,
                               guidance_scale=args.guidance, guidance_scale_2=args.guidance_2, seed=args.seed,
                               fps=args.fps, image=args.image, last_image=args.last_image, output_path=args.out,
-                              loras=tuple(args.lora or ()),
+                              loras=tuple(args.lora or ()), flow_shift=args.shift,
                               **{name: getattr(args, name) for name in TASK_FLAGS})
     _sweep_leftovers(args.out)
     try:
@@ -409,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     _task_arguments(gen)
     gen.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH][@high|@low]",
                      help="a LoRA at a strength (default 1), on one expert of Wan2.2 A14B with @high/@low (repeatable)")
+    gen.add_argument("--shift", type=float, default=None,
+                     help="the scheduler's shift for this run (default: the model's; distill LoRAs say theirs)")
     gen.add_argument("--precision", choices=PRECISIONS, default=None)
     gen.add_argument("--offload", choices=OFFLOADS, default=None)
     add_speed_flags(gen)

@@ -108,6 +108,9 @@ def test_generate_puts_each_lora_on_its_expert_and_takes_it_off_after(demo_model
     fresh = WanPipelineLoader().load_wan_pipeline(folder)
     again, _ = fresh.generate_frames(GenerationConfig(**common))
     assert np.abs(without - again).max() == 0 and np.abs(without - ours).max() > 0
+    shifted, result = wrapper.generate_frames(GenerationConfig(**common, flow_shift=5.0))   # a distill preset's shift
+    assert result.success and result.metadata["flow_shift"] == 5.0 and np.abs(shifted - without).max() > 0
+    assert wrapper.pipeline.scheduler.config.flow_shift == 12.0                             # the model's, back
 
 
 def test_set_adapters_on_one_expert_does_not_switch_off_the_other(demo_models_dir: Path, lora_dir: Path) -> None:

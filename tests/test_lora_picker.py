@@ -45,12 +45,12 @@ def test_strength_per_expert_goes_to_the_right_expert(demo_models_dir: Path, lor
 
 def test_the_distillation_preset_says_what_it_changed(loras: dict[str, Path]) -> None:
     from wan_ui.lora_picker import apply_preset
-    steps, guidance, guidance_2, note = apply_preset([str(loras["style"]), str(loras["high"])], 40, 4.0, 3.0)
-    assert (steps, guidance, guidance_2) == (4, 1.0, 1.0)
+    steps, guidance, guidance_2, shift, note = apply_preset([str(loras["style"]), str(loras["high"])], 40, 4.0, 3.0,
+                                                            None)
+    assert (steps, guidance, guidance_2, shift) == (4, 1.0, 1.0, 5.0)
     assert note == ("For Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16.safetensors: steps 40 → 4, guidance 4.0 → 1, "
-                    "guidance (low-noise) 3.0 → 1. Its publisher also uses a scheduler shift of 5; the model's own "
-                    "shift is kept.")
-    assert apply_preset([str(loras["style"])], 40, 4.0, 3.0)[3] == "No distillation LoRA is picked."
+                    "guidance (low-noise) 3.0 → 1, scheduler shift the model's → 5.")
+    assert apply_preset([str(loras["style"])], 40, 4.0, 3.0)[4] == "No distillation LoRA is picked."
 
 
 def test_model_check_field_and_the_tab_builds(demo_models_dir: Path, loras: dict[str, Path]) -> None:

@@ -92,6 +92,7 @@ class Request:
     inputs: dict[str, Any] = field(default_factory=dict)   # the other task inputs (wan_ui.task_inputs)
     gpus: str | None = None          # "1".."N" or "auto" (wan_ui.gpu_choice); None: one GPU
     loras: tuple[list[str], Any, Any] = ([], None, None)   # files, strength, low-noise strength (wan_ui.lora_picker)
+    flow_shift: float | None = None  # the scheduler's shift; None: the model's
 
 
 def cancel_generation() -> str:
@@ -147,6 +148,8 @@ def submit(req: Request) -> tuple[int | None, list[str]]:
               **task_values(report.task, req.inputs)}
     if req.loras[0]:          # FILE:STRENGTH[@expert] per LoRA, each expert at its strength (wan_ui.lora_picker)
         values["loras"] = lora_values(report, *req.loras)
+    if req.flow_shift is not None:
+        values["flow_shift"] = req.flow_shift
     return queue_panel.runner().submit(req.path, values, req.overrides, gpus=_ranks(req, report, values),
                                        report=report)
 
@@ -191,7 +194,7 @@ def _request(path: str, prompt: str, negative_prompt: str, width: Any, height: A
              segment_frame_length: Any = None, gpus: Any = None, speed: Any = None, cache: Any = None,
              cache_threshold: Any = None, cache_threshold_2: Any = None, attention: Any = None,
              compile_blocks: Any = None, lora_files: Any = None, lora_strength: Any = None,
-             lora_strength_low: Any = None) -> Request:
+             lora_strength_low: Any = None, flow_shift: Any = None) -> Request:
     """The form's values (in the Generate button's order) as one Request."""
     task_inputs = {"video": video, "mask": mask, "reference_images": reference_images, "pose_video": pose_video,
                    "face_video": face_video, "background_video": background_video, "mask_video": mask_video,
@@ -206,7 +209,7 @@ def _request(path: str, prompt: str, negative_prompt: str, width: Any, height: A
                               **speed_overrides(speed, cache, cache_threshold, cache_threshold_2, attention,
                                                 compile_blocks)},
                    inputs=task_inputs, gpus=str(gpus) if gpus not in (None, "") else None,
-                   loras=(list(lora_files or []), lora_strength, lora_strength_low))
+                   loras=(list(lora_files or []), lora_strength, lora_strength_low), flow_shift=_float(flow_shift))
 
 
 def generate(*form: Any, **named: Any) -> Iterator[tuple[Any, Any, Any]]:

@@ -1,6 +1,6 @@
 """The Generate tab's LoRA picker: files from ``loras_dir``, a path box and drag-and-drop, each with its
 check verdict against the chosen model, a strength per expert (Wan2.2 A14B), and a distillation LoRA's
-preset (steps, guidance 1.0) in one click that says what it changed.
+preset (steps, guidance 1.0, scheduler shift) in one click that says what it changed.
 
 The words and checks come from core.check (the header of each file; the prediction against the
 model runs diffusers' converters on meta tensors, no weights). No torch or diffusers here::
@@ -120,20 +120,22 @@ def distill_preset(paths: list[str] | None) -> dict[str, Any] | None:
     return None
 
 
-def apply_preset(paths: list[str] | None, steps: Any, guidance: Any, guidance_2: Any) -> tuple[Any, Any, Any, str]:
-    """The preset button: (steps, guidance, guidance_2, what changed)."""
+def apply_preset(paths: list[str] | None, steps: Any, guidance: Any, guidance_2: Any,
+                 shift: Any = None) -> tuple[Any, Any, Any, Any, str]:
+    """The preset button: (steps, guidance, guidance_2, shift, what changed)."""
     preset = distill_preset(paths)
     if preset is None:
-        return gr.skip(), gr.skip(), gr.skip(), "No distillation LoRA is picked."
-    changes = [f"{name} {old} → {new:g}" for name, old, new in (("steps", steps, preset["steps"]),
-                                                                  ("guidance", guidance, preset["guidance"]),
-                                                                  ("guidance (low-noise)", guidance_2,
-                                                                   preset["guidance"]))
-               if old is None or float(old) != float(new)]
-    shift = (f" Its publisher also uses a scheduler shift of {preset['shift']:g}; the model's own shift is kept."
-             if preset["shift"] else "")
-    note = (f"For {preset['file']}: " + (", ".join(changes) if changes else "nothing to change") + "." + shift)
-    return preset["steps"], preset["guidance"], preset["guidance"], note
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), "No distillation LoRA is picked."
+    wanted = (("steps", steps, preset["steps"]), ("guidance", guidance, preset["guidance"]),
+              ("guidance (low-noise)", guidance_2, preset["guidance"]), ("scheduler shift", shift, preset["shift"]))
+    changes = [f"{name} {_shown(old)} → {new:g}" for name, old, new in wanted
+               if new is not None and (old in (None, "") or float(old) != float(new))]
+    note = f"For {preset['file']}: " + (", ".join(changes) if changes else "nothing to change") + "."
+    return preset["steps"], preset["guidance"], preset["guidance"], preset["shift"] or gr.skip(), note
+
+
+def _shown(value: Any) -> str:
+    return "the model's" if value in (None, "") else f"{value}"
 
 
 @dataclass
@@ -148,10 +150,11 @@ class LoraPicker:
     verdicts: Any
     preset: Any
     note: Any
+    shift: Any
 
     @property
     def inputs(self) -> list[Any]:
-        return [self.files, self.strength, self.strength_low]
+        return [self.files, self.strength, self.strength_low, self.shift]
 
 
 def build_lora_picker() -> LoraPicker:
@@ -170,11 +173,13 @@ def build_lora_picker() -> LoraPicker:
             strength_low = gr.Slider(label="Strength, low-noise expert", minimum=-2, maximum=2, step=0.05,
                                      value=1.0, visible=False, elem_id="wc-gen-lora-strength-low")
         verdicts = gr.HTML("", elem_id="wc-gen-lora-verdicts")
+        shift = gr.Number(label="Scheduler shift", value=None, minimum=0, step=0.5, elem_id="wc-gen-shift",
+                          info="Empty: the model's own. Distillation LoRAs want their publisher's (the button below).")
         with gr.Row():
             preset = gr.Button("Use the distillation LoRA's settings", size="sm", visible=False,
                                elem_id="wc-gen-lora-preset")
             note = gr.Markdown("", elem_id="wc-gen-lora-note", elem_classes=["wc-note"])
-    return LoraPicker(files, path_box, drop, strength, strength_low, verdicts, preset, note)
+    return LoraPicker(files, path_box, drop, strength, strength_low, verdicts, preset, note, shift)
 
 
 def _folder() -> str | None:
@@ -222,8 +227,8 @@ def wire(picker: LoraPicker, path: Any, steps: Any, guidance: Any, guidance_2: A
                            api_visibility="private")
     picker.drop.upload(add_path, inputs=[picker.files, picker.drop], outputs=[picker.files, picker.path_box],
                        api_visibility="private")
-    picker.preset.click(apply_preset, inputs=[picker.files, steps, guidance, guidance_2],
-                        outputs=[steps, guidance, guidance_2, picker.note], api_visibility="private")
+    picker.preset.click(apply_preset, inputs=[picker.files, steps, guidance, guidance_2, picker.shift],
+                        outputs=[steps, guidance, guidance_2, picker.shift, picker.note], api_visibility="private")
 
 
 def model_check_lora(path: str, text: str) -> str:

@@ -372,6 +372,10 @@ def _predict(header: Any, expert: _Expert | None, shown: str) -> tuple[int, int,
         return 0, 0, ()
     try:
         converted = _converted(header, expert.image_dim)
+    except ImportError as exc:   # the prediction runs diffusers' own converters: without them, no counts
+        return Finding(WARNING, Code.LORA_NOT_LOADABLE,
+                       f"The layers {shown} changes cannot be counted here: {exc}.",
+                       "Run `python -m core doctor`: it says how to mend torch and diffusers.")
     except Exception as exc:  # noqa: BLE001 - diffusers' converters raise KeyError/ValueError/IndexError
         return Finding(ERROR, Code.LORA_NOT_LOADABLE,
                        f"diffusers cannot read {shown}: {_conversion_words(exc)}.",

@@ -67,6 +67,7 @@ class GenerationConfig:
     force_chunked_processing: bool = False   # decode the VAE in tiles and slices
     output_path: str | None = None
     loras: tuple[Any, ...] = ()    # LoraChoice(path, strength, expert) or "FILE[:STRENGTH][@high|@low]" (core.run.lora)
+    flow_shift: float | None = None   # the scheduler's shift; None: the model's (distill LoRAs give theirs)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class ResolvedSettings:
     notes: tuple[str, ...] = ()                             # e.g. the size taken from the image
     task: str | None = None                                 # the model's task (what its inputs add to memory)
     loras: tuple[Any, ...] = ()                             # LoraChoice each, checked (core.run.lora)
+    flow_shift: float | None = None                         # None: the scheduler's own
 
     def to_metadata(self) -> dict[str, Any]:
         """The JSON-able settings (images by their source, not their pixels)."""
@@ -224,6 +226,9 @@ def resolve(config: GenerationConfig, report: ModelReport, *, inputs_required: b
         errors.append(f"The seed must be a whole number from 0 to {2**63 - 1}, not {seed!r}.")
     loras, lora_errors = resolve_loras(config.loras)   # strengths, files, the same LoRA twice
     errors += lora_errors
+    shift = config.flow_shift
+    if shift is not None and (not isinstance(shift, (int, float)) or not math.isfinite(shift) or shift <= 0):
+        errors.append(f"The scheduler shift must be a number above 0 (e.g. 5), not {shift!r}.")
     if errors:
         return None, errors
     return ResolvedSettings(
@@ -233,7 +238,8 @@ def resolve(config: GenerationConfig, report: ModelReport, *, inputs_required: b
         image=config.image, last_image=config.last_image, enable_optimizations=config.enable_optimizations,
         force_chunked_processing=config.force_chunked_processing, output_path=config.output_path,
         **{name: getattr(config, name) for name in (*tasks.INPUTS, *tasks.OPTIONS) if name not in ("image", "last_image")},
-        inputs=inputs, notes=tuple(notes), task=report.task, loras=loras), []
+        inputs=inputs, notes=tuple(notes), task=report.task, loras=loras,
+        flow_shift=None if shift is None else float(shift)), []
 
 
 def _output_problem(output: str | None, model: str) -> str | None:

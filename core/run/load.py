@@ -430,12 +430,16 @@ class WanPipelineWrapper:
             clock.start = time.perf_counter()
 
         from core.run.decode_progress import decode_progress
+        from core.run.scheduler_shift import shifted_scheduler
         from core.run.speed_run import speed_run
         with stages.wrap(pipe, "encode_prompt", "encode", "Encoding the prompt", ENCODE_AT, after=encoded), \
                 decode_progress(pipe.vae, progress.span(DECODE_AT, WRITE[0])), \
                 stages.wrap(pipe.vae, "decode", "decode", "Decoding the video (VAE)", DECODE_AT), guard.watching(), \
                 contextlib.ExitStack() as inputs, \
-                speed_run(pipe, self.plan.speed, s.num_inference_steps, self.report, warnings) as speed:
+                speed_run(pipe, self.plan.speed, s.num_inference_steps, self.report, warnings) as speed, \
+                shifted_scheduler(pipe, s.flow_shift) as shift_note:   # a distill LoRA's shift, this run only
+            if shift_note:
+                warnings.append(shift_note)
             for method, message in encode_steps(pipe, kwargs):   # "Encoding reference images ..."
                 inputs.enter_context(stages.wrap(pipe, method, "inputs", message, ENCODE_AT, after=encoded))
             clock.label = "Calibrating MagCache · " if speed.calibrating else ""
