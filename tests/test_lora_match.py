@@ -158,3 +158,22 @@ def test_generate_cli_refuses_bad_loras_before_loading(demo_models_dir: Path, lo
     assert result.returncode == 0, result.stderr[-400:]
     meta = json.loads((tmp_path / "out.json").read_text())
     assert meta["loras"][0]["file"] == "good.safetensors" and meta["loras"][0]["strength"] == 0.5
+
+
+def test_diffusers_itself_refuses_loha_and_lokr_for_wan(demo_models_dir: Path, lora_dir: Path) -> None:
+    """Why Model Check refuses LyCORIS files: diffusers' Wan loader does not take them (checked, not assumed)."""
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import load_file
+
+    from core.check.detect import inspect
+    dim, ffn, blocks = DEMO_WIDTHS
+    loha = write_lora(lora_dir / "loha.safetensors", "loha", dim, ffn, blocks)
+    lokr = write_lora(lora_dir / "lokr.safetensors", "", 0, 0, 0, tensors={
+        "diffusion_model.blocks.0.self_attn.q.lokr_w1": (4, 4), "diffusion_model.blocks.0.self_attn.q.lokr_w2": (6, 6),
+        "diffusion_model.blocks.0.self_attn.q.alpha": ()})
+    pipe = DiffusionPipeline.from_pretrained(demo_models_dir / "wan21_t2v")
+    for path, kind in ((loha, "LoHa"), (lokr, "LoKr")):
+        with pytest.raises((ValueError, KeyError)):
+            pipe.load_lora_weights(load_file(path), adapter_name=kind)
+        report = inspect(path)
+        assert report.lora.kind == kind and report.errors[0].code.value == "lora_unsupported"
