@@ -177,3 +177,23 @@ def test_diffusers_itself_refuses_loha_and_lokr_for_wan(demo_models_dir: Path, l
             pipe.load_lora_weights(load_file(path), adapter_name=kind)
         report = inspect(path)
         assert report.lora.kind == kind and report.errors[0].code.value == "lora_unsupported"
+
+
+def test_fused_loras_change_the_weights_and_come_off_again(demo_models_dir: Path, lora_dir: Path) -> None:
+    """The GPU path (should_fuse): merged into the weights at their strength, unmerged before they are removed."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from core.check.lora_match import LoraChoice
+    from core.run.lora import apply_loras, remove_loras
+    dim, ffn, blocks = DEMO_WIDTHS
+    style = write_lora(lora_dir / "fused.safetensors", "comfyui", dim, ffn, blocks)
+    pipe = DiffusionPipeline.from_pretrained(demo_models_dir / "wan22_t2v_a14b")
+    before = {n: p.detach().clone() for n, p in pipe.transformer_2.named_parameters()}
+    state = apply_loras(pipe, [LoraChoice(str(style), 0.5, "low")], fuse=True)
+    assert state.fused == ("transformer_2",)
+    layer = pipe.transformer_2.blocks[0].attn1.to_q
+    assert not torch.allclose(layer.base_layer.weight, before["blocks.0.attn1.to_q.weight"])
+    remove_loras(pipe, state)
+    after = dict(pipe.transformer_2.named_parameters())
+    assert all(torch.allclose(after[n], p, atol=1e-6) for n, p in before.items())

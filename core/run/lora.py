@@ -186,7 +186,9 @@ def remove_loras(pipe: Any, state: LoraState | None) -> None:
         if model is not None and getattr(model, "peft_config", None):
             present.update(model.peft_config)
     names = [a.adapter for a in state.adapters if a.adapter in present]
-    if names:
+    if names and present <= set(names):    # only ours: the layers go back to plain ones (no empty wrappers)
+        pipe.unload_lora_weights()
+    elif names:                            # someone else's adapters stay
         pipe.delete_adapters(names)
 
 
