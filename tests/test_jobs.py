@@ -19,6 +19,7 @@ import pytest
 
 from core.jobs.runner import JobRunner
 from core.jobs.store import JobStore
+from core.jobs.worker import LOAD_SHARE
 
 SMALL = {"prompt": "a red fox in the snow", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2}
 
@@ -111,6 +112,11 @@ def test_jobs_run_in_order_in_the_worker_and_keep_the_model_loaded(runner: JobRu
     assert started == sorted(started)                                  # in the order queued
     first, second = runs[0][0], runs[1][0]
     assert any(e.stage == "load" and e.message.startswith("Loading transformer") for e in first)
+    percents = [e.percent for e in first]                # one job, one percent that never goes back
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert max(e.percent for e in first if e.stage == "load") <= LOAD_SHARE
+    assert min(e.percent for e in first if e.stage == "encode") >= LOAD_SHARE
+    assert [e.step for e in first if e.stage == "denoise"] == [1, 2]
     assert any(e.message == "Using the model already loaded" for e in second)
     assert not any(e.message.startswith("Loading transformer") for e in second)
     decode = [e for e in second if e.stage == "decode"]

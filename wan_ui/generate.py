@@ -591,8 +591,9 @@ def build_generate_tab() -> GenerateTab:
                        concurrency_id="follow")
     jobs["html"].click(queue_panel.on_row_action, inputs=page, outputs=[page, jobs["html"], jobs["note"]],
                        api_visibility="private", show_progress="hidden")
-    stop.click(_cancel_clicked, inputs=page, outputs=cancel_note, api_name="cancel", queue=False).then(
-        queue_panel.show_cancelling, inputs=page, outputs=progress, api_visibility="private", queue=False)
+    stop.click(_cancel_clicked, inputs=page, outputs=cancel_note, api_name="cancel", queue=False)
+    stop.click(queue_panel.show_cancelling, inputs=page, outputs=progress, api_visibility="private",
+               show_progress="hidden")                  # the panel says "cancelling" at once
     queue_panel.register_api()
     # a job ended (the timer put its result here): the gallery, and app.py's Performance tab, catch up
     gen_event = result.change(refresh_gallery, outputs=[gallery, gallery_paths], api_visibility="private")

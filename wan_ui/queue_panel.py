@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,19 @@ ACTIONS = {"queued": (("up", "↑", "Move up"), ("down", "↓", "Move down"), ("
            "interrupted": (("requeue", "Re-queue", "Run it again"), ("remove", "Remove", "Remove from the list"))}
 STATE_WORDS = {"queued": "queued", "running": "running", "done": "done", "failed": "failed",
                "cancelled": "cancelled", "interrupted": "interrupted"}
+QUEUE_CSS = """
+table { width: 100%; border-collapse: collapse; font-size: 0.85em; }
+th, td { padding: 4px 6px; border-bottom: 1px solid var(--border-color-primary); text-align: left; vertical-align: top; }
+.wc-q-state { padding: 1px 8px; border-radius: 999px; background: var(--background-fill-secondary); white-space: nowrap; }
+.wc-q-running { background: #fff1c2; color: #5c4500; }
+.wc-q-done { background: #d9f2e1; color: #14532d; }
+.wc-q-failed, .wc-q-interrupted { background: #fde2e2; color: #7f1d1d; }
+tr.wc-q-followed td { background: var(--background-fill-secondary); }
+.wc-q-actions { white-space: nowrap; text-align: right; }
+.wc-q-btn { font-size: 0.9em; padding: 1px 8px; margin: 1px; cursor: pointer; border-radius: 6px;
+            border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill); }
+.wc-bar { height: 6px; margin-bottom: 2px; }
+"""
 ROW_JS = """element.addEventListener('click', (e) => {
   const b = e.target.closest('button[data-act]');
   if (b) { trigger('click', {act: b.dataset.act, job: b.dataset.job}); }
@@ -89,11 +102,12 @@ def job_view(job: Job) -> ProgressView:
     return view
 
 
-def job_panel(job: Job | None) -> str:
-    """The progress panel for ``job`` in any state: queued, running (live), or ended (with its card)."""
+def job_panel(job: Job | None, cancelling: bool = False) -> str:
+    """The progress panel for ``job`` in any state: queued, running (live), or ended (with its card).
+    ``cancelling``: Cancel was just pressed (said even before the runner has heard it)."""
     if job is None:
         return ""
-    view = job_view(job)
+    view = replace(job_view(job), state="running")      # a copy: what is said here is this job's state now
     r = runner()
     if job.started_at:
         view.elapsed = (job.finished_at or time.time()) - job.started_at
@@ -104,7 +118,7 @@ def job_panel(job: Job | None) -> str:
         view.stage = f"Waiting in the queue: {ahead} job{'s' if ahead != 1 else ''} ahead"
         return render_progress(view)
     if job.state == "running":
-        if job.cancel_requested or r.cancelling(job.id):
+        if cancelling or job.cancel_requested or r.cancelling(job.id):
             view.state, view.stage, view.eta = "cancelling", CANCELLING, ""
         return render_progress(view)
     result = job_result(job)
@@ -199,10 +213,12 @@ def cancel_followed(state: PageState | None) -> str:
 
 
 def show_cancelling(state: PageState | None) -> Any:
-    """Right after Cancel: the panel says "cancelling" at once, before the job stops."""
+    """On Cancel (beside the cancelling itself): the panel says "cancelling" at once, before the job stops."""
     r = runner()
-    job = r.store.get(state.job) if state is not None and state.job is not None else r.store.running()
-    return job_panel(job) if job is not None and not job.finished else gr.skip()
+    job = r.store.get(state.job) if state is not None and state.job is not None else None
+    if job is None or job.finished:
+        job = r.store.running()
+    return job_panel(job, cancelling=True) if job is not None and job.state == "running" else gr.skip()
 
 
 # --- the queue list -------------------------------------------------------------------------------
@@ -261,7 +277,7 @@ def on_row_action(state: PageState | None, evt: gr.EventData) -> tuple[Any, Any,
 def build_queue_panel() -> dict[str, Any]:
     """The queue list, its note, the page's state and its timer (wired by the Generate tab)."""
     with gr.Accordion("Queue", open=True, elem_id="wc-queue-fold"):
-        queue_html = gr.HTML(render_queue([]), elem_id="wc-queue-list", js_on_load=ROW_JS)
+        queue_html = gr.HTML(render_queue([]), elem_id="wc-queue-list", js_on_load=ROW_JS, css_template=QUEUE_CSS)
         note = gr.Markdown("", elem_id="wc-queue-note", elem_classes=["wc-note"])
     return {"html": queue_html, "note": note, "state": gr.State(PageState()), "timer": gr.Timer(POLL_S)}
 
