@@ -21,7 +21,8 @@ Three parts (each can be skipped):
   so the weights are the memory-mapped file), loads with that plan and reads every weight once:
   ``peak_vs_file`` is its peak RSS over the transformer files' size, ``estimate_vs_peak`` the
   plan's RAM-while-loading estimate over that peak. ``--ram-layers N`` writes N blocks instead of
-  30 (a smaller real-width model, when the machine has too little free RAM).
+  30 (a smaller real-width model, when the machine has too little free RAM); ``--ram-precision bf16``
+  asks for the RAM-lean precision where the plan would still afford fp32.
 
     .venv/bin/python bench/quantized.py [--runs 5] [--threads 1] [--skip-ram] [--skip-gguf] [--ram-layers 30] [--json]
 
@@ -217,7 +218,8 @@ from core.run.hardware import probe
 from core.run.load import load, plan_for_load
 from core.run.optimize import OptimizationRequest
 report = inspect(sys.argv[1])
-plan = plan_for_load(report, probe(use_torch=True), OptimizationRequest(256, 256, 5, 1))
+overrides = {} if sys.argv[3] == "auto" else {"precision": sys.argv[3]}
+plan = plan_for_load(report, probe(use_torch=True), OptimizationRequest(256, 256, 5, 1, overrides=overrides))
 start = time.perf_counter()
 wrapper = load(report, plan)
 seconds = time.perf_counter() - start
@@ -232,20 +234,21 @@ print(json.dumps({"precision": plan.precision.value, "placement": plan.placement
 """
 
 
-def ram_part(tmp: Path, layers: int) -> dict[str, Any]:
+def ram_part(tmp: Path, layers: int, precision: str = "auto") -> dict[str, Any]:
     import psutil
     free = psutil.virtual_memory().available
     start = time.perf_counter()
     folder, file_bytes = real_size_folder(tmp, layers)
     print(f"wrote a {file_bytes / 1e9:.2f} GB bf16 TI2V-5B transformer ({layers} blocks) in "
           f"{time.perf_counter() - start:.0f} s; {free / 2**30:.1f} GiB of RAM available", flush=True)
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(REPO)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(REPO), precision], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1][:300], "layers": layers}
     child = json.loads(proc.stdout.strip().splitlines()[-1])
     estimate = child["load_ram_mb"] * 2**20
-    out = {"layers": layers, "file_gb": round(file_bytes / 1e9, 3), "plan_precision": child["precision"],
+    out = {"layers": layers, "precision_asked": precision, "file_gb": round(file_bytes / 1e9, 3),
+           "plan_precision": child["precision"],
            "peak_gb": round(child["peak"] / 1e9, 3), "peak_after_load_gb": round(child["peak_after_load"] / 1e9, 3),
            "peak_vs_file": round(child["peak"] / file_bytes, 4),
            "estimate_vs_peak": round(estimate / child["peak"], 4), "estimate_gb": round(estimate / 1e9, 3),
@@ -262,6 +265,7 @@ def main() -> int:
     parser.add_argument("--skip-ram", action="store_true")
     parser.add_argument("--skip-gguf", action="store_true")
     parser.add_argument("--ram-layers", type=int, default=30)
+    parser.add_argument("--ram-precision", default="auto", help="auto: the plan decides (bf16 when fp32 does not fit)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -273,7 +277,7 @@ def main() -> int:
             result["gguf"] = gguf_part(tmp / "gguf", p, args.runs)
             result["fp8_scaled"] = fp8_part(tmp / "fp8", p)
         if not args.skip_ram:
-            result["ram"] = ram_part(tmp / "ram", args.ram_layers)
+            result["ram"] = ram_part(tmp / "ram", args.ram_layers, args.ram_precision)
     result["peak_rss_mb_bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.json:
         print(json.dumps(result))

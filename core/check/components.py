@@ -84,15 +84,10 @@ def read_safetensors(src: FileSource, entry: FileEntry, into: dict[str, TensorIn
                                 "Download this file again; it is damaged or not a safetensors file.", entry.path))
         return None
     except OSError as exc:
-        findings.append(Finding(ERROR, Code.FILE_UNREADABLE, f"{shown} cannot be read: {_reason(exc)}.",
-                                "Check the file's permissions, or download it again.", entry.path))
+        findings.append(unreadable(entry, exc))
         return None
     if entry.size < header.expected_file_size:
-        findings.append(Finding(
-            ERROR, Code.FILE_TRUNCATED,
-            f"{shown} is cut short: {_gb(entry.size)} on disk, but its header describes "
-            f"{_gb(header.expected_file_size)} (an interrupted download).",
-            "Delete this file and download it again.", entry.path))
+        findings.append(cut_short(entry, header.expected_file_size))
     elif entry.size > header.expected_file_size:
         findings.append(Finding(
             ERROR, Code.FILE_EXTRA_BYTES,
@@ -104,6 +99,20 @@ def read_safetensors(src: FileSource, entry: FileEntry, into: dict[str, TensorIn
 
 
 _gb = format_bytes
+
+
+def unreadable(entry: FileEntry, exc: OSError) -> Finding:
+    """A weights file the operating system will not read (permissions, I/O error)."""
+    return Finding(ERROR, Code.FILE_UNREADABLE, f"{display_name(entry.path)} cannot be read: {_reason(exc)}.",
+                   "Check the file's permissions, or download it again.", entry.path)
+
+
+def cut_short(entry: FileEntry, expected_size: int) -> Finding:
+    """A weights file shorter than its header describes: an interrupted download."""
+    return Finding(ERROR, Code.FILE_TRUNCATED,
+                   f"{display_name(entry.path)} is cut short: {_gb(entry.size)} on disk, but its header describes "
+                   f"{_gb(expected_size)} (an interrupted download).",
+                   "Delete this file and download it again.", entry.path)
 
 
 def weight_files(files: list[FileEntry], folder: str, findings: list[Finding], src: FileSource

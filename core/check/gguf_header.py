@@ -34,6 +34,7 @@ from typing import Any
 
 from core.check.filesource import FileSource, LocalSource
 from core.check.safetensors_header import TensorInfo
+from core.units import format_bytes
 
 MAGIC = b"GGUF"
 FIRST_READ = 256 * 2**10         # a diffusion model's header fits (14B: about 120 KB)
@@ -265,7 +266,7 @@ def parse_gguf_header(src: FileSource, path: str, size: int) -> GGUFHeader:
         except _NeedMore:
             if len(data) < want or want >= min(size, MAX_HEADER_BYTES):
                 if want >= MAX_HEADER_BYTES:
-                    raise GGUFError("bad_header", f"has a header larger than {MAX_HEADER_BYTES // 2**20} MB") from None
+                    raise GGUFError("bad_header", f"has a header larger than {format_bytes(MAX_HEADER_BYTES)}") from None
                 raise GGUFError("too_short", "ends inside its header (the file is cut short)") from None
             want = min(size, MAX_HEADER_BYTES, want * 4)
 

@@ -20,13 +20,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.check.codes import Code
-from core.check.components import PartReading
+from core.check.components import PartReading, cut_short, unreadable
 from core.check.dit import find_prefix
 from core.check.filesource import FileEntry, FileSource, display_name
 from core.check.gguf_header import GGML_TYPES, GGUFError, GGUFHeader, parse_gguf_header, quant_types_of, supported_types
 from core.check.report import ComponentReport, Finding, Severity
 from core.check.safetensors_header import DTYPE_BITS, TensorInfo
-from core.units import format_bytes
 
 ERROR, WARNING = Severity.ERROR, Severity.WARNING
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
@@ -50,16 +49,10 @@ def read_gguf(src: FileSource, entry: FileEntry, into: dict[str, TensorInfo],
         findings.append(Finding(ERROR, _GGUF_CODES[exc.reason], f"{shown} {exc}.", remedy, entry.path))
         return None
     except OSError as exc:
-        findings.append(Finding(ERROR, Code.FILE_UNREADABLE,
-                                f"{shown} cannot be read: {getattr(exc, 'strerror', None) or exc}.",
-                                "Check the file's permissions, or download it again.", entry.path))
+        findings.append(unreadable(entry, exc))
         return None
     if entry.size < header.expected_file_size:
-        findings.append(Finding(
-            ERROR, Code.FILE_TRUNCATED,
-            f"{shown} is cut short: {format_bytes(entry.size)} on disk, but its header describes "
-            f"{format_bytes(header.expected_file_size)} (an interrupted download).",
-            "Delete this file and download it again.", entry.path))
+        findings.append(cut_short(entry, header.expected_file_size))
     unsupported = [t for t in quant_types_of(header) if t not in supported_types()]
     unsupported += [f"type {t}" for t in header.unknown_types]
     if unsupported:
