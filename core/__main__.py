@@ -324,11 +324,11 @@ def _perf(args: argparse.Namespace) -> int:
     alerts = monitor.detect_performance_regressions()
     rows = monitor.optimization_effectiveness()
     if args.json:
-        print(json.dumps({"summary": summary, "alerts": [a.to_dict() for a in alerts], "effectiveness": rows},
-                         indent=2))
-    else:
+        print(json.dumps({"summary": summary, "alerts": [a.to_dict() for a in alerts], "effectiveness": rows,
+                          **({"error": monitor.unusable} if monitor.unusable else {})}, indent=2))
+    elif not monitor.unusable:       # a newer version's file: its warning (stderr) said so, not "No runs yet"
         print(render_text(monitor.db_path, summary, alerts, rows))
-    return 1 if alerts else 0
+    return 2 if monitor.unusable else 1 if alerts else 0
 
 
 def _jobs(args: argparse.Namespace) -> int:

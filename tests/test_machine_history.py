@@ -69,3 +69,47 @@ def test_rows_from_the_future_keep_their_recorded_order_and_are_flagged(tmp_path
     again = PerformanceMonitor(db)
     assert [o.model for o in again.operations()] == ["m0", "m1", "m2", "m3"]
     assert any("2 run(s) in the performance history are dated in the future" in w for w in again.warnings)
+
+
+def _newer_version(db: Path, change: str) -> None:
+    """A history as a newer Wan Compat would leave it: schema 2 and ``change`` applied to its table."""
+    import sqlite3
+    _record(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute(change)
+        conn.execute("UPDATE schema_version SET version = 2")
+
+
+def test_a_newer_versions_history_with_a_renamed_column_is_named_and_left_alone(tmp_path: Path) -> None:
+    import sqlite3
+    db = tmp_path / "history.db"
+    _newer_version(db, "ALTER TABLE operations RENAME COLUMN duration_s TO seconds")
+    monitor = PerformanceMonitor(db)
+    with monitor.track("generation", model="after"):
+        pass
+    said = " ".join(monitor.warnings)
+    assert "still recorded" not in said
+    assert "newer Wan Compat (schema 2; this one knows 1)" in said and "no column duration_s" in said, said
+    assert "NOT recorded" in said and f"mv {db} {db}.newer" in said
+    with sqlite3.connect(db) as conn:       # untouched: its one row, its column, nothing moved aside
+        assert conn.execute("SELECT COUNT(*) FROM operations").fetchone()[0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if "corrupt" in p.name) == []
+    out = _perf(db)
+    assert out.returncode == 2 and "No runs recorded yet" not in out.stdout + out.stderr
+    assert "no column duration_s" in out.stderr and "still recorded" not in out.stderr
+    # the remedy works: moved aside as told, the next run is recorded in a new history
+    os.replace(db, f"{db}.newer")
+    again = PerformanceMonitor(db)
+    with again.track("generation", model="after"):
+        pass
+    assert [o.model for o in again.operations()] == ["after"] and not again.warnings
+
+
+def test_a_newer_versions_history_with_an_added_column_is_still_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    _newer_version(db, "ALTER TABLE operations ADD COLUMN energy_j REAL")
+    monitor = PerformanceMonitor(db)
+    with monitor.track("generation", model="after"):
+        pass
+    assert [o.model for o in monitor.operations()] == ["m", "after"]
+    assert any("every column this version uses, so runs are still recorded" in w for w in monitor.warnings)

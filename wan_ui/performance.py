@@ -214,6 +214,10 @@ def refresh(operation_type: str = "all") -> tuple[Any, ...]:
         if not ops:
             note = (f"No runs recorded yet. Generate a video (or press Self-test on the Generate tab) and "
                     f"it appears here. History file: {monitor.db_path}")
+        if monitor.unusable:        # a newer version's file: not "no runs yet"
+            note = monitor.unusable
+            alerts = _plain_card("! Not readable", "This version cannot use the history file", monitor.unusable,
+                                 tone="bad")
         csv_path = export_csv() if ops else None
         effect_note = ("" if not effect.empty else
                        "*No comparisons yet: run the same model, size, frames and steps with two different memory "

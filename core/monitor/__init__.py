@@ -93,6 +93,7 @@ from core.monitor.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     OperationMetrics,
+    SchemaMismatch,
     connect,
     from_row,
     is_damage,
@@ -179,6 +180,7 @@ class PerformanceMonitor:
         self.db_path = Path(db_path).expanduser()
         self.sample_interval = sample_interval
         self.warnings: list[str] = []
+        self.unusable: str | None = None      # why this version cannot use the file (SchemaMismatch), else None
         self._enabled = enabled
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
@@ -389,6 +391,10 @@ class PerformanceMonitor:
                 return True
             except (sqlite3.Error, OSError) as exc:
                 self._disconnect()
+                if isinstance(exc, SchemaMismatch):        # a newer version's file: the truth, left alone
+                    self.unusable = exc.describe(self.db_path)
+                    self._warn(self.unusable)
+                    return False
                 if attempt == 1 and is_damage(exc, self.db_path) and self._move_aside(exc):
                     continue
                 self._warn(f"The performance history {self.db_path} cannot be used ({exc}); "

@@ -11,7 +11,8 @@ what it does with the file:
 
 A damaged file (``is_damage(exc, path)``) is renamed ``<name>.corrupt-<time>`` (its ``-wal`` and
 ``-shm`` too; a sound file on read-only storage is not damaged) by
-``move_aside(path, exc, warn)``, and a new one is started.
+``move_aside(path, exc, warn)``, and a new one is started. A sound file whose table lacks
+columns this version uses (a newer version's) raises ``SchemaMismatch`` and is left alone.
 """
 
 from __future__ import annotations
@@ -131,13 +132,45 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class SchemaMismatch(sqlite3.DatabaseError):
+    """A sound history this version cannot write or read: its table lacks columns we use
+    (a newer Wan Compat renamed or dropped them). Not damage: the file is left as it is.
+
+    >>> SchemaMismatch(2, ["duration_s"]).describe(Path("history.db"))
+    'The performance history history.db was written by a newer Wan Compat (schema 2; this one knows 1): ...'
+    """
+
+    def __init__(self, version: int, missing: Sequence[str]) -> None:
+        self.version, self.missing = version, tuple(missing)
+        super().__init__(f"schema {version}, operations table without {', '.join(self.missing)}")
+
+    def describe(self, path: Path) -> str:
+        """One sentence for the user: what the file is, what this version does with it, the remedy."""
+        columns = ", ".join(self.missing)
+        who = (f"was written by a newer Wan Compat (schema {self.version}; this one knows {SCHEMA_VERSION})"
+               if self.version > SCHEMA_VERSION else "was changed by another program")
+        return (f"The performance history {path} {who}: its operations table has no column {columns}, which this "
+                f"version writes, so runs are NOT recorded there and it cannot be shown. The file is left as it is. "
+                f"Update Wan Compat to use it, or keep it aside and start a new history: mv {path} {path}.newer "
+                f"(or set WAN_COMPAT_HISTORY_DB to another file).")
+
+
 def prepare(conn: sqlite3.Connection, warn: Callable[[str], None]) -> None:
-    """WAL mode, the schema at SCHEMA_VERSION, and a quick check (DatabaseError if it fails)."""
+    """WAL mode, the schema at SCHEMA_VERSION, and a quick check (DatabaseError if it fails;
+    SchemaMismatch when the table lacks columns this version uses)."""
     conn.execute("PRAGMA journal_mode = WAL")
     migrate(conn, warn)
     check = conn.execute("PRAGMA quick_check").fetchone()[0]
     if check != "ok":
         raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
+    have = {row[1] for row in conn.execute("PRAGMA table_info(operations)")}
+    missing = [c for c in ("id", *COLUMNS) if c not in have]
+    version = _schema_version(conn)
+    if missing:
+        raise SchemaMismatch(version, missing)
+    if version > SCHEMA_VERSION:
+        warn(f"The performance history was written by a newer Wan Compat (schema {version}, this one knows "
+             f"{SCHEMA_VERSION}); it has every column this version uses, so runs are still recorded.")
 
 
 def move_aside(path: Path, reason: BaseException, warn: Callable[[str], None]) -> bool:
@@ -175,9 +208,6 @@ def migrate(conn: sqlite3.Connection, warn: Callable[[str], None]) -> None:
     try:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         version = _schema_version(conn)
-        if version > SCHEMA_VERSION:
-            warn(f"The performance history was written by a newer Wan Compat (schema {version}, this one knows "
-                 f"{SCHEMA_VERSION}); runs are still recorded.")
         for number, statements in MIGRATIONS:
             if number > version:
                 for statement in statements:
