@@ -46,6 +46,12 @@ def test_real_distill_loras_say_expert_task_steps_and_alpha(tmp_path: Path) -> N
     musubi = write_lora(tmp_path / "my_motion.safetensors", "musubi", dim, ffn, blocks, rank=32, sparse=True,
                         metadata={"ss_network_alpha": "16", "ss_base_model_version": "wan2.2_t2v_a14b",
                                   "ss_dit_name": "wan2.2_t2v_high_noise_14B_fp16.safetensors"})
+    dim5, ffn5, blocks5 = WIDTHS["wan-5b"]
+    fastwan = write_lora(tmp_path / "Wan2_2_5B_FastWanFullAttn_lora_rank_128_bf16.safetensors", "comfyui",
+                         dim5, ffn5, blocks5, rank=128, sparse=True)
+    f = inspect(fastwan).to_dict()["lora"]
+    assert (f["base"], f["distill_steps"], f["registry_id"]) == ("wan-5b", 3, "fastwan-wan22-ti2v-5b")
+    assert "use 3 steps, guidance 1, shift 3" in inspect(fastwan).findings[0].message
     h, lo, i, m = (inspect(p).to_dict()["lora"] for p in (high, low, i2v, musubi))
     assert (h["expert"], h["task"], h["distill_steps"], h["registry_id"]) == ("high", "t2v", 4, "lightning-wan22-t2v-a14b")
     assert (lo["expert"], lo["task"], lo["distill_steps"]) == ("low", "i2v", 4)

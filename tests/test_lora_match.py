@@ -89,6 +89,7 @@ def test_generate_puts_each_lora_on_its_expert_and_takes_it_off_after(demo_model
     assert [(x["file"], x["components"]) for x in result.metadata["loras"]] == [
         ("motion_HIGH.safetensors", ["transformer"]), ("motion_LOW.safetensors", ["transformer_2"])]
     assert result.plan["loras"] == "motion_HIGH 0.8, motion_LOW 1.2" and result.metadata["loras"][0]["fingerprint"]
+    ours_meta = result.metadata["loras"]
 
     plain = DiffusionPipeline.from_pretrained(folder)
     from safetensors.torch import load_file
@@ -103,6 +104,14 @@ def test_generate_puts_each_lora_on_its_expert_and_takes_it_off_after(demo_model
 
     without, result = wrapper.generate_frames(GenerationConfig(**common))
     assert result.success and result.metadata["loras"] == [] and "loras" not in result.plan
+    # the history: each LoRA, and the runs with and without side by side (Performance tab)
+    from core.monitor import get_performance_monitor
+    monitor = get_performance_monitor()
+    with_lora = [o for o in monitor.operations("generation") if o.context.get("loras")]
+    assert [(x["file"], x["size_bytes"], x["fingerprint"]) for x in with_lora[0].context["loras"]] == [
+        (x["file"], x["size_bytes"], x["fingerprint"]) for x in ours_meta]
+    plans = {r["plan"] for r in monitor.optimization_effectiveness("generation")}
+    assert {p for p in plans if "LoRA motion_HIGH 0.8, motion_LOW 1.2" in p} and {p for p in plans if "LoRA" not in p}
     for name in ("transformer", "transformer_2"):
         assert not getattr(getattr(wrapper.pipeline, name), "peft_config", {})
     fresh = WanPipelineLoader().load_wan_pipeline(folder)
@@ -158,6 +167,10 @@ def test_generate_cli_refuses_bad_loras_before_loading(demo_models_dir: Path, lo
     assert result.returncode == 0, result.stderr[-400:]
     meta = json.loads((tmp_path / "out.json").read_text())
     assert meta["loras"][0]["file"] == "good.safetensors" and meta["loras"][0]["strength"] == 0.5
+    from core.run.video import read_video_metadata  # in the MP4 itself too
+    [in_mp4] = read_video_metadata(tmp_path / "out.mp4")["loras"]
+    assert (in_mp4["file"], in_mp4["size_bytes"], in_mp4["fingerprint"]) == (
+        "good.safetensors", good.stat().st_size, meta["loras"][0]["fingerprint"])
 
 
 def test_diffusers_itself_refuses_loha_and_lokr_for_wan(demo_models_dir: Path, lora_dir: Path) -> None:
@@ -197,3 +210,36 @@ def test_fused_loras_change_the_weights_and_come_off_again(demo_models_dir: Path
     remove_loras(pipe, state)
     after = dict(pipe.transformer_2.named_parameters())
     assert all(torch.allclose(after[n], p, atol=1e-6) for n, p in before.items())
+
+
+def test_quantized_transformers_take_loras_as_adapters(demo_models_dir: Path, lora_dir: Path) -> None:
+    """fp8-stored layers (core.run.quantized) get the LoRA in their compute dtype, never fused; a folder whose
+    weights do not carry diffusers' names (GGUF, fp8 as published) is predicted from its config."""
+    import torch
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import load_file
+
+    from core.check.lora_match import LoraChoice, _modules_from_config
+    from core.check.safetensors_header import read_header
+    from core.run.lora import apply_loras
+    from core.run.quantized import _fp8_linear
+    folder = demo_models_dir / "wan21_t2v"
+    header = read_header(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert _modules_from_config(folder / "transformer" / "config.json") == {
+        n[: -len(".weight")]: t.shape for n, t in header.tensors.items() if n.endswith(".weight")}
+    dim, ffn, blocks = DEMO_WIDTHS
+    style = write_lora(lora_dir / "on_fp8.safetensors", "comfyui", dim, ffn, blocks, seed=4)
+    fp8, plain = DiffusionPipeline.from_pretrained(folder), DiffusionPipeline.from_pretrained(folder)
+    for name, module in fp8.transformer.blocks.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight.data = module.weight.data.to(torch.float8_e4m3fn)
+            _fp8_linear(module, None)
+            plain.transformer.blocks.get_submodule(name).weight.data = module.weight.data.float()
+    state = apply_loras(fp8, [LoraChoice(str(style), 0.7)], fuse=True)
+    assert state.fused == () and "stay as adapters" in state.notes[0]
+    plain.load_lora_weights(load_file(style), adapter_name="s")
+    plain.set_adapters(["s"], [0.7])
+    call = dict(prompt="a fox", width=32, height=32, num_frames=1, num_inference_steps=2, output_type="np")
+    ours = fp8(**call, generator=torch.Generator().manual_seed(1)).frames[0]
+    expected = plain(**call, generator=torch.Generator().manual_seed(1)).frames[0]
+    assert abs(ours - expected).max() < 1e-4

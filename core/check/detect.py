@@ -142,7 +142,11 @@ def _inspect_tree(src: FileSource, shown: str, hint: str) -> ModelReport:
         note = Finding(INFO, Code.FOUND_IN_SUBFOLDER, f"The model is in the subfolder {display_name(roots[0])}.",
                        f"Next time point at {only.path} directly.")
         return replace(only, findings=(note,) + only.findings)
-    note = Finding(INFO, Code.COLLECTION, f"This folder holds {len(reports)} models; each is reported below.", "")
+    loras = sum(1 for r in reports if r.lora is not None)    # LoRA files are no models (core.check.lora)
+    models = len(reports) - loras
+    what = " and ".join(f"{n} {word}{'s' if n != 1 else ''}" for n, word in ((models, "model"), (loras, "LoRA file"))
+                        if n or not loras)
+    note = Finding(INFO, Code.COLLECTION, f"This folder holds {what}; each is reported below.", "")
     if skipped > 0:
         note = Finding(WARNING, Code.SCAN_TRUNCATED,
                        f"This folder holds {len(reports) + skipped:,} models or loose weight files; only the first "

@@ -116,7 +116,7 @@ class LoraInfo:
             parts.append(f"{self.expert}-noise expert")
         if self.rank:
             parts.append(f"rank {self.rank}")
-        parts.append(f"{self.modules} layers")
+        parts.append(f"{self.modules} layer{'s' if self.modules != 1 else ''}")
         if self.distill_steps:
             parts.append(f"{self.distill_steps}-step distillation")
         return ", ".join(parts)
@@ -332,8 +332,7 @@ def _with_findings(info: LoraInfo) -> LoraInfo:
                         f"This LoRA's {info.modules} layers have names that match no Wan layer, so nothing of it "
                         "could be applied.", "Use a LoRA made for Wan 2.1 / 2.2 (ComfyUI, diffusers or musubi format).")
     else:
-        where = f" ({BASE_NAMES[info.base]})" if info.base else (
-            f" (width {info.width}: no published Wan model has it)" if info.width else "")
+        where = f" (no published Wan model has the width {info.width})" if info.width and not info.base else ""
         steps = ""
         if info.distill_steps:
             entry = next((e for e in DISTILL_LORAS if e.id == info.registry_id), None)

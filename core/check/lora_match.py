@@ -63,6 +63,9 @@ def parse_lora(text: str) -> LoraChoice:
     at = rest.rsplit("@", 1)
     if len(at) == 2 and at[1].lower() in ("high", "low", "both") and not os.path.exists(rest):
         rest, expert = at[0], (None if at[1].lower() == "both" else at[1].lower())
+    elif len(at) == 2 and re.fullmatch(r"[A-Za-z]+", at[1]) and not os.path.exists(rest):
+        raise ValueError(f"@{at[1]} in {text!r} names no expert; write @high or @low (the Wan2.2 A14B experts), "
+                         "or nothing for both.")
     strength = 1.0
     colon = rest.rsplit(":", 1)
     if len(colon) == 2 and not re.search(r"[\\/]", colon[1]) and not os.path.exists(rest):
@@ -244,8 +247,25 @@ def model_modules(report: ModelReport) -> dict[str, _Expert] | None:
                     image_dim = json.loads(path.read_text(encoding="utf-8")).get("image_dim")
             except (OSError, ValueError):
                 return None
+        if "blocks.0.attn1.to_q" not in shapes:      # GGUF / fp8 kept as published: not diffusers' names
+            shapes = _modules_from_config(root / comp.folder / "config.json") or shapes
         experts[comp.name] = _Expert(shapes, image_dim)
     return experts or None
+
+
+def _modules_from_config(config: Path) -> dict[str, tuple[int, ...]] | None:
+    """Module names and weight shapes of the transformer ``config`` describes, built on the meta device
+    (no memory, no weights): for a transformer stored as GGUF or in ComfyUI's names, whose headers do
+    not name diffusers' modules. None when the config cannot be read or built."""
+    try:
+        import torch
+        from diffusers import WanTransformer3DModel
+        with torch.device("meta"):
+            model = WanTransformer3DModel.from_config(json.loads(config.read_text(encoding="utf-8")))
+    except Exception:  # noqa: BLE001 - no torch/diffusers here, or a config they cannot build: no shapes from it
+        return None
+    return {name: tuple(m.weight.shape) for name, m in model.named_modules()
+            if isinstance(getattr(m, "weight", None), torch.Tensor)}
 
 
 def _model_width(report: ModelReport, modules: Mapping[str, _Expert] | None) -> int | None:
@@ -268,13 +288,13 @@ def _match_one(report: ModelReport, choice: LoraChoice, modules: Mapping[str, _E
     two = report.experts >= 2
     width = _model_width(report, modules)
     if info.width and width and info.width != width:
-        lora_base = BASE_NAMES.get(info.base or "", f"a model of width {info.width}")
-        model_base = BASE_NAMES.get({1536: "wan-1.3b", 3072: "wan-5b", 5120: "wan-14b"}.get(width, ""),
-                                    f"width {width}")
+        lora_base = BASE_NAMES.get(info.base or "", "a model")
+        model_base = BASE_NAMES.get({1536: "wan-1.3b", 3072: "wan-5b", 5120: "wan-14b"}.get(width, ""), "a model")
         findings.append(Finding(ERROR, Code.LORA_WRONG_BASE,
                                 f"{shown} is a LoRA for {lora_base} (width {info.width}); this model is "
-                                f"{model_base} (width {width}), so its layers do not fit and it cannot load.",
-                                f"Use a LoRA made for {model_base}."))
+                                f"{model_base.replace('a model', 'one')} of width {width}, so its layers do not fit "
+                                "and it cannot load.",
+                                f"Use a LoRA made for {model_base.replace('a model', f'a model of width {width}')}."))
         return LoraMatch(**base, findings=tuple(findings), _two_experts=two)
     targets = _targets(choice, info, two, findings, shown, report)
     applied = not_applied = None
@@ -302,7 +322,7 @@ def _match_one(report: ModelReport, choice: LoraChoice, modules: Mapping[str, _E
                                 f"{shown} is a text-to-video LoRA on an image-to-video model: it loads, and the "
                                 "image layers stay as they are" + (f" ({padded} zero layers added)." if padded else "."),
                                 ""))
-    findings += _distill_findings(info, shown)
+    findings += _distill_findings(info, shown, two)
     return LoraMatch(**base, targets=targets, applied=applied, not_applied=not_applied, padded=padded,
                      skipped=skipped, findings=tuple(findings), _two_experts=two)
 
@@ -353,7 +373,7 @@ def targets_for(choice: LoraChoice, info: LoraInfo | None, two_experts: bool) ->
     return (EXPERTS[wanted],) if wanted else ("transformer", "transformer_2")
 
 
-def _distill_findings(info: LoraInfo, shown: str) -> list[Finding]:
+def _distill_findings(info: LoraInfo, shown: str, two_experts: bool) -> list[Finding]:
     if not info.distill_steps:
         return []
     entry = next((e for e in DISTILL_LORAS if e.id == info.registry_id), None)
@@ -363,7 +383,8 @@ def _distill_findings(info: LoraInfo, shown: str) -> list[Finding]:
                     f"{shown} is a {info.distill_steps}-step distillation LoRA: it needs {info.distill_steps} steps "
                     f"and guidance {guidance:g}{shift}; the model's own 40-50 steps and guidance 3-5 burn the video.",
                     f"Use --steps {info.distill_steps} --guidance {guidance:g}"
-                    + (f" --guidance-2 {guidance:g}" if entry else "") + " (the Generate tab offers this preset).")]
+                    + (f" --guidance-2 {guidance:g}" if two_experts else "")
+                    + (f" --shift {entry.shift:g}" if entry else "") + " (the Generate tab offers this preset).")]
 
 
 def _predict(header: Any, expert: _Expert | None, shown: str) -> tuple[int, int, tuple[str, ...]] | Finding:

@@ -66,8 +66,15 @@ DISTILL_LORAS: tuple[DistillLora, ...] = (
     DistillLora("lightx2v-wan22-a14b", "lightx2v Wan2.2 A14B 4-step distill",
                 (r"a14b", r"lightx2v", r"4_?step"), "wan-14b", None, 4, 1.0, 5.0,
                 "huggingface.co/lightx2v/Wan2.2-Distill-Loras"),
-    # Wan2.2 TI2V-5B: lightx2v publishes full distilled 5B models, no 4-step LoRA of its own (2025-11); a
-    # file named so (e.g. one extracted by users) is taken by its step count in the name below.
+    # Wan2.2 TI2V-5B: FastWan2.2-TI2V-5B (FastVideo, DMD distillation, full attention) makes a video in 3 steps
+    # without CFG. Source: https://huggingface.co/FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers (model card:
+    # "efficient 3-step inference") and the FastVideo blog post "FastWan" (2025-08); the LoRA extracted from it
+    # is Kijai/WanVideo_comfy FastWan/Wan2_2_5B_FastWanFullAttn_lora_rank_128_bf16. Shift 3: Wan2GP's
+    # defaults/ti2v_2_2_fastwan.json for that same LoRA (guidance_scale 1, flow_shift 3, 3 steps); FastVideo's
+    # card gives no shift of its own. lightx2v publishes no 5B step-distillation LoRA (2025-11).
+    DistillLora("fastwan-wan22-ti2v-5b", "FastWan2.2 TI2V-5B (3-step DMD)",
+                (r"fastwan", r"5b"), "wan-5b", None, 3, 1.0, 3.0,
+                "huggingface.co/FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers"),
 )
 
 _STEPS = re.compile(r"(?<![0-9])(\d{1,2})[ _-]?steps?(?![a-z])")

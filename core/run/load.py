@@ -309,6 +309,7 @@ class WanPipelineWrapper:
         from core.run.lora import apply_loras, should_fuse
         try:   # exactly this run's LoRAs, per expert; the last run's come off first (core.run.lora)
             self._loras = apply_loras(self.pipeline, s.loras, self._loras, fuse=should_fuse(plan))
+            warnings.extend(self._loras.notes)
         except WanError as err:
             return None, GenerationResult(success=False, errors=[str(err)], plan=plan.to_dict())
         from core.run.guard import NonFiniteStep

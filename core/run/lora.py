@@ -105,11 +105,19 @@ def apply_loras(pipe: Any, wanted: Sequence[LoraChoice], previous: LoraState | N
                        "stored in fp8.", "Load the model again (the LoRAs then go on first), or choose bf16.")
     two = getattr(pipe, "transformer_2", None) is not None
     loaded: list[LoadedLora] = []
+    notes: list[str] = []
     try:
+        for component in COMPONENTS:
+            _fp8_layers_compute_in_their_dtype(getattr(pipe, component, None))
         for index, choice in enumerate(wanted):
             loaded.append(_load_one(pipe, index, choice, two))
         _set_strengths(pipe, loaded)
-        fused = _fuse(pipe, loaded) if fuse else ()
+        fused: tuple[str, ...] = ()
+        if fuse and not _plain_weights(pipe, loaded):
+            notes.append("The LoRAs stay as adapters (not fused): the transformer is stored quantized (GGUF or "
+                         "fp8), and merging them would change its stored weights.")
+        elif fuse:
+            fused = _fuse(pipe, loaded)
     except WanError:
         remove_loras(pipe, LoraState(wanted, tuple(loaded)))
         raise
@@ -119,7 +127,7 @@ def apply_loras(pipe: Any, wanted: Sequence[LoraChoice], previous: LoraState | N
         raise WanError(f"{name} could not be put on the model ({type(exc).__name__}: {str(exc)[:300]}); no LoRA "
                        "is on now.", "Run `python -m core check MODEL --lora FILE`: it says why a LoRA does not fit.",
                        repr(exc)) from exc
-    return LoraState(wanted, tuple(loaded), fused)
+    return LoraState(wanted, tuple(loaded), fused, tuple(notes))
 
 
 def _load_one(pipe: Any, index: int, choice: LoraChoice, two: bool) -> LoadedLora:
@@ -166,6 +174,42 @@ def _active_adapters(model: Any) -> list[str]:
             active = module.active_adapters
             return list(active) if isinstance(active, (list, tuple)) else [active]
     return []
+
+
+def _fp8_layers_compute_in_their_dtype(model: Any) -> None:
+    """Give each fp8-stored layer (core.run.quantized's Fp8Linear) the dtype it computes in.
+
+    peft stores a LoRA in its base layer's weight dtype unless the layer names a ``compute_dtype``
+    (its rule for quantized layers): without it, the LoRA would be rounded to fp8 and every step
+    would fail with "mul_cpu_reduced_float ... Float8_e4m3fn".
+    """
+    if model is None:
+        return
+    import torch
+    fp8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+    counts: dict[Any, int] = {}
+    for p in model.parameters():       # the dtype most of the other weights are in: the one it computes in
+        if p.is_floating_point() and p.dtype not in fp8:
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    compute = max(counts, key=counts.__getitem__) if counts else None
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.dtype in fp8 and not hasattr(module, "compute_dtype"):
+            module.compute_dtype = compute or torch.bfloat16
+
+
+def _plain_weights(pipe: Any, loaded: Sequence[LoadedLora]) -> bool:
+    """Whether every layer the LoRAs sit on keeps a plain float weight (no GGUF, no fp8): only those fuse."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    plain = (torch.float32, torch.bfloat16, torch.float16)
+    for component in {c for a in loaded for c in a.components}:
+        for module in getattr(pipe, component).modules():
+            if isinstance(module, BaseTunerLayer):
+                weight = module.get_base_layer().weight
+                if type(weight) not in (torch.Tensor, torch.nn.Parameter) or weight.dtype not in plain:
+                    return False
+    return True
 
 
 def _fuse(pipe: Any, loaded: Sequence[LoadedLora]) -> tuple[str, ...]:
