@@ -257,16 +257,41 @@ def _wait_state(page, states: tuple[str, ...], timeout_s: float, snapshots: list
     raise AssertionError(f"no {states} within {timeout_s} s; last: {snapshots[-1:] if snapshots else None}")
 
 
-def test_generate_streams_progress_and_plays(app, browser, app_home: Path) -> None:
+def test_generate_streams_progress_and_plays(app, browser, app_home: Path, tmp_path: Path) -> None:
     with chromium_page(browser, 1280, 1000) as page:
         _open(page, app, "Generate")
+        # no model, no prompt: Generate and Add to queue wait, and the note says why
+        expect(page.locator("#wc-gen-go")).to_be_disabled()
+        expect(page.locator("#wc-gen-add")).to_be_disabled()
+        expect(page.locator("#wc-gen-ready-note")).to_contain_text("Choose a model and write a prompt")
+        _fill(page, "steps", 12)                                   # typed before a model is chosen: it stays
+        page.locator("#wc-gen-path input, #wc-gen-path textarea").first.fill(str(tmp_path / "no-such-model"))
+        expect(page.locator("#wc-gen-ready-note")).to_contain_text("Write a prompt")
+        page.locator("#wc-gen-prompt textarea").fill("A red fox running through fresh snow")
+        expect(page.locator("#wc-gen-go")).to_be_enabled()
+        page.locator("#wc-gen-go").click()
+        page.locator("#wc-gen-progress").get_by_text("The video could not be made.").wait_for(timeout=10_000)
         page.locator("#wc-gen-model input").click()
         page.locator("ul[role=listbox] li", has_text="wan22_t2v_a14b").click()
         page.locator("#wc-gen-info").get_by_text(DEMO_HEADLINE).wait_for(timeout=20_000)
         page.wait_for_function("() => document.querySelector('#wc-gen-width input').value === '1280'")
+        expect(page.locator("#wc-gen-progress")).not_to_contain_text("could not be made")   # the stale refusal went
+        assert page.locator("#wc-gen-steps input").input_value() == "12"          # the person's value stayed
+        expect(page.locator("#wc-gen-frames")).to_contain_text("81 frames = 5.1 s at 16 fps")
+        page.locator("#wc-gen-size input").click()                 # Quick test, after the model's own sizes
+        options = page.locator("ul[role=listbox] li")
+        expect(options.first).to_contain_text("1280x720 (default)")
+        expect(options.last).to_contain_text("Quick test: 16x16, 9 frames, 4 steps")
+        options.last.click()
+        page.wait_for_function("() => document.querySelector('#wc-gen-steps input').value === '4'")
+        assert [page.locator(f"#wc-gen-{f} input").input_value() for f in ("width", "height", "frames")] == \
+            ["16", "16", "9"]
+        expect(page.locator("#wc-gen-frames")).to_contain_text("9 frames = 0.6 s at 16 fps")
+        page.locator("#wc-gen-plan").get_by_text("16x16, 9 frames, 4 steps").wait_for(timeout=10_000)
+        _settle(page)
+        screenshot(page, "tab_generate_form_quick_test.png")
         assert page.locator("#wc-gen-guidance-2").is_visible()           # two experts: two guidances
         assert not page.locator("#wc-gen-image").is_visible()            # text-to-video: no image
-        page.locator("#wc-gen-prompt textarea").fill("A red fox running through fresh snow")
         for field, value in (("width", 64), ("height", 64), ("frames", 9), ("steps", 8)):
             _fill(page, field, value)
         page.locator("#wc-gen-plan").get_by_text("64x64, 9 frames, 8 steps").wait_for(timeout=10_000)
@@ -311,6 +336,9 @@ def test_cancel_a_generation_while_the_app_stays_responsive(app, browser, app_ho
         page.locator("#wc-gen-info").get_by_text(DEMO_HEADLINE).wait_for(timeout=20_000)
         page.wait_for_function("() => document.querySelector('#wc-gen-width input').value === '1280'")
         page.locator("#wc-gen-prompt textarea").fill("A long clip to cancel")
+        page.locator("#wc-gen-gallery").locator("video, img").first.click()      # an earlier video is shown
+        page.locator("#wc-gen-video video").wait_for(timeout=10_000)
+        earlier = page.locator("#wc-gen-video video").get_attribute("src")
         for field, value in (("width", 128), ("height", 128), ("frames", 33), ("steps", 1000)):
             _fill(page, field, value)
         page.locator("#wc-gen-go").click()
@@ -337,6 +365,7 @@ def test_cancel_a_generation_while_the_app_stays_responsive(app, browser, app_ho
         assert "Cancelled after the current step" in page.locator("#wc-gen-progress").inner_text()
         expect(page.locator("#wc-gen-go")).to_be_enabled()
         expect(page.locator("#wc-gen-cancel")).to_be_disabled()
+        assert page.locator("#wc-gen-video video").get_attribute("src") == earlier   # Cancel kept the last video
     assert set((app_home / "outputs").glob("*.mp4")) == videos_before     # nothing written
 
 

@@ -135,10 +135,15 @@ def test_select_model_shows_the_fields_each_model_needs(tmp_path: Path, app_conf
     fields = select_model(str(a14b))
     info, size, width, height, frames, steps, guidance, guidance_2, image, _last, image_row = fields
     assert "Wan 2.2 T2V (two experts)" in info and "✓ fits" in info
-    assert (width, height, frames, steps) == (1280, 720, 81, 40)    # the registry's A14B defaults
-    assert "1280x720" in size["choices"] and guidance_2["visible"] is True and image["visible"] is False
+    assert (width, height, frames["value"], steps) == (1280, 720, 81, 40)    # the registry's A14B defaults
+    assert ("1280x720 (default)", "1280x720") in size["choices"] and size["value"] == "1280x720"
+    assert size["choices"][-1] == ("Quick test: 16x16, 9 frames, 4 steps", "quick")   # after the model's own
+    assert frames["info"] == "81 frames = 5.1 s at 16 fps"
+    assert guidance_2["visible"] is True and image["visible"] is False
     assert guidance["label"] == "Guidance (high-noise expert)"
     fields = select_model(str(ti2v))
+    assert fields[1]["choices"][-1] == ("Quick test: 32x32, 9 frames, 4 steps", "quick")   # the Wan2.2 VAE: x32
+    assert fields[4]["info"] == "121 frames = 5.0 s at 24 fps"
     assert fields[7]["visible"] is False and fields[8]["visible"] is True and fields[10]["visible"] is True
     assert "optional" in fields[8]["label"]
     plan = update_plan(str(a14b), 64, 64, 9, 4, 5.0, "fp32", "auto", "on", "auto")
@@ -146,6 +151,44 @@ def test_select_model_shows_the_fields_each_model_needs(tmp_path: Path, app_conf
     assert "precision=fp32, your setting" in plan and "vae_tiling=True, your setting" in plan
     missing = select_model(str(tmp_path / "nope"))[0]
     assert "Not found" in missing
+
+
+def test_a_chosen_model_fills_only_the_fields_not_touched(tmp_path: Path, app_config) -> None:
+    import gradio as gr
+
+    from core.demo import write_demo_model
+    from wan_ui.form_defaults import START, clip_words, missing_words
+    from wan_ui.generate import apply_size, form_ready, select_new_model
+    from wan_ui.queue_panel import PageState, refused
+
+    SKIP = gr.skip()
+    a14b = write_demo_model("wan22_t2v_a14b", tmp_path.parent / "wan_demo_models")
+    # steps typed (50 -> 8) before the model was chosen: they stay; the untouched fields take its defaults
+    page = refused(PageState())                       # "Choose a model first" is on the panel
+    out = select_new_model(str(a14b), "", dict(START), page, 832, 480, 81, 8, 5.0, 3.0)
+    _info, size, width, height, frames, steps, guidance, guidance_2 = out[:8]
+    selected, filled, fps, page, progress = out[11:]
+    assert (width, height, frames["value"], guidance["value"], guidance_2["value"]) == (1280, 720, 81, 4.0, 3.0)
+    assert steps == SKIP                                                    # typed: it stays
+    assert filled == {**START, "width": 1280, "height": 720, "guidance": 4.0}
+    assert (selected, fps, page.refusal, progress) == (str(a14b), 16, False, "")           # the refusal went
+    # the same model again (a blur after Enter) changes nothing
+    again = select_new_model(str(a14b), selected, filled, page, 64, 64, 9, 8, 4.0, 3.0)
+    assert again[11:13] == (selected, filled)
+    # another model: a width typed since stays (64), the untouched guidance follows the model
+    other = write_demo_model("wan21_t2v", tmp_path.parent / "wan_demo_models")
+    out = select_new_model(str(other), selected, filled, page, 64, 720, 81, 8, 4.0, 3.0)
+    assert out[2] == SKIP                                        # the width typed since stays
+    assert out[3] == 480 and out[6]["value"] == 5.0 and out[1]["value"] is None   # 64x480 is no preset
+    # the Quick test preset: the smallest size this model accepts, few frames and steps
+    assert apply_size("quick", str(other)) == (16, 16, 9, 4)
+    assert apply_size("832x480", str(other))[:2] == (832, 480)
+    assert clip_words(17, 16) == "17 frames = 1.1 s at 16 fps" and "use 9 or 13" in clip_words(10, 16)
+    # Generate waits for a model and a prompt, and says which is missing
+    assert [u["interactive"] for u in form_ready("", "a fox")[:2]] == [False, False]
+    assert form_ready(str(other), "")[2] == missing_words(str(other), "") == \
+        "Write a prompt to generate: what the video shows."
+    assert [u["interactive"] for u in form_ready(str(other), "a fox")[:2]] == [True, True]
 
 
 def test_the_queue_list_offers_what_each_state_allows(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from core.check.report import ModelReport
 from core.choices import OFFLOADS, PRECISIONS
 from core.errors import explain
 from wan_ui import common, queue_panel
+from wan_ui.form_defaults import FIELDS, QUICK, START, clip_words, missing_words, model_defaults, quick_test, untouched
 from wan_ui.gpu_choice import INFO as GPU_INFO
 from wan_ui.gpu_choice import gpu_control
 from wan_ui.lora_picker import build_lora_picker, lora_values
@@ -238,7 +239,7 @@ def start_generation(state: Any, *form: Any) -> tuple[Any, Any, str]:
     """The Generate button: queue the request and follow it on this page (state, progress panel, note)."""
     job_id, errors = submit(_request(*form))
     if job_id is None:
-        return state, render_sentences("The video could not be made.", errors), ""
+        return queue_panel.refused(state), render_sentences("The video could not be made.", errors), ""
     state = queue_panel.follow(state, job_id)
     job = queue_panel.runner().store.get(job_id)
     return state, queue_panel.job_panel(job), ""
@@ -248,13 +249,15 @@ def add_to_queue(state: Any, *form: Any) -> tuple[Any, Any, str]:
     """Add to queue: the request waits its turn; this page keeps following what it follows."""
     job_id, errors = submit(_request(*form))
     if job_id is None:
-        return state, render_sentences("This request cannot be queued.", errors), ""
+        return queue_panel.refused(state), render_sentences("This request cannot be queued.", errors), ""
     runner = queue_panel.runner()
     ahead = sum(1 for j in runner.store.list() if j.state in ("queued", "running") and j.id != job_id)
     current = runner.store.get(state.job) if state is not None and state.job is not None else None
+    note = f"Added to the queue as job {job_id} ({ahead} ahead of it)."
     if current is None or current.finished:
-        state = queue_panel.follow(state, job_id)
-    return state, gr.skip(), f"Added to the queue as job {job_id} ({ahead} ahead of it)."
+        return queue_panel.follow(state, job_id), gr.skip(), note     # drawn on the next tick
+    state, progress = queue_panel.clear_refusal(state)                # an earlier refusal goes
+    return state, progress, note
 
 
 def self_test(state: Any = None) -> Iterator[tuple[Any, Any]]:
@@ -297,51 +300,65 @@ def self_test(state: Any = None) -> Iterator[tuple[Any, Any]]:
 
 # --- the form -------------------------------------------------------------------------------
 
-def _size_label(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
+def select_model(path: str, current: dict[str, Any] | None = None,
+                 filled: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """A model was chosen: its info line and the form's defaults (size presets, frames, steps, guidance).
+
+    ``current``/``filled``: the form's values now and those it was last filled with; a field the
+    person changed (the two differ) keeps its value (wan_ui.form_defaults.untouched). Without
+    them every field takes the model's default.
+    """
+    return _model_fields(path, current, filled)[0]
 
 
-def select_model(path: str) -> tuple[Any, ...]:
-    """A model was chosen: its info line and the form's defaults (size presets, frames, steps, guidance)."""
+def _model_fields(path: str, current: dict[str, Any] | None = None, filled: dict[str, Any] | None = None
+                  ) -> tuple[tuple[Any, ...], dict[str, Any] | None, int | None]:
+    """select_model's outputs, the values now filled in (None: the model was not read) and its fps."""
     from wan_ui.model_check import clean_path
     target = clean_path(path)
     keep = (gr.skip(),) * 10
     if not target:
-        return (render_model_info(None), *keep)
+        return (render_model_info(None), *keep), None, None
     try:
         os.stat(target)
         report = common.inspect_cached(target)
     except Exception as exc:  # noqa: BLE001
         err = explain(exc)
-        return (render_sentences(err.message, [err.remedy] if err.remedy else []), *keep)
+        return (render_sentences(err.message, [err.remedy] if err.remedy else []), *keep), None, None
     if report.is_collection:
         return (render_notice(f"This folder holds {len(report.models)} models; choose one of them in the list.",
-                              "unknown", "?"), *keep)
+                              "unknown", "?"), *keep), None, None
     plan = None
     try:
         plan = common.default_plan(report)
     except Exception as exc:  # noqa: BLE001
         log.warning("No plan for %s: %s", target, exc)
     info = render_model_info(report, common.fit_badge(report, plan))
-    entry = common.defaults(report)
-    from core.run.generation import FALLBACK, IMAGE_TASKS, OPTIONAL_IMAGE_TASKS
-    default = entry.default_size if entry else FALLBACK["size"]
-    sizes = list(dict.fromkeys([_size_label(default)] + [_size_label(s) for s in (entry.sizes if entry else ())]))
+    d = model_defaults(report, common.defaults(report))
+    fill = d.values() if current is None or filled is None else {
+        k: v for k, v in d.values().items() if k in untouched(current, filled)}
+    now = {**(current or {}), **fill}
+    from core.run.generation import IMAGE_TASKS, OPTIONAL_IMAGE_TASKS
     two = report.experts >= 2
     image_task = report.task in IMAGE_TASKS | OPTIONAL_IMAGE_TASKS
     image_label = "Starting image" + (" (optional)" if report.task in OPTIONAL_IMAGE_TASKS else "")
-    guidance = entry.guidance if entry else FALLBACK["guidance"]
-    guidance_2 = (entry.guidance_2 if entry and entry.guidance_2 is not None else guidance)
-    return (info,
-            gr.update(choices=sizes, value=_size_label(default)),
-            default[0], default[1],
-            entry.frames if entry else FALLBACK["frames"],
-            entry.steps if entry else FALLBACK["steps"],
-            gr.update(value=guidance, label="Guidance (high-noise expert)" if two else "Guidance"),
-            gr.update(value=guidance_2, visible=two),
-            gr.update(visible=image_task, label=image_label),
-            gr.update(visible=report.task == "flf2v"),
-            gr.update(visible=image_task))
+
+    def value(name: str) -> Any:
+        return fill[name] if name in fill else gr.skip()
+
+    fields = (info,
+              gr.update(choices=d.size_choices(), value=d.size_value(now.get("width"), now.get("height"))),
+              value("width"), value("height"),
+              gr.update(**({"value": fill["frames"]} if "frames" in fill else {}),
+                        info=clip_words(now.get("frames"), d.fps)),
+              value("steps"),
+              gr.update(**({"value": fill["guidance"]} if "guidance" in fill else {}),
+                        label="Guidance (high-noise expert)" if two else "Guidance"),
+              gr.update(**({"value": fill["guidance_2"]} if "guidance_2" in fill else {}), visible=two),
+              gr.update(visible=image_task, label=image_label),
+              gr.update(visible=report.task == "flf2v"),
+              gr.update(visible=image_task))
+    return fields, {**(filled or {}), **fill}, d.fps
 
 
 def update_plan(path: str, width: Any, height: Any, frames: Any, steps: Any, guidance: Any, precision: str,
@@ -443,11 +460,19 @@ def roll_seed() -> int:
     return random.randrange(0, 2**31)
 
 
-def apply_size(size: str) -> tuple[Any, Any]:
+def apply_size(size: str, path: str = "") -> tuple[Any, Any, Any, Any]:
+    """A size preset was chosen: (width, height, frames, steps); the Quick test also sets frames and steps."""
+    if size == QUICK:
+        from wan_ui.model_check import clean_path
+        try:
+            quick = quick_test(common.inspect_cached(clean_path(path)))
+        except Exception:  # noqa: BLE001 - the model cannot be read now: the form stays as it is
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return quick.width, quick.height, quick.frames, quick.steps
     m = re.match(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$", size or "")
     if not m:
-        return gr.skip(), gr.skip()
-    return int(m.group(1)), int(m.group(2))
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return int(m.group(1)), int(m.group(2)), gr.skip(), gr.skip()
 
 
 # --- layout ---------------------------------------------------------------------------------
@@ -493,16 +518,18 @@ def build_generate_tab() -> GenerateTab:
             image_row = task_inputs.slots["image"].group
             with gr.Row():
                 size = gr.Dropdown(label="Size preset", choices=[], value=None, scale=2, elem_id="wc-gen-size")
-                width = gr.Number(label="Width", value=832, precision=0, minimum=16, scale=1, elem_id="wc-gen-width")
-                height = gr.Number(label="Height", value=480, precision=0, minimum=16, scale=1,
+                width = gr.Number(label="Width", value=START["width"], precision=0, minimum=16, scale=1,
+                                  elem_id="wc-gen-width")
+                height = gr.Number(label="Height", value=START["height"], precision=0, minimum=16, scale=1,
                                    elem_id="wc-gen-height")
             with gr.Row():
-                frames = gr.Number(label="Frames (4k+1)", value=81, precision=0, minimum=1, step=4,
-                                   elem_id="wc-gen-frames")
-                steps = gr.Number(label="Steps", value=50, precision=0, minimum=1, elem_id="wc-gen-steps")
-                guidance = gr.Number(label="Guidance", value=5.0, minimum=0, step=0.5, elem_id="wc-gen-guidance")
-                guidance_2 = gr.Number(label="Guidance (low-noise expert)", value=3.0, minimum=0, step=0.5,
-                                       visible=False, elem_id="wc-gen-guidance-2")
+                frames = gr.Number(label="Frames", value=START["frames"], precision=0, minimum=1, step=4,
+                                   info=clip_words(START["frames"], 16), elem_id="wc-gen-frames")
+                steps = gr.Number(label="Steps", value=START["steps"], precision=0, minimum=1, elem_id="wc-gen-steps")
+                guidance = gr.Number(label="Guidance", value=START["guidance"], minimum=0, step=0.5,
+                                     elem_id="wc-gen-guidance")
+                guidance_2 = gr.Number(label="Guidance (low-noise expert)", value=START["guidance_2"], minimum=0,
+                                       step=0.5, visible=False, elem_id="wc-gen-guidance-2")
             with gr.Row(equal_height=False):
                 seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, scale=4, elem_id="wc-gen-seed")
                 with gr.Column(scale=1, min_width=150, elem_classes=["wc-dice-col"]):
@@ -529,11 +556,14 @@ def build_generate_tab() -> GenerateTab:
             # The buttons head this column, on the first screen however long the form gets, with the
             # progress panel right under them.
             with gr.Row(elem_classes=["wc-gen-buttons"]):
-                go = gr.Button("Generate", variant="primary", scale=3, elem_id="wc-gen-go")
-                add = gr.Button("Add to queue", variant="secondary", scale=2, elem_id="wc-gen-add")
+                # enabled once a model and a prompt are there (form_ready); the note says what is missing
+                go = gr.Button("Generate", variant="primary", scale=3, interactive=False, elem_id="wc-gen-go")
+                add = gr.Button("Add to queue", variant="secondary", scale=2, interactive=False,
+                                elem_id="wc-gen-add")
                 stop = gr.Button("Cancel", variant="stop", scale=1, interactive=False, elem_id="wc-gen-cancel")
                 test = gr.Button("Self-test", variant="secondary", scale=1, elem_id="wc-gen-self-test")
                 api_generate = gr.Button("Generate and wait (API)", visible=False)   # /generate: queue, follow
+            ready_note = gr.Markdown(missing_words("", ""), elem_id="wc-gen-ready-note", elem_classes=["wc-note"])
             cancel_note = gr.Markdown("", elem_id="wc-gen-cancel-note", elem_classes=["wc-note"])
             progress = gr.HTML("", elem_id="wc-gen-progress", js_on_load=None)
             video = gr.Video(label="Video", interactive=False, elem_id="wc-gen-video", height=360)
@@ -553,18 +583,26 @@ def build_generate_tab() -> GenerateTab:
     plan_inputs = [path, width, height, frames, steps, guidance, precision, offload, tiling, te_cpu, speed, *knobs]
 
     selected = gr.State("")         # the model the form was last filled for
+    filled = gr.State(dict(START))  # the values it was last filled with: a field still holding one is untouched
+    fps = gr.State(16)              # the chosen model's frame rate (the clip's length beside the frames)
+    page = jobs["state"]
+    chosen = dict(fn=select_new_model, inputs=[path, selected, filled, page, width, height, frames, steps, guidance,
+                                               guidance_2],
+                  outputs=[*model_fields, selected, filled, fps, page, progress], api_visibility="private")
     refresh.click(picker_update, inputs=picker, outputs=picker, api_visibility="private")
     picker.input(lambda p: p or gr.skip(), inputs=picker, outputs=path, api_visibility="private").then(
-        select_new_model, inputs=[path, selected], outputs=[*model_fields, selected],
-        api_visibility="private").then(
+        **chosen).then(
         show_for_model, inputs=[path, task_inputs.mode], outputs=task_inputs.model_outputs(),
         api_visibility="private").then(update_plan, inputs=plan_inputs, outputs=plan_html, api_visibility="private")
-    gr.on([path.submit, path.blur], select_new_model, inputs=[path, selected], outputs=[*model_fields, selected],
-          api_visibility="private").then(
+    gr.on([path.submit, path.blur], **chosen).then(
         show_for_model, inputs=[path, task_inputs.mode], outputs=task_inputs.model_outputs(),
         api_visibility="private").then(update_plan, inputs=plan_inputs, outputs=plan_html,
                                          api_visibility="private")
-    size.input(apply_size, inputs=size, outputs=[width, height], api_visibility="private").then(
+    gr.on([path.change, prompt.change], form_ready, inputs=[path, prompt], outputs=[go, add, ready_note],
+          api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
+    frames.change(lambda n, rate: gr.update(info=clip_words(n, rate)), inputs=[frames, fps], outputs=frames,
+                  api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
+    size.input(apply_size, inputs=[size, path], outputs=[width, height, frames, steps], api_visibility="private").then(
         update_plan, inputs=plan_inputs, outputs=plan_html, api_visibility="private")
     gr.on([width.input, height.input, frames.input, steps.input, guidance.input, precision.input,
            offload.input, tiling.input, te_cpu.input, speed.input, *(k.input for k in knobs)], update_plan,
@@ -576,7 +614,6 @@ def build_generate_tab() -> GenerateTab:
                      api_visibility="private", queue=False)          # the counts that split this model and size
     gr.on([width.input, height.input], lambda: None, outputs=size, api_visibility="private", queue=False)
 
-    page = jobs["state"]
     go.click(start_generation, inputs=[page, *form], outputs=[page, progress, cancel_note], api_visibility="private",
              show_progress="hidden")
     add.click(add_to_queue, inputs=[page, *form], outputs=[page, progress, cancel_note], api_visibility="private",
@@ -592,8 +629,9 @@ def build_generate_tab() -> GenerateTab:
     jobs["html"].click(queue_panel.on_row_action, inputs=page, outputs=[page, jobs["html"], jobs["note"]],
                        api_visibility="private", show_progress="hidden")
     stop.click(_cancel_clicked, inputs=page, outputs=cancel_note, api_name="cancel", queue=False)
-    stop.click(queue_panel.show_cancelling, inputs=page, outputs=progress, api_visibility="private",
+    stop.click(queue_panel.show_cancelling, inputs=page, outputs=[page, progress], api_visibility="private",
                show_progress="hidden")                  # the panel says "cancelling" at once
+    stop.click(None, js=queue_panel.CANCELLING_JS, api_visibility="private")   # even before the server answers
     queue_panel.register_api()
     # a job ended (the timer put its result here): the gallery, and app.py's Performance tab, catch up
     gen_event = result.change(refresh_gallery, outputs=[gallery, gallery_paths], api_visibility="private")
@@ -625,14 +663,28 @@ def _cancel_clicked(page: Any = None) -> str:
     return queue_panel.cancel_followed(page)
 
 
-def select_new_model(path: str, selected: str) -> tuple[Any, ...]:
-    """select_model, unless the form was already filled for this path (a blur after Enter, say):
-    then the person's changes to size, frames and steps stay."""
+def select_new_model(path: str, selected: str, filled: dict[str, Any], page: Any, *values: Any) -> tuple[Any, ...]:
+    """A model was chosen (the list, or the path box's Enter or blur): the form's defaults go only into
+    the fields the person has not changed (``values``: width, height, frames, steps, guidance,
+    guidance_2 now); a refusal still on the page ("Choose a model first") goes. Nothing changes when
+    the form was already filled for this path (a blur after Enter, say).
+
+    Returns select_model's outputs, then the path filled for, the values filled in, the model's fps,
+    the page's state and its progress panel.
+    """
     from wan_ui.model_check import clean_path
     target = clean_path(path)
     if target and target == selected:
-        return (*(gr.skip(),) * 11, selected)
-    return (*select_model(path), target)
+        return (*(gr.skip(),) * 11, selected, filled, gr.skip(), page, gr.skip())
+    fields, now, rate = _model_fields(path, dict(zip(FIELDS, values)), filled or dict(START))
+    page, progress = queue_panel.clear_refusal(page)
+    return (*fields, target, filled if now is None else now, gr.skip() if rate is None else rate, page, progress)
+
+
+def form_ready(path: str, prompt: str) -> tuple[Any, Any, str]:
+    """Generate and Add to queue are enabled once a model and a prompt are there; the note says what is missing."""
+    missing = missing_words(path, prompt)
+    return gr.update(interactive=not missing), gr.update(interactive=not missing), missing
 
 
 def select_model_keep_form(path: str) -> tuple[Any, ...]:

@@ -62,6 +62,10 @@ tr.wc-q-followed td { background: var(--background-fill-secondary); }
             border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill); }
 .wc-bar { height: 6px; margin-bottom: 2px; }
 """
+#: Cancel pressed: the running panel says so in the browser at once, however busy the server is.
+CANCELLING_JS = """() => { const p = document.querySelector('#wc-gen-progress .wc-progress[data-state="running"]');
+  if (p) { p.dataset.state = 'cancelling'; const s = p.querySelector('.wc-stage');
+           if (s) { s.textContent = '""" + CANCELLING + """'; } } }"""
 ROW_JS = """element.addEventListener('click', (e) => {
   const b = e.target.closest('button[data-act]');
   if (b) { trigger('click', {act: b.dataset.act, job: b.dataset.job}); }
@@ -156,12 +160,32 @@ class PageState:
     progress_html: str = ""
     queue_html: str = ""
     cancel_enabled: bool = False
+    refusal: bool = False         # the panel shows a request's refusal, not a job
+
+
+def refused(state: PageState | None) -> PageState:
+    """The panel now shows why a request was refused (cleared by :func:`clear_refusal`)."""
+    state = state or PageState()
+    state.refusal = True
+    return state
+
+
+def clear_refusal(state: PageState | None) -> tuple[PageState, Any]:
+    """A model was chosen: a refusal still on the panel ("Choose a model first") gives way to the page's
+    job (or nothing); (state, the panel's new HTML or a skip)."""
+    state = state or PageState()
+    if not state.refusal:
+        return state, gr.skip()
+    state.refusal = False
+    job = runner().store.get(state.job) if state.job is not None else None
+    state.progress_html = job_panel(job) if job is not None else ""
+    return state, state.progress_html
 
 
 def follow(state: PageState | None, job_id: int | None) -> PageState:
     """The page now follows ``job_id`` (its panel is drawn on the next tick)."""
     state = state or PageState()
-    state.job, state.ended_shown = job_id, False
+    state.job, state.ended_shown, state.refusal = job_id, False, False
     return state
 
 
@@ -181,7 +205,7 @@ def tick(state: PageState | None) -> tuple[Any, ...]:
     progress = video = result = gr.skip()
     if job is not None and not state.ended_shown:
         html = job_panel(job)
-        if html != state.progress_html:
+        if html != state.progress_html and not state.refusal:     # a refusal stays until the person acts
             progress, state.progress_html = html, html
         if job.finished:
             state.ended_shown = True
@@ -212,13 +236,18 @@ def cancel_followed(state: PageState | None) -> str:
     return r.cancel(job.id)
 
 
-def show_cancelling(state: PageState | None) -> Any:
-    """On Cancel (beside the cancelling itself): the panel says "cancelling" at once, before the job stops."""
+def show_cancelling(state: PageState | None) -> tuple[PageState, Any]:
+    """On Cancel (beside the cancelling itself): the panel says "cancelling" at once, before the job stops;
+    (the page's state, the panel)."""
+    state = state or PageState()
     r = runner()
-    job = r.store.get(state.job) if state is not None and state.job is not None else None
+    job = r.store.get(state.job) if state.job is not None else None
     if job is None or job.finished:
         job = r.store.running()
-    return job_panel(job, cancelling=True) if job is not None and job.state == "running" else gr.skip()
+    if job is None or job.state != "running":
+        return state, gr.skip()
+    state.refusal = False
+    return state, job_panel(job, cancelling=True)
 
 
 # --- the queue list -------------------------------------------------------------------------------
