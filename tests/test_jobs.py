@@ -126,6 +126,15 @@ def test_jobs_run_in_order_in_the_worker_and_keep_the_model_loaded(runner: JobRu
     assert denoise[-1].eta_seconds > 0.5 * runs[0][1].result["seconds"]["decode"]
 
 
+def test_the_enqueue_api_takes_every_generation_setting_by_name() -> None:
+    import inspect
+
+    from core.jobs.submit import config_fields
+    from wan_ui.queue_panel import api_enqueue
+    names = list(inspect.signature(api_enqueue).parameters)
+    assert names[:2] == ["model", "prompt"] and set(names) == {"model", *config_fields(), "precision", "offload"}
+
+
 def test_a_request_is_checked_before_it_is_queued(runner: JobRunner, demo_models_dir: Path, tmp_path: Path) -> None:
     model = str(demo_models_dir / "wan21_t2v")
     job_id, errors = runner.submit(model, {**SMALL, "num_frames": 10})

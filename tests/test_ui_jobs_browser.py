@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import chromium_browser, chromium_page, screenshot, start_app
 
@@ -98,6 +99,18 @@ def test_a_reloaded_page_follows_the_same_job_and_its_decode_to_the_video(app, b
         page.get_by_role("tab", name="Generate").click()
         _record_panel(page)
         page.locator(f'#wc-queue tr[data-job="{job_id}"]').wait_for(timeout=10_000)
+        # while it runs, three more wait: the last moves up one place, the one it passed is removed
+        small = dict(model=_model(home), width=64, height=64, num_frames=9, num_inference_steps=2)
+        waiting = [client.predict(prompt=f"waiting clip {n}", seed=n, **small, api_name="/enqueue") for n in (1, 2, 3)]
+        queued = page.locator('#wc-queue tr[data-state="queued"]')
+        expect(queued).to_have_count(3, timeout=10_000)
+        page.locator(f'#wc-queue tr[data-job="{waiting[2]}"] button[data-act="up"]').click()
+        expect(queued.first).to_have_attribute("data-job", str(waiting[0]))
+        expect(queued.nth(1)).to_have_attribute("data-job", str(waiting[2]), timeout=10_000)
+        page.locator(f'#wc-queue tr[data-job="{waiting[1]}"] button[data-act="remove"]').click()
+        expect(queued).to_have_count(2, timeout=10_000)
+        assert waiting[1] not in [j["id"] for j in client.predict(api_name="/jobs")]
+        assert client.predict(job_id=job_id, api_name="/job")["state"] == "running"     # all of it while it ran
         page.locator('#wc-gen-progress .wc-progress[data-state="done"]').wait_for(timeout=120_000)
         seen = page.evaluate("() => window.__panel")
         running = [s for s in seen if s["state"] == "running"]
@@ -113,6 +126,9 @@ def test_a_reloaded_page_follows_the_same_job_and_its_decode_to_the_video(app, b
         assert page.locator(f'#wc-queue tr[data-job="{job_id}"]').get_attribute("data-state") == "done"
         page.wait_for_timeout(400)
         screenshot(page, "jobs_reloaded_page_done.png")
+    done = [_wait_job(client, n, ("done", "failed", "cancelled")) for n in (waiting[0], waiting[2])]
+    assert [j["state"] for j in done] == ["done", "done"], done
+    assert Path(done[0]["output_path"]).stat().st_mtime <= Path(done[1]["output_path"]).stat().st_mtime
 
 
 def test_a_queue_of_three_finishes_in_order(app, browser, client, home: Path) -> None:
@@ -163,6 +179,9 @@ def test_killing_the_app_interrupts_the_job_and_requeue_finishes_it(browser, tmp
         while client.predict(job_id=job_id, api_name="/job")["state"] != "running":   # its worker is starting
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.1)
+        survivor = client.predict(model=str(tmp_path / "models" / "wan21_t2v"), prompt="a clip that waited",
+                                  width=64, height=64, num_frames=9, num_inference_steps=2, seed=9,
+                                  api_name="/enqueue")
         os.kill(first.process.pid, signal.SIGKILL)       # the app dies without a word
         first.process.wait(timeout=10)
     finally:
@@ -177,9 +196,13 @@ def test_killing_the_app_interrupts_the_job_and_requeue_finishes_it(browser, tmp
             _open_generate(page, second)
             row = page.locator(f'#wc-queue tr[data-job="{job_id}"][data-state="interrupted"]')
             row.wait_for(timeout=10_000)
+            # the job that was waiting in the queue survived the restart and ran
+            page.locator(f'#wc-queue tr[data-job="{survivor}"][data-state="done"]').wait_for(timeout=90_000)
             page.wait_for_timeout(300)
             screenshot(page, "jobs_interrupted_after_restart.png")
             row.get_by_role("button", name="Re-queue").click()
+            # the panel follows the re-queued job (not the survivor's "done") to its end
+            page.locator('#wc-gen-progress .wc-progress:not([data-state="done"])').wait_for(timeout=20_000)
             page.locator('#wc-gen-progress .wc-progress[data-state="done"]').wait_for(timeout=90_000)
             page.locator(f'#wc-queue tr[data-job="{job_id}"][data-state="done"]').wait_for(timeout=10_000)
         job = _wait_job(client, job_id, ("done",), 30)

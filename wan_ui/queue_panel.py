@@ -321,12 +321,14 @@ def api_enqueue(model: str, prompt: str = "", negative_prompt: str | None = None
                 conditioning_scale: float | None = None, strength: float | None = None,
                 pose_video: str | None = None, face_video: str | None = None, background_video: str | None = None,
                 mask_video: str | None = None, mode: str | None = None, segment_frame_length: int | None = None,
+                enable_optimizations: bool | None = None, force_chunked_processing: bool | None = None,
+                output_path: str | None = None, loras: list[str] | None = None, flow_shift: float | None = None,
                 precision: str | None = None, offload: str | None = None) -> int:
     """Queue one generation (API ``/enqueue``) and return its job id at once.
 
-    ``model``: a model folder; the other names are GenerationConfig's (unset: the model's
-    defaults); ``precision``/``offload`` as in the Advanced settings. A request that cannot
-    run is refused with its sentences.
+    ``model``: a model folder; the other names are every GenerationConfig field (unset: the
+    model's defaults; ``loras`` as ``["FILE:STRENGTH@high", ...]``); ``precision``/``offload``
+    as in the Advanced settings. A request that cannot run is refused with its sentences.
     """
     values = {k: v for k, v in locals().items() if k not in ("model", "precision", "offload")}
     from wan_ui.model_check import clean_path
