@@ -45,7 +45,8 @@ from core.fix.parts import FixAction, FixResult, inspect_path, is_ready
 from core.progress import AnyCallback, Progress
 
 __all__ = ["FixResult", "LOCK_NAME", "PAUSE_ENV", "PAUSE_SECONDS_ENV", "SMALL_FILE_LIMIT", "WAIT_SECONDS",
-           "check_preconditions", "execute_actions", "execute_recovery", "file_signature", "foreign_journal",
+           "check_preconditions", "execute_actions", "execute_recovery", "file_signature", "folder_state",
+           "foreign_journal",
            "is_ready", "pending_journal", "read_trusted_journal", "sha256_of", "stat_signature", "undo_fix",
            "check_targets"]
 
@@ -212,18 +213,52 @@ def execute_actions(root: Path, actions: tuple[FixAction, ...],
             except (OSError, WanError) as exc:   # the disk may still be full
                 undo_errors = [f"Putting back the changes failed too: {explain(exc).message}"]
             errors += undo_errors
-            if not undo_errors:
-                errors.append("The changes already made were undone; the folder is as it was.")
+            state = folder_state(root, journal)  # what is on disk now, whatever the record could say
+            if state == "before":
                 applied = []
-            else:
-                errors.append(f"The folder is part-way: run `python -m core fix {root} --apply` again to finish "
-                              f"the fix, or `--undo` to go back (the backups are in {backup}).")
+            errors.append(_state_sentence(root, backup, state, recorded=not undo_errors))
         else:
-            _set_journal_state(backup, "done")
+            try:
+                _set_journal_state(backup, "done")
+            except OSError as exc:               # every change is made; only the record is not marked
+                errors.append(f"Marking the fix finished failed: {explain(exc).message}")
+                errors.append(_state_sentence(root, backup, folder_state(root, journal), recorded=False))
     progress.emit(STAGE, "Checking the model again", 97)
     report = inspect_path(root)
     progress.emit(STAGE, "Done", 100)
     return FixResult(applied, str(backup), errors, report)
+
+
+def folder_state(root: Path, journal: dict[str, Any]) -> str:
+    """Where a folder stands against a fix's journal, read from disk: ``"before"`` (every file and
+    name as it was), ``"final"`` (the fix fully applied) or ``"between"`` (part-way, or changed)."""
+    states = set()
+    for f in journal.get("files", []):
+        if f["before"] == f["final"]:
+            continue                        # a file the fix rewrites as it was tells nothing
+        now = file_signature(root / f["path"])
+        states.add("before" if now == f["before"] else "final" if now == f["final"] else "between")
+    for src, dst in journal.get("moves", []):
+        a, b = (root / src).exists(), (root / dst).exists()
+        states.add("before" if a and not b else "final" if b and not a else "between")
+    return states.pop() if len(states) == 1 else "between" if states else "before"
+
+
+def _state_sentence(root: Path, backup: Path, state: str, recorded: bool) -> str:
+    """The truth about the folder after a fix failed half-way (a full disk): which state, what to do."""
+    again = f"`python -m core fix {root} --apply`"
+    if state == "before":
+        if recorded:
+            return "The changes already made were undone; the folder is as it was."
+        return (f"The folder is as it was (every file checked), but the fix's record in {backup} could not be "
+                f"updated; free some disk space, then {again} finishes the fix from that record, or `--undo` "
+                "keeps the folder as it is.")
+    if state == "final":
+        return (f"The fix is fully applied (every file checked), but its record in {backup} could not be marked "
+                f"finished, so Model Check still calls the fix interrupted. Free some disk space and run {again} "
+                "once more: it only marks the record, no file changes.")
+    return (f"The folder is part-way: some changes are made, others not. Free some disk space and run {again} "
+            f"again to finish the fix, or `--undo` to go back (the backups are in {backup}).")
 
 
 def _apply(root: Path, action: FixAction, index: int) -> None:
@@ -425,6 +460,18 @@ def _undo_journal(root: Path, backup: Path) -> list[str]:
             pass
     _set_journal_state(backup, "undone" if not errors else "conflict")
     return errors
+
+
+def undoable_backup(path: str | os.PathLike[str]) -> Path | None:
+    """The backup that :func:`undo_fix` would restore now (the latest applied fix), or None.
+
+    Reads only the journals; takes no lock (the Fix tab shows Undo only when this is not None).
+
+    >>> undoable_backup("/models/never-fixed") is None       # doctest: +SKIP
+    True
+    """
+    journals = [q for q, j in _journals(Path(path)) if j.get("state") in ("done", "applying")]
+    return journals[-1] if journals else None
 
 
 def undo_fix(path: str | os.PathLike[str], backup_dir: str | os.PathLike[str] | None = None, *,
