@@ -131,15 +131,22 @@ class Operation:
     False
     """
 
-    def __init__(self, operation_id: str) -> None:
+    def __init__(self, operation_id: str, monitor: PerformanceMonitor | None = None) -> None:
         self.operation_id = operation_id
         self.success: bool | None = None
         self.metrics: OperationMetrics | None = None
         self.extra: dict[str, Any] = {}
+        self._monitor = monitor
 
     def set(self, **values: Any) -> None:
         """Context or metrics to record (the same names as ``end_operation``'s keywords)."""
         self.extra.update(values)
+
+    def ram_peak_mb(self) -> float | None:
+        """The process's RAM peak since the operation started (sampled, and measured now), or None
+        when nothing is recorded. A result that reports this number and gives it back as
+        ``set(memory_peak_mb=...)`` shows the history's very number."""
+        return self._monitor.ram_peak_mb(self.operation_id) if self._monitor is not None else None
 
 
 @dataclass
@@ -245,6 +252,16 @@ class PerformanceMonitor:
         op.t0 = time.perf_counter()
         return operation_id
 
+    def ram_peak_mb(self, operation_id: str) -> float | None:
+        """An open operation's RAM peak so far (the samples and one taken now); None when not recording."""
+        rss = self._rss_mb()
+        with self._lock:
+            op = self._open.get(operation_id)
+            if op is None or not op.recording:
+                return None
+            op.observe(rss, None)
+            return op.rss_peak
+
     def end_operation(self, operation_id: str, success: bool, **extra: Any) -> OperationMetrics:
         """Close an operation, store it and return its metrics.
 
@@ -252,7 +269,7 @@ class PerformanceMonitor:
         or ``report`` (a ModelReport, giving both), ``width``, ``height``, ``frames``,
         ``steps``, ``plan`` (an OptimizationPlan, its ``to_dict()`` or any dict/str),
         ``hardware`` (a HardwareInfo or a str), ``stage_seconds``, ``seconds_per_step``,
-        ``cancelled``, ``error``, ``gpu_memory_peak_mb`` (overrides the measurement),
+        ``cancelled``, ``error``, ``gpu_memory_peak_mb`` and ``memory_peak_mb`` (override the measurement),
         ``versions`` (added to the detected ones); anything else is kept in ``context``.
         Raises KeyError for an id that is not open; a storage failure is only a warning.
         """
@@ -283,7 +300,7 @@ class PerformanceMonitor:
         Monitor errors never escape: they become warnings. ``op.metrics`` holds the result
         after the block (None when the monitor failed).
         """
-        op = Operation(operation_id or f"{operation_type}-{os.getpid()}-{next(self._ids)}-{time.time_ns()}")
+        op = Operation(operation_id or f"{operation_type}-{os.getpid()}-{next(self._ids)}-{time.time_ns()}", self)
         started = self._quietly("start", self.start_operation, op.operation_id, operation_type, **context)
         try:
             yield op
@@ -560,11 +577,13 @@ def _build_metrics(operation_id: str, op: _Open, duration: float, success: bool,
         hardware = hardware_summary(hardware)
     versions.update(fields.pop("versions", None) or {})
     override = fields.pop("gpu_memory_peak_mb", None)
+    ram = fields.pop("memory_peak_mb", None)
     error = fields.pop("error", None)
     return OperationMetrics(
         operation_id=operation_id, operation_type=op.operation_type, started_at=op.started_at,
         duration=duration, success=success, cancelled=bool(fields.pop("cancelled", False)),
-        error=str(error) if error else None, memory_start_mb=op.rss_start, memory_peak_mb=op.rss_peak,
+        error=str(error) if error else None, memory_start_mb=op.rss_start,
+        memory_peak_mb=float(ram) if isinstance(ram, (int, float)) else op.rss_peak,
         gpu_memory_peak_mb=override if override is not None else gpu, cpu_percent=cpu,
         stage_seconds={str(k): float(v) for k, v in (fields.pop("stage_seconds", None) or {}).items()
                        if isinstance(v, (int, float))},

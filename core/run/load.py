@@ -244,7 +244,7 @@ class WanPipelineWrapper:
         plan, progress = _seed_positional(plan, progress)
         with _recorded_generation(self, config) as op:
             result = self._generate_video(config, plan, _progress(progress, progress_callback), cancel)
-            _record_result(op, result)
+            result = _record_result(op, result)
         return result
 
     def _generate_video(self, config: GenerationConfig, plan: OptimizationPlan | None, progress: Progress,
@@ -282,7 +282,7 @@ class WanPipelineWrapper:
         plan, progress = _seed_positional(plan, progress)
         with _recorded_generation(self, config) as op:
             frames, result = self._frames(config, plan, _progress(progress, progress_callback), cancel)
-            _record_result(op, result)
+            result = _record_result(op, result)
         return frames, result
 
     def _frames(self, config: GenerationConfig, plan: OptimizationPlan | None, progress: Progress,
@@ -539,8 +539,17 @@ def _recorded_generation(wrapper: WanPipelineWrapper, config: GenerationConfig) 
                  steps=config.num_inference_steps)
 
 
-def _record_result(op: Any, result: GenerationResult) -> None:
-    """Give the monitor a generation's own stage timings; a failure or cancel is success False."""
+def _record_result(op: Any, result: GenerationResult) -> GenerationResult:
+    """Give the monitor a generation's own stage timings; a failure or cancel is success False.
+
+    Returns the result with the one peak RAM both report: the larger of the monitor's samples
+    and the run's own (per step), so the result card and the Performance tab say the same."""
+    sampled = op.ram_peak_mb() if hasattr(op, "ram_peak_mb") else None
+    if sampled is not None or result.peak_ram_mb is not None:
+        result = replace(result, peak_ram_mb=max(x for x in (sampled, result.peak_ram_mb) if x is not None))
+        op.set(memory_peak_mb=result.peak_ram_mb)
+    if result.peak_vram_mb is not None:
+        op.set(gpu_memory_peak_mb=result.peak_vram_mb)
     meta = result.metadata
     op.set(stage_seconds=result.seconds, seconds_per_step=result.seconds_per_step, cancelled=result.cancelled,
            error="; ".join(result.errors)[:500] or None)
@@ -557,6 +566,7 @@ def _record_result(op: Any, result: GenerationResult) -> None:
     if meta.get("num_inference_steps"):
         op.set(steps=meta["num_inference_steps"])
     op.success = result.success
+    return result
 
 
 def _free_memory() -> None:
