@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -115,6 +116,8 @@ def test_check_a_dropped_folder_uploads_no_weights(app, browser, sparse_a14b: Pa
         assert 0 < sum(sent) < 2_000_000, sum(sent)              # configs and headers, not 126 GB
         report = page.locator("#wc-report").inner_text()
         assert "Your browser sent" in report and "No problems found." in report
+        box = page.locator("#wc-path input, #wc-path textarea").first            # the box says what was checked
+        assert sparse_a14b.name in (box.input_value() or box.get_attribute("placeholder")), box.get_attribute("placeholder")
         expect(page.locator("#wc-report-download")).to_be_enabled()
         expect(page.locator("#wc-open-fix")).to_be_disabled()    # Fix needs the folder's path on this computer
         _settle(page)
@@ -166,13 +169,35 @@ def test_drop_event_walks_the_folder(app, browser, demo_dir: Path) -> None:
         assert len(body) < weights / 4, (len(body), weights)      # headers only, not the tensors
 
 
+ZIP_DROP_JS = """
+async (b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const file = new File([bytes], 'demo.zip', {type: 'application/zip'});
+  const entry = {isFile: true, isDirectory: false, name: file.name, fullPath: '/' + file.name, file(ok) { ok(file); }};
+  const event = new Event('drop', {bubbles: true, cancelable: true});
+  Object.defineProperty(event, 'dataTransfer', {value: {items: [{webkitGetAsEntry: () => entry}], files: [file]}});
+  document.querySelector('#wc-dropzone .wc-drop').dispatchEvent(event);
+}
+"""
+
+
 def test_check_an_uploaded_zip(app, browser, demo_dir: Path, tmp_path: Path) -> None:
     archive = shutil.make_archive(str(tmp_path / "demo"), "zip", demo_dir.parent, demo_dir.name)
     with chromium_page(browser, 1280, 900) as page:
         _open(page, app)
-        page.locator("#wc-zip input[type=file]").set_input_files(archive)
+        with page.expect_file_chooser() as chooser:             # the zone's own button picks a .zip…
+            page.locator("#wc-dropzone .wc-drop-zip").click()
+        assert not chooser.value.is_multiple()
+        # …and a .zip dropped on the zone (where folders are dropped) is unpacked and checked
+        page.evaluate(ZIP_DROP_JS, base64.b64encode(Path(archive).read_bytes()).decode())
         page.locator("#wc-report").get_by_text(DEMO_HEADLINE).wait_for(timeout=20_000)
         assert "Unpacked from demo.zip" in page.locator("#wc-report").inner_text()
+        expect(page.locator("#wc-dropzone .wc-drop-status")).to_have_text(
+            "Checked demo.zip, unpacked on this computer: the report is below.")
+        box = page.locator("#wc-path input, #wc-path textarea").first
+        expect(box).to_have_value(re.compile(r"wan-compat-zip-.*wan22_t2v_a14b$"))   # the unpacked folder
+        _settle(page)
+        screenshot(page, "tab_model_check_zip_drop.png")
 
 
 def test_system_panel_shows_the_doctor(app, browser) -> None:

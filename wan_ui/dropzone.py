@@ -1,4 +1,8 @@
-"""The Model Check drop zone: a folder dropped on the page is described, never uploaded.
+"""The Model Check drop zone: one place for a model folder (described, never uploaded) or a .zip.
+
+A ``.zip`` dropped here, or chosen with "Choose a .zip…", is handed to the hidden upload
+``#wc-zip`` (``check_zip``: unpacked with limits, then checked). After either, the path box
+shows what was checked (:func:`checked_path`).
 
 The browser walks the dropped folder (``webkitGetAsEntry`` and directory readers; or the
 hidden ``<input type=file webkitdirectory>`` behind "Choose a folder…") and reads only:
@@ -17,21 +21,28 @@ which runs the detector on a :class:`core.check.filesource.ManifestSource`.
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
+from typing import Any
 
 DROP_ID = "wc-dropzone"
 MANIFEST_ID = "wc-manifest"
 SEND_ID = "wc-manifest-send"
+ZIP_ID = "wc-zip"             # the hidden gr.File that takes a dropped or chosen .zip
 
 HTML = """
-<div class="wc-drop" tabindex="0" role="button" aria-label="Drop a model folder here">
-  <p class="wc-drop-title">Drop a model folder here</p>
-  <p class="wc-drop-sub">Only file names, sizes, configs and the headers of .safetensors files are read,
-  in your browser; the weights are never uploaded.</p>
-  <button type="button" class="wc-drop-pick lg secondary">Choose a folder…</button>
+<div class="wc-drop" tabindex="0" role="button" aria-label="Drop a model folder or a .zip here">
+  <p class="wc-drop-title">Drop a model folder or a .zip here</p>
+  <p class="wc-drop-sub">A folder: only file names, sizes, configs and the headers of .safetensors files are
+  read, in your browser; the weights are never uploaded. A .zip of a small model is uploaded and unpacked.</p>
+  <div class="wc-drop-buttons">
+    <button type="button" class="wc-drop-pick lg secondary">Choose a folder…</button>
+    <button type="button" class="wc-drop-zip lg secondary">Choose a .zip…</button>
+  </div>
   <input type="file" class="wc-drop-input" webkitdirectory directory multiple hidden>
   <p class="wc-drop-status" aria-live="polite"></p>
 </div>
 """
+CSS = ".wc-drop-buttons { display: flex; gap: 8px; flex-wrap: wrap; }"
 
 JS = r"""
 const zone = element.querySelector('.wc-drop');
@@ -138,7 +149,33 @@ async function send(files) {
   }
 }
 
+const zipInput = () => document.querySelector('#__ZIP__ input[type=file]');
+function sendZip(file) {
+  const target = zipInput();
+  if (!target) { say('The page is not ready yet; try again in a moment.'); return; }
+  const dt = new DataTransfer();
+  dt.items.add(file);
+  target.files = dt.files;
+  target.dispatchEvent(new Event('change', {bubbles: true}));
+  say(`Uploading ${file.name} (${fmt(file.size)}) to unpack and check it…`);
+  const report = document.querySelector('#wc-report');     // its report (or refusal) names the .zip
+  if (!report) return;
+  const seen = new MutationObserver(() => {
+    if (!report.innerText.includes(file.name) || report.querySelector('.progress-text, .eta-bar')) return;
+    say(`Checked ${file.name}, unpacked on this computer: the report is below.`);
+    seen.disconnect();
+  });
+  seen.observe(report, {childList: true, subtree: true, characterData: true});
+  setTimeout(() => seen.disconnect(), 15 * 60 * 1000);
+}
+const isZip = (f) => f && f.name.toLowerCase().endsWith('.zip');
+
 pick.addEventListener('click', (e) => { e.preventDefault(); e.stopPropagation(); input.click(); });
+element.querySelector('.wc-drop-zip').addEventListener('click', (e) => {
+  e.preventDefault(); e.stopPropagation();
+  const target = zipInput();
+  if (target) { target.click(); } else { say('The page is not ready yet; try again in a moment.'); }
+});
 zone.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); input.click(); } });
 ['dragenter', 'dragover'].forEach((type) => zone.addEventListener(type, (e) => {
   e.preventDefault(); e.stopPropagation(); zone.classList.add('wc-drag');
@@ -150,6 +187,11 @@ zone.addEventListener('drop', async (e) => {
   const dt = e.dataTransfer;
   const items = dt && dt.items ? [...dt.items] : [];
   const entries = items.map((item) => item.webkitGetAsEntry ? item.webkitGetAsEntry() : null).filter(Boolean);
+  const loose = dt ? [...dt.files] : [];
+  if (entries.length === 1 && entries[0].isFile && isZip(entries[0])) {      // one .zip: unpacked on the server
+    sendZip(await fileOf(entries[0])); return;
+  }
+  if (!entries.length && loose.length === 1 && isZip(loose[0])) { sendZip(loose[0]); return; }
   const files = entries.length ? await walk(entries)
     : [...(dt ? dt.files : [])].map((f) => ({file: f, path: f.webkitRelativePath || f.name}));
   await send(files);
@@ -159,7 +201,7 @@ input.addEventListener('change', async () => {
   input.value = '';
   await send(files);
 });
-""".replace("__MANIFEST__", MANIFEST_ID).replace("__SEND__", SEND_ID)
+""".replace("__MANIFEST__", MANIFEST_ID).replace("__SEND__", SEND_ID).replace("__ZIP__", ZIP_ID)
 
 
 def html() -> str:
@@ -178,3 +220,20 @@ def describe_sent(manifest: dict) -> str:
         return ""
     return escape(f"Your browser sent {format_size(sent)} of configs and headers describing {files} files "
                   f"({format_size(total)} on disk); no weights were uploaded.")
+
+
+def checked_path(data: dict | None) -> Any:
+    """What the path box shows after a check (``data``: the report's JSON): the unpacked folder of
+    a .zip, the place of a dropped folder when it was found on this computer, else the dropped
+    folder's name in the placeholder; a check by path leaves the box as it is."""
+    import gradio as gr
+    source = (data or {}).get("source")
+    if source == "zip" and data.get("path"):
+        return gr.update(value=str(data["path"]))
+    if source == "manifest":
+        if data.get("local_path"):
+            return gr.update(value=str(data["local_path"]))
+        name = Path(str(data.get("path") or "the dropped folder")).name
+        return gr.update(value="", placeholder=f"Checked: the dropped folder “{name}”, read in your browser. "
+                                               "Type its path here to fix it or to check it from disk.")
+    return gr.skip()

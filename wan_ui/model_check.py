@@ -268,12 +268,10 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
         with gr.Row():
             folder_button = gr.Button(f"Check my models folder: {folder}", variant="secondary",
                                       size="sm", scale=0, elem_id="wc-check-models-dir")
-    with gr.Row(equal_height=True):
-        with gr.Column(scale=3, min_width=320):
-            gr.HTML(dropzone.html(), elem_id=dropzone.DROP_ID, js_on_load=dropzone.JS)
-        with gr.Column(scale=2, min_width=240):
-            zip_file = gr.File(label="…or upload a .zip of a small model", file_types=[".zip"], type="filepath",
-                               elem_id="wc-zip", height=150)
+    # one drop zone for a folder or a .zip (wan_ui.dropzone); it hands a .zip to this hidden upload
+    gr.HTML(dropzone.html(), elem_id=dropzone.DROP_ID, js_on_load=dropzone.JS, css_template=dropzone.CSS)
+    zip_file = gr.File(label="a .zip of a small model", file_types=[".zip"], type="filepath",
+                       elem_id=dropzone.ZIP_ID, visible="hidden")
     manifest_box = gr.Textbox(visible="hidden", lines=2, elem_id=dropzone.MANIFEST_ID, label="manifest")
     manifest_send = gr.Button("send manifest", visible="hidden", elem_id=dropzone.SEND_ID)
     report_html = gr.HTML(render_prompt(), elem_id="wc-report", js_on_load=None)
@@ -318,6 +316,8 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
             show_progress="minimal").then(**after)
     gr.on([lora_button.click, lora_box.submit], lora_picker.model_check_lora, inputs=[path_box, lora_box],
           outputs=lora_html, api_name="check_lora", show_progress="minimal")
+    report_json.change(dropzone.checked_path, inputs=report_json, outputs=path_box,   # the box says what was checked
+                       api_visibility="private", queue=False)
     system.expand(system_check, outputs=system_html, api_visibility="private")
     again.click(lambda: system_check(force=True), outputs=system_html, api_name="doctor")
     return ModelCheckTab(path=path_box, report_json=report_json, open_fix=open_fix)
