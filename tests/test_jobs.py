@@ -183,6 +183,14 @@ def test_a_worker_killed_by_the_kernel_is_a_memory_failure_and_the_app_goes_on(r
     assert next_job.state == "done" and runner.worker.pid not in (None, pid)
 
 
+def test_a_job_list_that_cannot_be_read_is_a_sentence(tmp_path: Path) -> None:
+    from core.jobs.listing import list_jobs
+    (tmp_path / "history.db").write_text("not a database")
+    text, code = list_jobs(False, JobStore(tmp_path / "history.db"))
+    assert code == 2 and text.startswith(f"The job list in {tmp_path / 'history.db'} cannot be read (")
+    assert "history_db" in text and "Traceback" not in text
+
+
 def test_the_cli_lists_the_jobs_as_the_api_does(runner: JobRunner, home: Path) -> None:
     env_db = str(runner.store.db_path)
     out = subprocess.run([sys.executable, "-m", "core", "jobs", "--json"], capture_output=True, text=True,

@@ -289,6 +289,7 @@ def test_generate_streams_progress_and_plays(app, browser, app_home: Path, tmp_p
         expect(page.locator("#wc-gen-go")).to_be_disabled()
         expect(page.locator("#wc-gen-add")).to_be_disabled()
         expect(page.locator("#wc-gen-ready-note")).to_contain_text("Choose a model and write a prompt")
+        screenshot(page, "tab_generate_form_empty.png")
         _fill(page, "steps", 12)                                   # typed before a model is chosen: it stays
         page.locator("#wc-gen-path input, #wc-gen-path textarea").first.fill(str(tmp_path / "no-such-model"))
         expect(page.locator("#wc-gen-ready-note")).to_contain_text("Write a prompt")
@@ -388,6 +389,7 @@ def test_cancel_a_generation_while_the_app_stays_responsive(app, browser, app_ho
         # the form kept what was typed after the path (a blur of the path box does not reset it)
         assert page.locator("#wc-gen-width input").input_value() == "128"
         assert "Cancelled after the current step" in page.locator("#wc-gen-progress").inner_text()
+        assert "ETA" not in page.locator("#wc-gen-progress .wc-facts").first.inner_text()   # no ETA once cancelled
         expect(page.locator("#wc-gen-go")).to_be_enabled()
         expect(page.locator("#wc-gen-cancel")).to_be_disabled()
         assert page.locator("#wc-gen-video video").get_attribute("src") == earlier   # Cancel kept the last video

@@ -34,7 +34,8 @@ def list_jobs(as_json: bool, store: JobStore | None = None) -> tuple[str, int]:
     try:
         jobs = store.list()
     except (sqlite3.Error, OSError) as exc:
-        return f"The job list in {store.db_path} cannot be read: {exc}.", 2
+        return (f"The job list in {store.db_path} cannot be read ({exc}). Point config.yaml's history_db (or "
+                "WAN_COMPAT_HISTORY_DB) at the app's history database, e.g. data/history.db."), 2
     finally:
         store.close()
     if as_json:
