@@ -126,3 +126,13 @@ def test_header_only_tensors_have_the_real_names() -> None:
     assert names["diffusion_model.blocks.0.ffn.0.lora_up.weight"] == (13824, 64)
     assert "lora_unet_blocks_0_self_attn_q.lora_down.weight" in lora_tensors("musubi", 1536, 8960, 1)
     assert "transformer.blocks.0.attn1.to_out.0.lora_B.weight" in lora_tensors("diffusers", 1536, 8960, 1)
+
+
+def test_the_fingerprint_tells_apart_loras_of_the_same_layout(tmp_path: Path) -> None:
+    """Lightning's HIGH and LOW files have equal headers and sizes: the history must still tell them apart."""
+    from core.check.lora_match import fingerprint
+    a = write_lora(tmp_path / "a_HIGH.safetensors", "comfyui", 24, 32, 2, seed=1)
+    b = write_lora(tmp_path / "a_LOW.safetensors", "comfyui", 24, 32, 2, seed=2)
+    again = write_lora(tmp_path / "copy.safetensors", "comfyui", 24, 32, 2, seed=1)
+    assert a.stat().st_size == b.stat().st_size and fingerprint(a) != fingerprint(b) == fingerprint(b)
+    assert fingerprint(a) == fingerprint(again) and len(fingerprint(a) or "") == 16

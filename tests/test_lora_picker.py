@@ -43,14 +43,36 @@ def test_strength_per_expert_goes_to_the_right_expert(demo_models_dir: Path, lor
     assert "needs 4 steps and guidance 1" in shown
 
 
+def test_each_lora_has_its_own_strength_sliders(demo_models_dir: Path, loras: dict[str, Path]) -> None:
+    """A slot per picked LoRA: one slider on one transformer; on A14B the expert(s) it goes to, each its own."""
+    from wan_ui.lora_picker import SLOTS, lora_values, set_strength, slot_updates
+    a14b, t2v = inspect(demo_models_dir / "wan22_t2v_a14b"), inspect(demo_models_dir / "wan21_t2v")
+    style, high = str(loras["style"]), str(loras["high"])
+    strengths = set_strength({}, [style, high], 0, "high", 0.6)
+    strengths = set_strength(strengths, [style, high], 0, "low", 0.9)
+    strengths = set_strength(strengths, [style, high], 1, "high", 1.0)
+    assert lora_values(a14b, [style, high], strengths, None) == [f"{style}:0.6@high", f"{style}:0.9@low",
+                                                                f"{high}:1@high"]
+    assert lora_values(t2v, [style, high], strengths, None) == [f"{style}:0.6", f"{high}:1"]
+    shown = [(u.get("visible"), u.get("label"), u.get("value")) for u in slot_updates(a14b, [style, high], strengths)]
+    assert len(shown) == 2 * SLOTS and shown[4:] == [(False, None, None)] * (2 * SLOTS - 4)
+    assert shown[:3] == [(True, "style.safetensors: strength on the high-noise expert", 0.6),
+                         (True, "style.safetensors: strength on the low-noise expert", 0.9),
+                         (True, f"{Path(high).name}: strength on the high-noise expert", 1.0)]
+    assert shown[3][0] is False            # the HIGH file has no low-noise slider
+    assert [u.get("visible") for u in slot_updates(t2v, [style], strengths)[:2]] == [True, False]
+
+
 def test_the_distillation_preset_says_what_it_changed(loras: dict[str, Path]) -> None:
-    from wan_ui.lora_picker import apply_preset
+    from wan_ui.lora_picker import apply_preset, shift_problem
     steps, guidance, guidance_2, shift, note = apply_preset([str(loras["style"]), str(loras["high"])], 40, 4.0, 3.0,
                                                             None)
-    assert (steps, guidance, guidance_2, shift) == (4, 1.0, 1.0, 5.0)
+    assert (steps, guidance, guidance_2, shift) == (4, 1.0, 1.0, "5")
     assert note == ("For Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16.safetensors: steps 40 → 4, guidance 4.0 → 1, "
                     "guidance (low-noise) 3.0 → 1, scheduler shift the model's → 5.")
     assert apply_preset([str(loras["style"])], 40, 4.0, 3.0)[4] == "No distillation LoRA is picked."
+    assert apply_preset([str(loras["high"])], 4, 1, 1, "5")[4].endswith(": nothing to change.")
+    assert shift_problem("") == shift_problem(" 5 ") == "" and "must be a number above 0" in shift_problem("0")
 
 
 def test_model_check_field_and_the_tab_builds(demo_models_dir: Path, loras: dict[str, Path]) -> None:
