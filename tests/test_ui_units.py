@@ -68,6 +68,14 @@ def test_manifest_of_a_sparse_full_size_model(tmp_path: Path, app_config) -> Non
     assert "Wan 2.2 T2V A14B (two experts) — diffusers layout — ready to load" in html
     assert "no weights were uploaded" in html
     assert "On this computer at the model&#x27;s default settings" in html  # the fit card
+    assert "local_path" not in data and "data-wc-act" not in html        # not on this computer: no Fix button
+    (folder / "model_index.json").unlink()                                # broken, and not found: how to get its path
+    html, data = check_manifest(json.dumps(manifest_of(folder)))
+    assert "Copy as path" in html and "data-wc-act" not in html
+    from wan_ui import common
+    common.remember(str(folder))          # a folder checked by path before: the drop is found by its files
+    html, data = check_manifest(json.dumps(manifest_of(folder)))
+    assert data["local_path"] == str(folder) and f'data-wc-act="fix" data-wc-path="{folder}"' in html
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -165,7 +173,7 @@ def test_a_chosen_model_fills_only_the_fields_not_touched(tmp_path: Path, app_co
     a14b = write_demo_model("wan22_t2v_a14b", tmp_path.parent / "wan_demo_models")
     # steps typed (50 -> 8) before the model was chosen: they stay; the untouched fields take its defaults
     page = refused(PageState())                       # "Choose a model first" is on the panel
-    out = select_new_model(str(a14b), "", dict(START), page, 832, 480, 81, 8, 5.0, 3.0)
+    out = select_new_model(str(a14b), "", dict(START), page, None, 832, 480, 81, 8, 5.0, 3.0)
     _info, size, width, height, frames, steps, guidance, guidance_2 = out[:8]
     selected, filled, fps, page, progress = out[11:]
     assert (width, height, frames["value"], guidance["value"], guidance_2["value"]) == (1280, 720, 81, 4.0, 3.0)
@@ -173,16 +181,21 @@ def test_a_chosen_model_fills_only_the_fields_not_touched(tmp_path: Path, app_co
     assert filled == {**START, "width": 1280, "height": 720, "guidance": 4.0}
     assert (selected, fps, page.refusal, progress) == (str(a14b), 16, False, "")           # the refusal went
     # the same model again (a blur after Enter) changes nothing
-    again = select_new_model(str(a14b), selected, filled, page, 64, 64, 9, 8, 4.0, 3.0)
+    again = select_new_model(str(a14b), selected, filled, page, None, 64, 64, 9, 8, 4.0, 3.0)
     assert again[11:13] == (selected, filled)
     # another model: a width typed since stays (64), the untouched guidance follows the model
     other = write_demo_model("wan21_t2v", tmp_path.parent / "wan_demo_models")
-    out = select_new_model(str(other), selected, filled, page, 64, 720, 81, 8, 4.0, 3.0)
+    out = select_new_model(str(other), selected, filled, page, "1280x720", 64, 720, 81, 8, 4.0, 3.0)
     assert out[2] == SKIP                                        # the width typed since stays
     assert out[3] == 480 and out[6]["value"] == 5.0 and out[1]["value"] is None   # 64x480 is no preset
     # the Quick test preset: the smallest size this model accepts, few frames and steps
     assert apply_size("quick", str(other)) == (16, 16, 9, 4)
     assert apply_size("832x480", str(other))[:2] == (832, 480)
+    # with the Quick test chosen, another model takes its own smallest size (x32 with the Wan2.2 VAE)
+    ti2v = write_demo_model("wan22_ti2v_5b", tmp_path.parent / "wan_demo_models")
+    out = select_new_model(str(ti2v), str(other), out[12], page, "quick", 16, 16, 9, 4, 5.0, 5.0)
+    assert (out[1]["value"], out[2], out[3], out[4]["value"], out[5]) == ("quick", 32, 32, 9, 4)
+    assert out[4]["info"] == "9 frames = 0.4 s at 24 fps"
     assert clip_words(17, 16) == "17 frames = 1.1 s at 16 fps" and "use 9 or 13" in clip_words(10, 16)
     # Generate waits for a model and a prompt, and says which is missing
     assert [u["interactive"] for u in form_ready("", "a fox")[:2]] == [False, False]
@@ -352,16 +365,26 @@ def test_open_in_fix_and_badges_only_for_a_wan_model(tmp_path: Path, demo_t2v: P
     broken = tmp_path / "broken"
     shutil.copytree(demo_t2v, broken)
     (broken / "model_index.json").unlink()
+    headline_fix = '<button type="button" class="wc-act wc-act-primary wc-offer-button" data-wc-act="fix"'
     for folder, badge in ((sd, "Not a Wan model"), (junk, "Not a model"), (shelf, None), (broken, None)):
         html, data = check_path(str(folder))
-        _download, open_fix = after_check(data)
-        assert open_fix["interactive"] is (folder == broken), folder
+        assert after_check(data)["interactive"], folder                  # the JSON download
+        assert (headline_fix in html) is (folder == broken), folder       # "Fix", right under the headline
         if badge is not None:
-            assert badge in html and "Needs fixing" not in html, folder
+            assert badge in html and "Needs fixing" not in html and 'data-wc-act="fix"' not in html, folder
             plan_html = render_fix_plan(fix_plan(inspect(str(folder))))
             assert "Nothing to do" not in plan_html and "Note" in plan_html, folder
         elif folder == broken:
-            assert "✗ Needs fixing" in html
+            assert "✗ Needs fixing" in html and "Fix can repair this here: 1 change" in html
+            assert "Press Fix to rebuild it" in html and "python -m core" not in html   # the app's words
+    # a folder of several models: the list first (Open and Open in Fix each), the full reports folded;
+    # Fix lists only the model that needs fixing
+    html, _data = check_path(str(shelf))
+    assert html.count('data-wc-act="check"') == 2 and html.count('data-wc-act="fix"') == 2
+    assert html.index("wc-models") < html.index("Full report of each model (2)")
+    plan_html = render_fix_plan(fix_plan(inspect(str(shelf))))
+    assert "1 of the 2 models in this folder needs fixing" in plan_html
+    assert f'data-wc-path="{shelf / "two"}"' in plan_html and f'data-wc-path="{shelf / "one"}"' not in plan_html
 
 
 # --- cancel, the memory plan card, results -------------------------------------------------------

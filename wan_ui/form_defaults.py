@@ -102,6 +102,20 @@ def untouched(current: dict[str, Any], filled: dict[str, Any]) -> set[str]:
     return {name for name in FIELDS if name in filled and _number(current.get(name)) == _number(filled[name])}
 
 
+def to_fill(defaults: FormDefaults, current: dict[str, Any] | None, filled: dict[str, Any] | None,
+            size: str | None = None) -> dict[str, Any]:
+    """What a newly chosen model puts into the form: its defaults in the :func:`untouched` fields (all of
+    them without ``current``/``filled``); with the Quick test chosen (``size``), its own smallest size."""
+    values = defaults.values()
+    fill = values if current is None or filled is None else {
+        k: v for k, v in values.items() if k in untouched(current, filled)}
+    if size == QUICK:
+        fill = {**fill, "width": defaults.quick.width, "height": defaults.quick.height}
+        fill.update({k: v for k, v in (("frames", defaults.quick.frames), ("steps", defaults.quick.steps))
+                     if _number((current or {}).get(k)) == v})
+    return fill
+
+
 def clip_words(frames: Any, fps: Any) -> str:
     """The clip's length beside the frame count: "17 frames = 1.1 s at 16 fps" (or why the count is refused)."""
     n, rate = _number(frames), _number(fps) or 16.0

@@ -41,7 +41,16 @@ from core.check.report import ModelReport
 from core.choices import OFFLOADS, PRECISIONS
 from core.errors import explain
 from wan_ui import common, queue_panel
-from wan_ui.form_defaults import FIELDS, QUICK, START, clip_words, missing_words, model_defaults, quick_test, untouched
+from wan_ui.form_defaults import (
+    FIELDS,
+    QUICK,
+    START,
+    clip_words,
+    missing_words,
+    model_defaults,
+    quick_test,
+    to_fill,
+)
 from wan_ui.gpu_choice import INFO as GPU_INFO
 from wan_ui.gpu_choice import gpu_control
 from wan_ui.lora_picker import build_lora_picker, lora_values
@@ -311,8 +320,8 @@ def select_model(path: str, current: dict[str, Any] | None = None,
     return _model_fields(path, current, filled)[0]
 
 
-def _model_fields(path: str, current: dict[str, Any] | None = None, filled: dict[str, Any] | None = None
-                  ) -> tuple[tuple[Any, ...], dict[str, Any] | None, int | None]:
+def _model_fields(path: str, current: dict[str, Any] | None = None, filled: dict[str, Any] | None = None,
+                  size: str | None = None) -> tuple[tuple[Any, ...], dict[str, Any] | None, int | None]:
     """select_model's outputs, the values now filled in (None: the model was not read) and its fps."""
     from wan_ui.model_check import clean_path
     target = clean_path(path)
@@ -335,8 +344,7 @@ def _model_fields(path: str, current: dict[str, Any] | None = None, filled: dict
         log.warning("No plan for %s: %s", target, exc)
     info = render_model_info(report, common.fit_badge(report, plan))
     d = model_defaults(report, common.defaults(report))
-    fill = d.values() if current is None or filled is None else {
-        k: v for k, v in d.values().items() if k in untouched(current, filled)}
+    fill = to_fill(d, current, filled, size)
     now = {**(current or {}), **fill}
     from core.run.generation import IMAGE_TASKS, OPTIONAL_IMAGE_TASKS
     two = report.experts >= 2
@@ -347,7 +355,8 @@ def _model_fields(path: str, current: dict[str, Any] | None = None, filled: dict
         return fill[name] if name in fill else gr.skip()
 
     fields = (info,
-              gr.update(choices=d.size_choices(), value=d.size_value(now.get("width"), now.get("height"))),
+              gr.update(choices=d.size_choices(),
+                        value=QUICK if size == QUICK else d.size_value(now.get("width"), now.get("height"))),
               value("width"), value("height"),
               gr.update(**({"value": fill["frames"]} if "frames" in fill else {}),
                         info=clip_words(now.get("frames"), d.fps)),
@@ -586,8 +595,8 @@ def build_generate_tab() -> GenerateTab:
     filled = gr.State(dict(START))  # the values it was last filled with: a field still holding one is untouched
     fps = gr.State(16)              # the chosen model's frame rate (the clip's length beside the frames)
     page = jobs["state"]
-    chosen = dict(fn=select_new_model, inputs=[path, selected, filled, page, width, height, frames, steps, guidance,
-                                               guidance_2],
+    chosen = dict(fn=select_new_model, inputs=[path, selected, filled, page, size, width, height, frames, steps,
+                                               guidance, guidance_2],
                   outputs=[*model_fields, selected, filled, fps, page, progress], api_visibility="private")
     refresh.click(picker_update, inputs=picker, outputs=picker, api_visibility="private")
     picker.input(lambda p: p or gr.skip(), inputs=picker, outputs=path, api_visibility="private").then(
@@ -663,11 +672,13 @@ def _cancel_clicked(page: Any = None) -> str:
     return queue_panel.cancel_followed(page)
 
 
-def select_new_model(path: str, selected: str, filled: dict[str, Any], page: Any, *values: Any) -> tuple[Any, ...]:
+def select_new_model(path: str, selected: str, filled: dict[str, Any], page: Any, size: str | None,
+                     *values: Any) -> tuple[Any, ...]:
     """A model was chosen (the list, or the path box's Enter or blur): the form's defaults go only into
     the fields the person has not changed (``values``: width, height, frames, steps, guidance,
-    guidance_2 now); a refusal still on the page ("Choose a model first") goes. Nothing changes when
-    the form was already filled for this path (a blur after Enter, say).
+    guidance_2 now), and the Quick test (``size``) stays the Quick test at this model's smallest size;
+    a refusal still on the page ("Choose a model first") goes. Nothing changes when the form was
+    already filled for this path (a blur after Enter, say).
 
     Returns select_model's outputs, then the path filled for, the values filled in, the model's fps,
     the page's state and its progress panel.
@@ -676,7 +687,7 @@ def select_new_model(path: str, selected: str, filled: dict[str, Any], page: Any
     target = clean_path(path)
     if target and target == selected:
         return (*(gr.skip(),) * 11, selected, filled, gr.skip(), page, gr.skip())
-    fields, now, rate = _model_fields(path, dict(zip(FIELDS, values)), filled or dict(START))
+    fields, now, rate = _model_fields(path, dict(zip(FIELDS, values)), filled or dict(START), size)
     page, progress = queue_panel.clear_refusal(page)
     return (*fields, target, filled if now is None else now, gr.skip() if rate is None else rate, page, progress)
 
