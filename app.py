@@ -82,8 +82,8 @@ def build_ui(models_dir: str | os.PathLike[str] | None = None, config: Any = Non
     """
     import gradio as gr
 
-    from wan_ui import common
-    from wan_ui.fix import build_fix_tab, plan_fix
+    from wan_ui import common, report_actions
+    from wan_ui.fix import build_fix_tab
     from wan_ui.generate import build_generate_tab, on_load
     from wan_ui.model_check import build_model_check_tab
     from wan_ui.performance import build_performance_tab
@@ -100,10 +100,8 @@ def build_ui(models_dir: str | os.PathLike[str] | None = None, config: Any = Non
                 generate = build_generate_tab()
             with gr.Tab("Performance", id="performance", elem_id="wc-tab-performance") as perf_tab:
                 perf = build_performance_tab()
-        # Model Check -> Fix on the same folder
-        check.open_fix.click(lambda path: (gr.Tabs(selected="fix"), path), inputs=check.path,
-                             outputs=[tabs, fix.path], api_visibility="private").then(
-            plan_fix, inputs=fix.plan_inputs, outputs=fix.plan_outputs, api_visibility="private")
+        # Model Check -> Fix on the same folder: the buttons in the report (Fix, Open, Open in Fix)
+        report_actions.wire(check, fix, tabs)
         # the history after every generation, and whenever the tab is opened
         for event in (generate.generate_event, generate.self_test_event):
             event.then(perf.refresh, inputs=perf.kind, outputs=perf.outputs, api_visibility="private")

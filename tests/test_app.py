@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from core.check.report import ArchitectureType, ComponentReport, Finding, Layout, ModelReport, Severity
 from tests.browser import ROOT, chromium_browser, chromium_page, run_app, screenshot, start_app
@@ -66,10 +67,11 @@ def test_render_ready_model() -> None:
     for expected in ("Wan 2.2 T2V A14B (two experts) — diffusers layout — ready to load",
                      "/models/Wan2.2-T2V-A14B-Diffusers", "diffusers layout",
                      "Wan text-to-video (a Wan model)", "<code>WanPipeline</code>",
-                     "switching at boundary ratio 0.875", "Wan 2.1 VAE (z_dim 16)", "28.70 B",
+                     "the low-noise expert takes over for the last 87.5 % of the noise schedule",
+                     "Wan 2.1 VAE (16 latent channels)", "28.70 B",
                      "57.41 GB",  # weights at bf16: 2 bytes a parameter
                      "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "WanTransformer3DModel", "transformer_2",
-                     "57.15 GB", "BF16", "14.29 B", "No problems found.",
+                     "57.15 GB", "bf16", "14.29 B", "No problems found.",
                      "Read 2.5 MB of configs and file headers; no weights were loaded."):
         assert expected in html, expected
     # one components row per component, with present/complete marks
@@ -117,7 +119,8 @@ def test_render_other_kinds() -> None:
     lone = replace(ti2v, part="transformer")  # what Model Check says of a lone transformer file
     assert headline(lone) == "Wan 2.2 TI2V 5B — transformer only — needs a VAE, text encoder and tokenizer"
     assert not lone.loadable
-    assert "Wan 2.2 VAE (z_dim 48)" in render_report(ti2v)
+    assert "Wan 2.2 VAE (48 latent channels)" in render_report(ti2v)
+    assert "Part of a model" in render_report(lone) and "Not recognised" not in render_report(lone)
 
 
 def test_check_path_empty_gives_a_prompt() -> None:
@@ -357,7 +360,11 @@ def test_browser_check_shows_the_headline(app_server, browser, wan_demo_folder: 
         box.fill(str(wan_demo_folder))
         page.get_by_role("button", name="Check", exact=True).click()
         page.get_by_text(expected).wait_for(timeout=15_000)
-        assert "WanPipeline" in page.locator("#wc-report").inner_text()
+        report = page.locator("#wc-report")
+        assert "Wan text-to-video (a Wan model)" in report.inner_text()
+        assert "WanPipeline" not in report.inner_text()          # class names wait in the closed fold
+        report.get_by_text("Technical details (codes and class names)").click()
+        expect(report.get_by_text("WanPipeline", exact=True)).to_be_visible()
         page.wait_for_timeout(300)  # let Gradio's fade-in finish before the picture
         path = screenshot(page, "model_check.png")
         page.get_by_text("Report as JSON").click()

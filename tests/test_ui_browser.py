@@ -92,7 +92,7 @@ def test_check_a_full_size_model_by_path(app, browser, sparse_a14b: Path) -> Non
         report = page.locator("#wc-report").inner_text()
         assert "126.20 GB" in report and "No problems found." in report
         assert "On this computer at the model's default settings: 1280x720, 81 frames, 40 steps" in report
-        expect(page.locator("#wc-open-fix")).to_be_enabled()
+        expect(page.locator("#wc-report .wc-offer-button")).to_have_text("Open in Fix")   # under the headline
         with page.expect_download() as download:
             page.locator("#wc-report-download").click()
         data = json.loads(Path(download.value.path()).read_text())
@@ -119,7 +119,9 @@ def test_check_a_dropped_folder_uploads_no_weights(app, browser, sparse_a14b: Pa
         box = page.locator("#wc-path input, #wc-path textarea").first            # the box says what was checked
         assert sparse_a14b.name in (box.input_value() or box.get_attribute("placeholder")), box.get_attribute("placeholder")
         expect(page.locator("#wc-report-download")).to_be_enabled()
-        expect(page.locator("#wc-open-fix")).to_be_disabled()    # Fix needs the folder's path on this computer
+        # checked by its path before (a recent path): found by its files' names and sizes, so Fix can open it
+        expect(page.locator("#wc-report")).to_contain_text(f"It is {sparse_a14b} on this computer")
+        expect(page.locator("#wc-report .wc-offer-button")).to_have_text("Open in Fix")
         _settle(page)
         screenshot(page, "tab_model_check_drop.png")
 
@@ -155,7 +157,7 @@ async (files) => {
 """
 
 
-def test_drop_event_walks_the_folder(app, browser, demo_dir: Path) -> None:
+def test_drop_event_walks_the_folder(app, browser, demo_dir: Path, app_home: Path) -> None:
     files = [{"path": f"{demo_dir.name}/{p.relative_to(demo_dir).as_posix()}",
               "b64": base64.b64encode(p.read_bytes()).decode()}
              for p in sorted(demo_dir.rglob("*")) if p.is_file()]
@@ -167,6 +169,10 @@ def test_drop_event_walks_the_folder(app, browser, demo_dir: Path) -> None:
         body = request.value.post_data_buffer or b""
         weights = sum(p.stat().st_size for p in demo_dir.rglob("*.safetensors"))
         assert len(body) < weights / 4, (len(body), weights)      # headers only, not the tensors
+        # the same folder is in the models folder (same names and sizes): found, so Fix can open it
+        report = page.locator("#wc-report")
+        expect(report).to_contain_text(f"It is {app_home / 'models' / demo_dir.name} on this computer")
+        expect(report.locator(".wc-offer-button")).to_have_text("Open in Fix")
 
 
 ZIP_DROP_JS = """
@@ -212,35 +218,63 @@ def test_system_panel_shows_the_doctor(app, browser) -> None:
 
 # --- Fix ------------------------------------------------------------------------------------------
 
-def test_fix_a_broken_copy_of_the_demo_model(app, browser, demo_dir: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken-demo"
+def test_folder_of_models_then_fix_from_the_headline(app, browser, demo_dir: Path, tmp_path: Path) -> None:
+    """A folder of two models: the summary list, "Open" on the broken one, "Fix" under its headline,
+    Plan on screen, Apply, ready; Fix on the folder then has nothing left to fix."""
+    shelf = tmp_path / "shelf"
+    broken = shelf / "broken-demo"
     shutil.copytree(demo_dir, broken)
+    shutil.copytree(demo_dir, shelf / "good-demo")
     (broken / "model_index.json").unlink()
     with chromium_page(browser, 1280, 900) as page:
         _open(page, app)
-        page.get_by_label("Model path").fill(str(broken))
+        page.get_by_label("Model path").fill(str(shelf))
         page.get_by_role("button", name="Check", exact=True).click()
-        page.locator("#wc-report").get_by_text("1 problem to fix").first.wait_for(timeout=20_000)
-        expect(page.locator("#wc-open-fix")).to_be_enabled()
-        page.locator("#wc-open-fix").click()
+        report = page.locator("#wc-report")
+        report.get_by_text("A folder of 2 models — 1 ready to load, 1 with problems").wait_for(timeout=20_000)
+        rows = report.locator("table.wc-models tbody tr")
+        expect(rows).to_have_count(2)
+        assert [r.split("\t")[:3] for r in rows.all_inner_texts()] == [
+            ["broken-demo", "Wan 2.2 T2V (two experts)", "✗ Needs fixing (1 problem)"],
+            ["good-demo", "Wan 2.2 T2V (two experts)", "✓ Ready"]]
+        expect(report.locator("details.wc-full-reports")).not_to_have_attribute("open", "")   # the full reports: folded
+        _settle(page)
+        screenshot(page, "tab_model_check_folder.png")
+        rows.first.get_by_role("button", name="Open", exact=True).click()          # the broken model's own report
+        report.get_by_text("1 problem to fix").first.wait_for(timeout=20_000)
+        expect(page.get_by_label("Model path")).to_have_value(str(broken))
+        text = report.inner_text()
+        assert "Press Fix to rebuild it" in text and "python -m core" not in text and "model_index_missing" not in text
+        fix_button = report.locator(".wc-offer-button")
+        expect(fix_button).to_have_text("Fix")
+        head, button = report.locator(".wc-headline").first.bounding_box(), fix_button.bounding_box()
+        assert 0 < button["y"] - head["y"] < 90, (head, button)                 # right under the headline
+        _settle(page)
+        screenshot(page, "tab_model_check_broken.png")
+        fix_button.click()
         plan = page.locator("#wc-fix-plan-view")
         plan.get_by_text("1 change to make in place").wait_for(timeout=20_000)
-        assert "writes model_index.json" in plan.inner_text()
+        assert "writes model_index.json" in plan.inner_text() and "boundary_ratio" not in plan.inner_text()
         assert page.locator("#wc-fix-path input, #wc-fix-path textarea").first.input_value() == str(broken)
+        expect(page.locator("#wc-fix-apply")).to_be_enabled()
+        expect(page.locator("#wc-fix-undo")).to_be_hidden()                      # no backup yet
         assert "1 problem to fix" in page.locator("#wc-fix-before").inner_text()
         page.locator("#wc-fix-apply").click()
         page.locator("#wc-fix-after").get_by_text("ready to load").first.wait_for(timeout=30_000)
         progress = page.locator("#wc-fix-progress").inner_text()
         assert "Fixed: the model is ready to load." in progress and ".wan_compat_backup" in progress
-        assert "1 of 1 change(s) made" in plan.inner_text()
+        expect(plan).to_contain_text("The change was made")
+        expect(page.locator("#wc-fix-apply")).to_be_disabled()                   # carried out: nothing to apply
+        expect(page.locator("#wc-fix-undo")).to_be_visible()                     # a backup to restore
+        for column in ("#wc-fix-before", "#wc-fix-after"):                       # the tables fit their columns
+            assert page.evaluate(f"() => {{ const t = document.querySelector('{column} table');"
+                                 " return t.scrollWidth <= t.parentElement.clientWidth + 1; }")
         _settle(page)
         screenshot(page, "tab_fix.png")
-        page.locator("#wc-fix-apply").click()          # a second press: said plainly, changes nothing
-        page.locator("#wc-fix-progress").get_by_text("Already applied; nothing left to do.").wait_for(timeout=20_000)
-        assert "Cannot" not in page.locator("#wc-fix-progress").inner_text()
-        page.get_by_role("tab", name="Model Check").click()
-        page.get_by_role("button", name="Check", exact=True).click()
-        page.locator("#wc-report").get_by_text("ready to load").first.wait_for(timeout=20_000)
+        page.locator("#wc-fix-path input, #wc-fix-path textarea").first.fill(str(shelf))
+        page.locator("#wc-fix-plan").click()
+        plan.get_by_text("None of the 2 models in this folder needs fixing.").wait_for(timeout=20_000)
+        expect(page.locator("#wc-fix-apply")).to_be_disabled()
     assert (broken / "model_index.json").is_file()
 
 

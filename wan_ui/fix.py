@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -129,42 +130,113 @@ def _action_files(action: Any) -> str:
     return " · ".join(parts)
 
 
-def render_fix_plan(plan: Any, applied: list[str] | None = None) -> str:
-    """The plan as a checklist (ticked after Apply), the conversion, the manual steps and notes."""
+def _changes_title(n: int, done: int | None) -> str:
+    """'2 changes to make in place', 'The change was made', 'All 3 changes were made', '1 of 3 changes made'."""
+    if done is None:
+        return f"{n} change{'s' if n != 1 else ''} to make in place"
+    if done == n:
+        return "The change was made" if n == 1 else f"All {n} changes were made"
+    return f"{done} of {n} changes made"
+
+
+def plain_change(description: str) -> tuple[str, str]:
+    """(the change in plain words, the jargon it names) — e.g. a rebuilt model_index.json's entries.
+
+    >>> plain_change("Rebuild model_index.json (it is missing) from the component folders: WanPipeline; boundary_ratio: null.")
+    ('Rebuild model_index.json (it is missing) from the component folders.', 'WanPipeline; boundary_ratio: null')
+    """
+    text, _sep, contents = description.partition(" from the component folders: ")
+    return (text + " from the component folders.", contents.rstrip(".")) if contents else (description, "")
+
+
+def _action_item(action: Any, done: set[str]) -> str:
+    """One change as a checklist line; the long list of what a rebuilt file holds goes into a fold."""
+    box = "✓" if action.description in done else "☐"
+    text, contents = plain_change(action.description)
+    words = escape(text)
+    if contents:
+        words += ('<details class="wc-details"><summary>What it will name</summary>'
+                  f"<pre>{escape(contents.replace('; ', chr(10)))}</pre></details>")
+    files = _action_files(action)
+    return (f'<li><span class="wc-check-box">{box}</span>{words}'
+            + (f'<div class="wc-files">{escape(files)}</div>' if files else "")
+            + ("" if action.undoable else '<div class="wc-note">Cannot be undone.</div>') + "</li>")
+
+
+def render_manual_steps(steps: Any) -> str:
+    """What Fix cannot repair here, as the main content: each file to download, where it goes, and
+    the download command with a Copy button."""
+    from wan_ui.render import action_button
+    items = []
+    for s in steps:
+        cmd = ""
+        if s.command:
+            cmd = (f'<div class="wc-manual-cmd"><pre>{escape(s.command)}</pre>'
+                   f'{action_button("Copy", "copy", s.command, cls="wc-copy")}</div>')
+        items.append(f'<li class="wc-finding wc-sev-error"><div class="wc-msg">{escape(s.problem)}</div>'
+                     f'<div class="wc-remedy"><b>Download:</b> {escape(s.fetch)}</div>'
+                     f'<div class="wc-remedy"><b>Put it in:</b> <code>{escape(s.where)}</code></div>{cmd}</li>')
+    k = len(items)
+    title = f"Fix cannot repair this here: download {'this file' if k == 1 else f'these {k} files'}"
+    body = ('<p class="wc-sub">Nothing on this computer has what is missing; after the download, press Plan '
+            f'again.</p><ul class="wc-findings">{"".join(items)}</ul>')
+    return _card("bad", "To download", title, body)
+
+
+def render_collection_plan(report: Any) -> str:
+    """A folder of several models: only the ones that need fixing, each with its own "Open in Fix"."""
+    from wan_ui.render import action_button, verdict
+    todo = [m for m in report.models if m.is_wan and m.lora is None and (m.errors or not m.loadable)]
+    if not todo:
+        return _card("ok", "✓ Nothing to do", f"None of the {len(report.models)} models in this folder needs fixing.",
+                     f'<p class="wc-path">{escape(report.path)}</p>')
+    rows = "".join(f"<tr><td>{escape(os.path.relpath(m.path, report.path))}</td><td>{escape(verdict(m))}"
+                   f"{f' ({len(m.errors)})' if m.errors else ''}</td>"
+                   f'<td class="wc-row-actions">{action_button("Open in Fix", "fix", m.path, primary=True)}</td></tr>'
+                   for m in todo)
+    n = len(todo)
+    title = f"{n} of the {len(report.models)} models in this folder need{'s' if n == 1 else ''} fixing"
+    body = (f'<p class="wc-path">{escape(report.path)}</p><p class="wc-sub">Fix repairs one model at a time: '
+            'open each one to see its plan.</p>'
+            f'<table class="wc-table wc-models"><tbody>{rows}</tbody></table>')
+    return _card("unknown", "Several models", title, body)
+
+
+ASSEMBLE_TITLE = "Only the transformer: assemble it with the other parts of a model"
+ASSEMBLE_SENTENCE = ("Name its VAE, text encoder and tokenizer under “Assemble a model from single files” above, "
+                     "then press Plan the assembly. The file itself is not changed.")
+
+
+def render_fix_plan(plan: Any, applied: list[str] | None = None, assembly: bool = False) -> str:
+    """The plan: what cannot be done here first (the downloads), the changes as a checklist (ticked
+    after Apply), the conversion and the notes. ``assembly``: the plan of "Plan the assembly"."""
     from core.fix import BACKUP_DIR, is_ready
+    report = plan.report_before
+    if report is not None and report.is_collection:
+        return f'<div class="wc-report">{render_collection_plan(report)}</div>'
     done = set(applied or [])
     parts: list[str] = []
+    if plan.manual_steps:
+        parts.append(render_manual_steps(plan.manual_steps))
     n = len(plan.actions)
     if plan.actions:
-        title = (f"{len(done)} of {n} change(s) made" if applied is not None
-                 else f"{n} change{'s' if n != 1 else ''} to make in place")
-        items = []
-        for a in plan.actions:
-            box = "✓" if a.description in done else "☐"
-            files = _action_files(a)
-            items.append(f'<li><span class="wc-check-box">{box}</span>{escape(a.description)}'
-                         + (f'<div class="wc-files">{escape(files)}</div>' if files else "")
-                         + ("" if a.undoable else '<div class="wc-note">Cannot be undone.</div>') + "</li>")
-        body = (f'<p class="wc-path">{escape(plan.path)}</p><ul class="wc-checklist">{"".join(items)}</ul>'
+        title = _changes_title(n, None if applied is None else len(done & {a.description for a in plan.actions}))
+        items = "".join(_action_item(a, done) for a in plan.actions)
+        body = (f'<p class="wc-path">{escape(plan.path)}</p><ul class="wc-checklist">{items}</ul>'
                 f'<p class="wc-note">Every file that is replaced is first copied to <code>{escape(BACKUP_DIR)}'
                 "/&lt;time&gt;/</code> inside the model folder; weights are never copied, only renamed.</p>")
-        tone = "ok" if applied is not None and len(done) == n else "unknown"
+        tone = "ok" if applied is not None and len(done) >= n else "unknown"
         parts.append(_card(tone, "✓ Done" if tone == "ok" else "Plan", title, body))
-    if plan.conversion is not None:
+    lone = not assembly and report is not None and getattr(report, "part", None) == "transformer"
+    if plan.conversion is not None and not (lone and getattr(plan.conversion, "refusal", None)):
         parts.append(render_conversion(plan.conversion))
-    if plan.manual_steps:
-        items = []
-        for s in plan.manual_steps:
-            cmd = f'<div class="wc-files">command: <code>{escape(s.command)}</code></div>' if s.command else ""
-            items.append(f'<li class="wc-finding wc-sev-error"><div class="wc-msg">{escape(s.problem)}</div>'
-                         f'<div class="wc-remedy"><b>Fetch:</b> {escape(s.fetch)}</div>'
-                         f'<div class="wc-remedy"><b>Put it in:</b> {escape(s.where)}</div>{cmd}</li>')
-        parts.append(_card("bad", "Manual", "Cannot be repaired here: download these",
-                           f'<ul class="wc-findings">{"".join(items)}</ul>'))
+    elif lone:
+        parts.append(_card("unknown", "Assemble", ASSEMBLE_TITLE, f'<p class="wc-path">{escape(plan.path)}</p>'
+                           f'<p class="wc-remedy">{escape(ASSEMBLE_SENTENCE)}</p>'))
     if plan.notes:
         parts.append(_card("unknown", "Note", " ".join(plan.notes)))
-    ready = is_ready(plan.report_before)
-    if plan.is_empty and not plan.manual_steps and (ready or not plan.notes):   # a note already says why
+    ready = is_ready(report)
+    if plan.is_empty and not plan.manual_steps and not lone and (ready or not plan.notes):   # a note already says why
         parts.append(_card("ok" if ready else "unknown", "✓ Nothing to do" if ready else "Nothing to do",
                            "Nothing to repair." + (" The model is ready to load." if ready else ""),
                            f'<p class="wc-path">{escape(plan.path)}</p>'))
@@ -216,7 +288,7 @@ def plan_fix(path: str, out: str = "") -> tuple[str, str, dict[str, Any], Planne
         err = explain(exc)
         return (render_error(err, target, "Cannot fix", details=not _expected(exc)), "",
                 {"error": err.message, "remedy": err.remedy}, None)
-    return (render_fix_plan(plan), render_report(plan.report_before), plan.to_dict(),
+    return (render_fix_plan(plan), render_report(plan.report_before, compact=True), plan.to_dict(),
             PlannedFix(plan, os.path.abspath(target), clean_path(out)))
 
 
@@ -290,7 +362,7 @@ def _execute(planned: PlannedFix) -> Iterator[tuple[Any, ...]]:
     from wan_ui.generate import ProgressView
     plan = planned.plan
     skip = gr.skip()
-    before = render_report(plan.report_before)
+    before = render_report(plan.report_before, compact=True)
     if plan.is_empty:
         yield (render_notice("Nothing to apply: the plan has no changes.", "unknown", "i"), render_fix_plan(plan),
                before, "", {"ok": False, "fixes_applied": [], "errors": [], "nothing_to_do": True}, planned)
@@ -354,7 +426,7 @@ def _execute(planned: PlannedFix) -> Iterator[tuple[Any, ...]]:
     view.stage = "Done" if not result.errors else "Stopped"
     view.percent = 100.0 if not result.errors else view.percent
     summary = _result_card(result)
-    after = render_report(result.report_after) if result.report_after is not None else ""
+    after = render_report(result.report_after, compact=True) if result.report_after is not None else ""
     state = PlannedFix(plan, planned.path, planned.out, applied=True) if not result.errors else None
     yield (render_progress(view) + summary, render_fix_plan(plan, applied=list(result.fixes_applied)), before,
            after, result.to_dict(), state)
@@ -386,7 +458,7 @@ def _result_card(result: Any) -> str:
     ready = result.ok
     title = ("Fixed: the model is ready to load." if ready else
              "Applied; Model Check still finds problems (see the report after).")
-    body = "".join(lines) + "".join(f'<p class="wc-note">✓ {escape(f)}</p>' for f in result.fixes_applied)
+    body = "".join(lines) + "".join(f'<p class="wc-note">✓ {escape(plain_change(f)[0])}</p>' for f in result.fixes_applied)
     return f'<div class="wc-report">{_card("ok" if ready else "unknown", "✓ Applied", title, body)}</div>'
 
 
@@ -413,7 +485,7 @@ def undo_last(path: str) -> tuple[str, str, dict[str, Any]]:
         return (render_error(err, target, "Cannot undo", details=not _expected(exc)), "",
                 {"error": err.message, "remedy": err.remedy})
     common.forget(target)
-    after = render_report(result.report_after) if result.report_after is not None else ""
+    after = render_report(result.report_after, compact=True) if result.report_after is not None else ""
     if result.errors:
         return (render_sentences("Undo did not complete.", list(result.errors), badge="✗ Cannot undo"), after,
                 result.to_dict())
@@ -421,56 +493,148 @@ def undo_last(path: str) -> tuple[str, str, dict[str, Any]]:
             result.to_dict())
 
 
+def has_backup(path: str) -> bool:
+    """Whether ``path`` is a model folder with a fix that Undo can restore."""
+    from core.fix import BACKUP_DIR
+    from core.fix.journal import undoable_backup
+    from wan_ui.model_check import clean_path
+    target = clean_path(path)
+    try:
+        return bool(target) and os.path.isdir(os.path.join(target, BACKUP_DIR)) and \
+            undoable_backup(target) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def button_states(path: str, out: str, planned: PlannedFix | None) -> tuple[Any, Any, Any]:
+    """(Apply, Undo, the assembly fold): Apply only for a plan with changes that is on screen for
+    this folder; Undo only when there is a backup to restore; the fold open for a lone transformer."""
+    from wan_ui.model_check import clean_path
+    target = clean_path(path)
+    current = planned if isinstance(planned, PlannedFix) and target and planned.matches(target, clean_path(out)) \
+        else None
+    can_apply = current is not None and not current.applied and not _nothing_left(current.plan)
+    report = current.plan.report_before if current is not None else None
+    lone = report is not None and getattr(report, "part", None) == "transformer"
+    return (gr.update(interactive=can_apply), gr.update(visible=has_backup(target)),
+            gr.update(open=lone))
+
+
+def plan_assembly(path: str, out: str, vae: str, text_encoder: str, tokenizer: str,
+                  transformer_2: str = "") -> tuple[str, str, dict[str, Any], PlannedFix | None]:
+    """Plan putting a lone transformer file together with its VAE, text encoder and tokenizer
+    (``core.fix.assemble``); the same four outputs as :func:`plan_fix`. Nothing changes until Apply."""
+    from core import fix
+    from wan_ui.model_check import clean_path
+    target = clean_path(path)
+    try:
+        named = {"vae": clean_path(vae), "text encoder": clean_path(text_encoder)}
+        missing = [k for k, v in named.items() if not v]
+        if not target or missing:
+            raise WanError(f"Name the {' and the '.join(missing) or 'transformer file'} to assemble a model.",
+                           "Type the path of each file: the transformer above, the others under "
+                           "“Assemble a model from single files”.")
+        for p in (target, *named.values()):
+            usable_path(p, "file")
+            os.stat(p)
+        out_path = clean_path(out) or str(Path(target).with_suffix("")) + "-diffusers"
+        plan = fix.assemble(transformer=target, vae=named["vae"], text_encoder=named["text encoder"], out=out_path,
+                            transformer_2=clean_path(transformer_2) or None, tokenizer=clean_path(tokenizer) or None)
+    except Exception as exc:  # noqa: BLE001
+        err = explain(exc)
+        return (render_error(err, target, "Cannot assemble", details=not _expected(exc)), "",
+                {"error": err.message, "remedy": err.remedy}, None)
+    return (render_fix_plan(plan, assembly=True), render_report(plan.report_before, compact=True), plan.to_dict(),
+            PlannedFix(plan, os.path.abspath(target), clean_path(out)))
+
+
+def on_plan_action(out: str, evt: gr.EventData) -> tuple[Any, ...]:
+    """A button in the plan (a folder of several models: "Open in Fix" on one of them)."""
+    data = getattr(evt, "_data", None) or {}
+    path = str(data.get("model") or "")
+    if data.get("act") != "fix" or not path:
+        return (gr.skip(),) * 5
+    return (path, *plan_fix(path, out))
+
+
 @dataclass
 class FixTab:
-    """What app.py wires: Model Check's "Open in Fix" fills ``path`` and runs ``plan_event_fn``."""
+    """What app.py wires: Model Check's buttons fill ``path`` and run ``plan_fix`` into ``plan_outputs``,
+    then ``button_states`` into ``buttons``."""
 
     path: Any
     plan_inputs: list[Any]
     plan_outputs: list[Any]
+    state_inputs: list[Any]
+    buttons: list[Any]
 
 
 def build_fix_tab() -> FixTab:
     """Add the Fix controls to the current Blocks/Tab context."""
-    gr.Markdown("Repairs are planned first and shown here; nothing changes until you press **Apply**. "
+    from wan_ui.render import ACTION_JS
+    gr.Markdown("Press **Plan** to see what Fix would change; nothing changes until you press **Apply**. "
                 "Every file that is replaced is backed up inside the model folder, and **Undo** puts it back.",
                 elem_classes=["wc-intro"])
     with gr.Row(equal_height=True):
         path = gr.Textbox(label="Model folder", show_label=False, container=False, placeholder=PLACEHOLDER,
                           max_lines=1, scale=6, elem_id="wc-fix-path")
-        plan_button = gr.Button("Plan", variant="secondary", scale=0, min_width=110, elem_id="wc-fix-plan")
+        plan_button = gr.Button("Plan", variant="primary", scale=0, min_width=110, elem_id="wc-fix-plan")
     with gr.Accordion("Conversion output folder (optional)", open=False, elem_id="wc-fix-out-fold"):
         out = gr.Textbox(label="Where a conversion writes", max_lines=1, elem_id="wc-fix-out",
                          placeholder="default: the model's folder name + “-diffusers”, beside it")
+    with gr.Accordion("Assemble a model from single files", open=False, elem_id="wc-fix-assemble") as assemble_fold:
+        gr.Markdown("For a lone transformer file (ComfyUI style) in the box above: name the other parts. "
+                    "The model folder is written where the conversion output folder says.")
+        with gr.Row():
+            vae = gr.Textbox(label="VAE file", max_lines=1, elem_id="wc-fix-vae",
+                             placeholder="/path/to/wan_2.1_vae.safetensors")
+            text_encoder = gr.Textbox(label="Text encoder file", max_lines=1, elem_id="wc-fix-te",
+                                      placeholder="/path/to/umt5_xxl.safetensors")
+        with gr.Row():
+            tokenizer = gr.Textbox(label="Tokenizer folder (optional)", max_lines=1, elem_id="wc-fix-tokenizer",
+                                   placeholder="google/umt5-xxl folder; looked for beside the text encoder")
+            transformer_2 = gr.Textbox(label="Low-noise transformer (Wan 2.2 A14B only)", max_lines=1,
+                                       elem_id="wc-fix-transformer-2")
+        assemble_button = gr.Button("Plan the assembly", size="sm", scale=0, elem_id="wc-fix-assemble-plan")
     planned = gr.State(None)
-    plan_html = gr.HTML('<p class="wc-prompt">Type a model folder and press Plan, or use “Open in Fix” on a '
-                        "Model Check report.</p>", elem_id="wc-fix-plan-view", js_on_load=None)
+    plan_html = gr.HTML('<p class="wc-prompt">Type a model folder and press Plan, or press Fix on a '
+                        "Model Check report.</p>", elem_id="wc-fix-plan-view", js_on_load=ACTION_JS)
     with gr.Row():
-        apply_button = gr.Button("Apply", variant="primary", scale=0, min_width=140, elem_id="wc-fix-apply")
+        apply_button = gr.Button("Apply", variant="primary", scale=0, min_width=140, elem_id="wc-fix-apply",
+                                 interactive=False)
         undo_button = gr.Button("Undo the last fix", variant="secondary", scale=0, min_width=200,
-                                elem_id="wc-fix-undo")
+                                elem_id="wc-fix-undo", visible=False)
     progress = gr.HTML("", elem_id="wc-fix-progress", js_on_load=None)
     with gr.Row(equal_height=False):
-        with gr.Column():
+        with gr.Column(min_width=300):
             gr.Markdown("**Before**")
             before = gr.HTML("", elem_id="wc-fix-before", js_on_load=None)
-        with gr.Column():
+        with gr.Column(min_width=300):
             gr.Markdown("**After**")
             after = gr.HTML("", elem_id="wc-fix-after", js_on_load=None)
     with gr.Accordion("Plan and result as JSON", open=False):
         data = gr.JSON(value={}, show_label=False, elem_id="wc-fix-json")
 
     plan_outputs = [plan_html, before, data, planned]
+    buttons = [apply_button, undo_button, assemble_fold]
+    states = dict(fn=button_states, inputs=[path, out, planned], outputs=buttons, api_visibility="private",
+                  queue=False)
+    clear = dict(fn=lambda: ("", ""), outputs=[progress, after], api_visibility="private", queue=False)
     gr.on([plan_button.click, path.submit], plan_fix, inputs=[path, out], outputs=plan_outputs,
-          api_visibility="private", show_progress="minimal").then(
-        lambda: ("", ""), outputs=[progress, after], api_visibility="private")
+          api_visibility="private", show_progress="minimal").then(**clear).then(**states)
+    assemble_button.click(plan_assembly, inputs=[path, out, vae, text_encoder, tokenizer, transformer_2],
+                          outputs=plan_outputs, api_visibility="private", show_progress="minimal"
+                          ).then(**clear).then(**states)
+    plan_html.click(on_plan_action, inputs=out, outputs=[path, *plan_outputs], api_visibility="private",
+                    show_progress="minimal").then(**clear).then(**states)
     gr.api(plan_fix_api, api_name="fix_plan")
     apply_button.click(apply_fix, inputs=[path, out, planned],
                        outputs=[progress, plan_html, before, after, data, planned],
                        api_visibility="private", show_progress="hidden", concurrency_limit=4,
-                       concurrency_id="fix")
+                       concurrency_id="fix").then(**states)
     gr.api(apply_fix_api, api_name="fix_apply")
     # Undo changes the folder: the plan on screen no longer describes it
     undo_button.click(undo_last, inputs=path, outputs=[progress, after, data], api_name="fix_undo").then(
-        lambda: None, outputs=planned, api_visibility="private", queue=False)
-    return FixTab(path=path, plan_inputs=[path, out], plan_outputs=plan_outputs)
+        lambda: None, outputs=planned, api_visibility="private", queue=False).then(**states)
+    return FixTab(path=path, plan_inputs=[path, out], plan_outputs=plan_outputs, state_inputs=[path, out, planned],
+                  buttons=buttons)

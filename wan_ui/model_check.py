@@ -10,8 +10,9 @@ Three ways in, one report:
 
 The report is rendered as cards: what the model is and whether it is complete, each finding
 with its remedy, and whether it fits this computer with which memory plan
-(``core.run.optimize.plan_for``). The JSON can be downloaded, and a button opens the Fix tab on
-the same folder. A System fold shows ``core.doctor``'s checks of this computer::
+(``core.run.optimize.plan_for``). A button right under the headline opens the Fix tab on the same
+folder (:mod:`wan_ui.report_actions`); the JSON can be downloaded. A System fold shows
+``core.doctor``'s checks of this computer::
 
     from gradio_client import Client
     client = Client("http://127.0.0.1:7860/", download_files=False)
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -45,6 +47,7 @@ from core.check.archive import ZipLimits, extract_zip
 from core.errors import WanError, explain
 from wan_ui import common, deep_check, dropzone, lora_picker
 from wan_ui.render import (
+    ACTION_JS,
     render_doctor,
     render_error,
     render_fit,
@@ -81,17 +84,28 @@ def clean_path(text: str | None) -> str:
     return os.path.expanduser(path) if path else ""
 
 
-def _report_outputs(report: Any, source: str = "path", note: str = "") -> tuple[str, dict[str, Any]]:
-    """(report cards as HTML, report.to_dict() with ``source``) for any way in."""
-    html = render_report(report)
-    if note:
-        html = html.replace('<div class="wc-report">', f'<div class="wc-report"><p class="wc-note">{note}</p>', 1)
+def _report_outputs(report: Any, source: str = "path", note: str = "",
+                    local_path: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(report cards as HTML, report.to_dict() with ``source``) for any way in.
+
+    ``local_path``: where the model is on this computer (None: unknown, e.g. a dropped folder that
+    was not found); the buttons under the headline and in a folder's list of models act on it.
+    """
+    from wan_ui.report_actions import fix_offer
+    plan = None
     try:
-        html += render_fit(report, common.default_plan(report))
+        plan = common.default_plan(report)
     except Exception as exc:  # noqa: BLE001 - the fit is advice; the report stands without it
         log.warning("No memory plan for %s: %s", report.path, exc)
+    html = render_report(report, offer=fix_offer(report, local_path), plan=plan, local=local_path is not None)
+    if note:
+        html = html.replace('<div class="wc-report">', f'<div class="wc-report"><p class="wc-note">{note}</p>', 1)
+    if plan is not None:
+        html += render_fit(report, plan)
     data = report.to_dict()
     data["source"] = source
+    if local_path is not None:
+        data["local_path"] = local_path
     return html, data
 
 
@@ -119,7 +133,7 @@ def check_path(path: str) -> tuple[str, dict[str, Any]]:
         report = inspect(target)
         if report.is_wan and not report.is_collection:
             common.remember(target)
-        return _report_outputs(report, "path")
+        return _report_outputs(report, "path", local_path=target)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence, never a traceback
         err = explain(exc)
         if not isinstance(exc, (OSError, WanError)):
@@ -146,8 +160,13 @@ def check_manifest(manifest_json: str) -> tuple[str, dict[str, Any]]:
         from core.check.filesource import ManifestSource
 
         source = ManifestSource(manifest)
-        report = inspect(source)
-        html, data = _report_outputs(report, "manifest", dropzone.describe_sent(manifest))
+        from wan_ui.report_actions import locate_dropped, search_folders
+        found = locate_dropped(manifest, search_folders())
+        report = inspect(found if found else source)     # found: the same files, with their real paths
+        note = dropzone.describe_sent(manifest) + (
+            f" It is <code>{escape(found)}</code> on this computer (the names and sizes of its files match)."
+            if found else "")
+        html, data = _report_outputs(report, "manifest", note, local_path=found)
         data["received_bytes"] = len(text)
         data["manifest_files"] = len(source.files)
         return html, data
@@ -187,8 +206,7 @@ def check_zip(file: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, di
             _ZIP_DIRS.append(str(dest))
             while len(_ZIP_DIRS) > ZIP_KEEP:
                 shutil.rmtree(_ZIP_DIRS.pop(0), ignore_errors=True)
-        from html import escape
-        return _report_outputs(report, "zip", escape(f"Unpacked from {name} into {folder}."))
+        return _report_outputs(report, "zip", escape(f"Unpacked from {name} into {folder}."))   # a copy: not fixed
     except Exception as exc:  # noqa: BLE001
         shutil.rmtree(dest, ignore_errors=True)
         err = explain(exc)
@@ -197,23 +215,17 @@ def check_zip(file: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, di
         return render_error(err, name), {"error": err.message, "remedy": err.remedy, "path": name}
 
 
-# --- after a check: the JSON download and the Fix button ------------------------------------
+# --- after a check: the JSON download -------------------------------------------------------
 
-def after_check(data: dict[str, Any] | None) -> tuple[Any, Any]:
-    """Offer the report as a JSON file, and the Fix tab when the report is of one Wan model (not a
-    collection) in a folder on this computer."""
+def after_check(data: dict[str, Any] | None) -> Any:
+    """Offer the report as a JSON file (the Fix buttons are in the report, under its headline)."""
     if not data or "error" in data or not data.get("path"):
-        return gr.update(value=None, interactive=False), gr.update(interactive=False, value="Open in Fix")
+        return gr.update(value=None, interactive=False)
     folder = tempfile.mkdtemp(prefix="wan-compat-report-")
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(data["path"])).name) or "model"
     file = Path(folder) / f"{stem}-report.json"
     file.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    # Fix repairs and converts one Wan model: not another kind of model, not a folder of several
-    fixable = bool(data.get("is_wan")) and not data.get("models")
-    local = data.get("source") == "path" and os.path.exists(str(data["path"]))
-    label = ("Open in Fix" if local or data.get("source") == "path" or not fixable
-             else "Open in Fix (needs the folder's path)")
-    return gr.update(value=str(file), interactive=True), gr.update(interactive=local and fixable, value=label)
+    return gr.update(value=str(file), interactive=True)
 
 
 # --- the System fold: core.doctor -------------------------------------------------------------
@@ -246,8 +258,9 @@ class ModelCheckTab:
     """The components app.py wires to the other tabs."""
 
     path: Any
+    report_html: Any
     report_json: Any
-    open_fix: Any
+    download: Any
 
 
 def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> ModelCheckTab:
@@ -274,12 +287,10 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
                        elem_id=dropzone.ZIP_ID, visible="hidden")
     manifest_box = gr.Textbox(visible="hidden", lines=2, elem_id=dropzone.MANIFEST_ID, label="manifest")
     manifest_send = gr.Button("send manifest", visible="hidden", elem_id=dropzone.SEND_ID)
-    report_html = gr.HTML(render_prompt(), elem_id="wc-report", js_on_load=None)
+    report_html = gr.HTML(render_prompt(), elem_id="wc-report", js_on_load=ACTION_JS)   # its buttons: report_actions
     with gr.Row():
         download = gr.DownloadButton("Download the report (JSON)", interactive=False, size="sm", scale=0,
                                      elem_id="wc-report-download")
-        open_fix = gr.Button("Open in Fix", interactive=False, size="sm", scale=0, min_width=260,
-                             elem_id="wc-open-fix")
     with gr.Row(equal_height=True):   # issue 10: a LoRA checked against this model (wan_ui.lora_picker)
         lora_box = gr.Textbox(label="LoRA to check against this model", max_lines=3, scale=6, elem_id="wc-lora",
                               placeholder="/path/to/a_lora.safetensors[:strength][@high|@low], one per line")
@@ -303,7 +314,7 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
                       api_name="deep_check", show_progress="minimal", concurrency_id="deep_check")
     deep_cancel.click(deep_check.cancel_deep_check, outputs=deep_html, api_name="cancel_deep_check",
                       concurrency_id="deep_cancel")
-    after = dict(fn=after_check, inputs=report_json, outputs=[download, open_fix], api_visibility="private")
+    after = dict(fn=after_check, inputs=report_json, outputs=download, api_visibility="private")
     gr.on([check_button.click, path_box.submit], check_path, inputs=path_box,
           outputs=outputs, api_name="check", show_progress="minimal").then(**after)
     manifest_send.click(check_manifest, inputs=manifest_box, outputs=outputs, api_name="check_manifest",
@@ -320,4 +331,4 @@ def build_model_check_tab(models_dir: str | os.PathLike[str] | None = None) -> M
                        api_visibility="private", queue=False)
     system.expand(system_check, outputs=system_html, api_visibility="private")
     again.click(lambda: system_check(force=True), outputs=system_html, api_name="doctor")
-    return ModelCheckTab(path=path_box, report_json=report_json, open_fix=open_fix)
+    return ModelCheckTab(path=path_box, report_html=report_html, report_json=report_json, download=download)

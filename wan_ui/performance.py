@@ -4,7 +4,8 @@ Everything comes from ``core.monitor`` (SQLite; ``core.run.load`` records every 
 generation by itself). :func:`history_view` is the one call that reads it; the tab shows:
 
 - a table of recorded runs (time, type, model, size, frames, steps, duration, seconds per
-  step, peak RAM and GPU memory, plan, success);
+  step, peak RAM and GPU memory, plan, success) whose cells wrap so every column shows; a click
+  on a row shows that run in full;
 - seconds per step and peak memory over time, one line per model;
 - regression alerts: which metric got worse, by how much, and what changed (versions, plan);
 - optimization effectiveness: for otherwise equal runs, each plan's time and memory;
@@ -33,14 +34,18 @@ from wan_ui.render import render_sentences
 log = logging.getLogger(__name__)
 
 TYPE_CHOICES = [("All operations", "all"), ("Generations", "generation"), ("Model loads", "load")]
-HISTORY_COLUMNS = ["time", "type", "model", "result", "size", "frames", "steps", "duration (s)", "s/step",
-                   "peak RAM (MB)", "peak GPU (MB)", "plan"]
 EFFECT_COLUMNS = ["model", "size", "frames", "steps", "plan", "runs", "median time (s)", "s/step",
                   "peak RAM (MB)", "peak GPU (MB)", "time vs fastest"]
 SPEED_COLUMNS = ["model", "size", "frames", "steps", "preset", "runs", "s/step", "time vs quality",
                  "transformer passes", "PSNR vs quality (dB)"]
+# What the History table shows: every column fits the page (cells wrap); a click on a row shows
+# the whole run below it (the full time, error and plan). The API's rows keep the numbers in MB.
+TABLE_COLUMNS = ["when", "type", "model", "result", "size", "frames", "steps", "seconds", "s/step",
+                 "peak RAM", "peak GPU", "plan"]
 MAX_ROWS = 500
 TIME_FORMAT = "%b %d %H:%M:%S"
+SHORT_TIME = "%b %d %H:%M"
+DETAILS_PROMPT = "*Click a row of the history to see that run in full.*"
 
 
 def _monitor() -> Any:
@@ -71,6 +76,40 @@ def history_rows(operation_type: str = "all") -> list[dict[str, Any]]:
             "s/step": _r(o.seconds_per_step, 3), "peak RAM (MB)": _r(o.memory_peak_mb, 0),
             "peak GPU (MB)": _r(o.gpu_memory_peak_mb, 0), "plan": o.plan_label, "result": _outcome(o)})
     return rows
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """The History table's cells for :func:`history_rows`: short times, memory as the result card says
+    it (``core.units.format_mib``: "447 MB", "12 GB"), long results cut (the row's details have them whole)."""
+    from core.units import format_mib
+
+    def mem(value: Any) -> str:
+        return format_mib(value) if isinstance(value, (int, float)) else ""
+
+    def when(text: str) -> str:
+        try:
+            return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").strftime(SHORT_TIME)
+        except ValueError:
+            return text
+
+    out = []
+    for r in rows:
+        result = r["result"] if len(r["result"]) <= 40 else r["result"][:38] + "…"
+        out.append([when(r["time"]), r["type"], r["model"], result, r["size"], r["frames"], r["steps"],
+                    r["duration (s)"], r["s/step"], mem(r["peak RAM (MB)"]), mem(r["peak GPU (MB)"]), r["plan"]])
+    return out
+
+
+def run_details(operation_type: str, evt: gr.SelectData) -> str:
+    """The run of the clicked row, in full: every recorded value, the whole error and plan."""
+    index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    rows = history_rows(operation_type)
+    if not isinstance(index, int) or not 0 <= index < len(rows):
+        return DETAILS_PROMPT
+    r = rows[index]
+    lines = [f"**{r['type']} of {r['model'] or 'an unnamed model'}** at {r['time']}: {r['result']}"]
+    lines += [f"- {k}: {v}" for k, v in r.items() if k not in ("type", "model", "time", "result") and v not in (None, "")]
+    return "\n".join(lines)
 
 
 def _frames_for_plots(ops: list[Any]) -> tuple[Any, Any]:
@@ -199,9 +238,9 @@ def refresh(operation_type: str = "all") -> tuple[Any, ...]:
         kind = None if operation_type in (None, "", "all") else operation_type
         ops = monitor.operations(kind)
         rows = history_rows(operation_type)
-        table = pd.DataFrame([[r[c] for c in HISTORY_COLUMNS] for r in rows], columns=HISTORY_COLUMNS)
+        table = pd.DataFrame(table_rows(rows), columns=TABLE_COLUMNS)
         if rows and all(r["peak GPU (MB)"] is None for r in rows):
-            table = table.drop(columns=["peak GPU (MB)"])          # a computer without a GPU
+            table = table.drop(columns=["peak GPU"])          # a computer without a GPU
         speed, memory = _frames_for_plots(ops)
         alerts = render_alerts(monitor.detect_performance_regressions(operation_type=kind), ops)
         effect = pd.DataFrame(effectiveness_rows(kind), columns=EFFECT_COLUMNS)
@@ -268,17 +307,21 @@ def build_performance_tab() -> Any:
     gr.Markdown("### Slowdowns", elem_classes=["wc-h"])
     alerts = gr.HTML("", elem_id="wc-perf-alerts", js_on_load=None)
     gr.Markdown("### History", elem_classes=["wc-h"])
-    table = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, elem_id="wc-perf-table", max_height=420)
+    table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, elem_id="wc-perf-table", max_height=420,
+                         wrap=True)
+    details = gr.Markdown(DETAILS_PROMPT, elem_id="wc-perf-run")
     gr.Markdown("### What each memory plan costs\nRuns that differ only in their plan (same model, size, "
                 "frames and steps), fastest first.", elem_classes=["wc-h"])
-    effect = gr.Dataframe(headers=EFFECT_COLUMNS, interactive=False, elem_id="wc-perf-effect")
+    effect = gr.Dataframe(headers=EFFECT_COLUMNS, interactive=False, elem_id="wc-perf-effect", wrap=True)
     effect_note = gr.Markdown("", elem_id="wc-perf-effect-note")
     gr.Markdown("### Speed presets\nOtherwise equal runs with different speed presets: seconds per step, "
                 "transformer passes computed of all calls, and how far the frames moved from quality's "
                 "(PSNR of small thumbnails; same seed and prompt).", elem_classes=["wc-h"])
-    presets = gr.Dataframe(headers=SPEED_COLUMNS, interactive=False, elem_id="wc-perf-presets", visible=False)
+    presets = gr.Dataframe(headers=SPEED_COLUMNS, interactive=False, elem_id="wc-perf-presets", visible=False,
+                           wrap=True)
     outputs = [note, table, speed, memory, alerts, effect, csv_button, effect_note, plot_note, presets]
     gr.on([again.click, kind.change], refresh, inputs=kind, outputs=outputs, api_visibility="private")
+    table.select(run_details, inputs=kind, outputs=details, api_visibility="private")
     gr.api(history_view, api_name="history")
     gr.api(export_csv, api_name="export_csv")
     return PerformanceTab(refresh=refresh, kind=kind, outputs=outputs)

@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from html import escape
 
 from core.check.report import (
@@ -31,9 +32,11 @@ from core.check.wording import (
     NONE,
     TASK_NAMES,
     VAE_NAMES,
+    app_remedy,
     format_parameters,
     format_size,
     headline,
+    model_name,
 )
 from core.errors import WanError
 from core.units import format_mib
@@ -108,7 +111,44 @@ CSS = """
   background: var(--background-fill-secondary); padding: 8px; border-radius: 4px; }
 .wc-prompt { color: var(--body-text-color-subdued); margin: 6px 2px; }
 .wc-report code, .wc-table code { font-family: var(--font-mono); font-size: 0.92em; }
+.wc-offer { display: flex; align-items: center; flex-wrap: wrap; gap: 8px 14px; margin: 0 0 12px 0; }
+.wc-offer-say { font-size: 0.92em; }
+.wc-act { border-radius: var(--button-large-radius, 8px); padding: 7px 18px; font-weight: 600; cursor: pointer;
+  border: 1px solid var(--button-secondary-border-color, var(--border-color-primary)); font-size: 0.92em;
+  background: var(--button-secondary-background-fill); color: var(--button-secondary-text-color); }
+.wc-act:hover { filter: brightness(0.96); }
+.wc-act-primary { background: var(--button-primary-background-fill); color: var(--button-primary-text-color);
+  border-color: var(--button-primary-border-color, transparent); }
+.wc-report .wc-table.wc-table .wc-row-actions { white-space: nowrap; text-align: right; }
+.wc-row-actions .wc-act { padding: 3px 12px; font-weight: 500; margin-left: 6px; }
+.wc-models .wc-badge { font-weight: 500; }
+.wc-models tr.wc-ok .wc-badge { background: rgba(34, 160, 80, 0.16); color: #1d8a47; }
+.wc-models tr.wc-bad .wc-badge { background: rgba(220, 50, 50, 0.14); color: #c42b2b; }
+.wc-models tr.wc-unknown .wc-badge { background: rgba(128, 128, 128, 0.18); }
+.wc-full-reports > summary { font-size: 0.95em; }
+.wc-full-reports > .wc-report { margin-top: 10px; }
+.wc-manual-cmd { display: flex; gap: 8px; align-items: flex-start; margin: 6px 0 0 0; }
+.wc-manual-cmd pre { flex: 1; margin: 0; padding: 6px 8px; font-size: 0.85em; white-space: pre-wrap;
+  word-break: break-all; background: var(--background-fill-primary); border: 1px solid var(--border-color-primary);
+  border-radius: 4px; }
 """
+
+# The click listener of a report (gr.HTML js_on_load): a button with data-wc-act="check" or "fix"
+# becomes the component's click event with {act, path}; "copy" copies data-wc-path to the clipboard.
+ACTION_JS = """element.addEventListener('click', (e) => {
+  const b = e.target.closest('button[data-wc-act]');
+  if (!b) { return; }
+  const act = b.dataset.wcAct, text = b.dataset.wcPath || '';
+  if (act !== 'copy') { trigger('click', {act: act, model: text}); return; }
+  const done = () => { b.textContent = 'Copied'; setTimeout(() => { b.textContent = 'Copy'; }, 1500); };
+  const fallback = () => {
+    const area = document.createElement('textarea');
+    area.value = text; document.body.appendChild(area); area.select();
+    try { document.execCommand('copy'); done(); } finally { area.remove(); }
+  };
+  if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done, fallback); }
+  else { fallback(); }
+});"""
 
 
 # --- HTML -------------------------------------------------------------------------------
@@ -139,18 +179,63 @@ def render_error(err: WanError, path: str | None = None, badge: str = "Cannot ch
     return "".join(parts)
 
 
-def render_report(report: ModelReport) -> str:
-    """The whole report: one card, or for a folder of several models one card per model."""
+@dataclass(frozen=True)
+class Offer:
+    """A button right under a report's headline, and the sentence beside it.
+
+    ``act``: "fix" opens the Fix tab on ``path`` with its plan; "check" checks ``path``;
+    "" shows only the sentence (e.g. how to find a dropped folder's path).
+    """
+
+    label: str
+    path: str = ""
+    sentence: str = ""
+    primary: bool = True
+    act: str = "fix"
+
+
+def action_button(label: str, act: str, path: str, primary: bool = False, cls: str = "") -> str:
+    """An HTML button that the report's click listener turns into an app action (see ACTION_JS)."""
+    classes = " ".join(x for x in ("wc-act", "wc-act-primary" if primary else "wc-act-secondary", cls) if x)
+    return (f'<button type="button" class="{classes}" data-wc-act="{escape(act)}" '
+            f'data-wc-path="{escape(path)}">{escape(label)}</button>')
+
+
+def render_offer(offer: Offer | None) -> str:
+    """The action bar under a headline: a button (when the action can run) and its sentence."""
+    if offer is None:
+        return ""
+    button = (action_button(offer.label, offer.act, offer.path, offer.primary, "wc-offer-button")
+              if offer.act and offer.path else "")
+    say = f'<span class="wc-offer-say">{escape(offer.sentence)}</span>' if offer.sentence else ""
+    return f'<div class="wc-offer">{button}{say}</div>' if button or say else ""
+
+
+def render_report(report: ModelReport, offer: Offer | None = None, plan=None, compact: bool = False,
+                  local: bool = True) -> str:
+    """The whole report: one card; for a folder of several models a summary list, then each
+    model's full report in a fold.
+
+    ``offer``: the button under the headline (see :class:`Offer`); ``plan``: the memory plan
+    whose precision the "Weights in memory" row uses; ``compact``: what the Fix tab's
+    Before/After columns show (headline, components present/complete, findings);
+    ``local``: the paths are on this computer (the summary list offers Open and Open in Fix).
+    """
     if not report.is_collection:
-        return f'<div class="wc-report">{_model_card(report)}</div>'
-    cards = [_collection_card(report)]
-    cards += [_model_card(m, root=report.path) for m in report.models]
+        return f'<div class="wc-report">{_model_card(report, offer=offer, plan=plan, compact=compact)}</div>'
+    cards = [_collection_card(report, local=local and not compact)]
+    folded = "".join(_model_card(m, root=report.path, compact=compact) for m in report.models)
+    if compact:
+        cards.append(folded)
+    else:
+        cards.append(f'<details class="wc-details wc-full-reports"><summary>Full report of each model '
+                     f"({len(report.models)})</summary><div class=\"wc-report\">{folded}</div></details>")
     return f'<div class="wc-report">{"".join(cards)}</div>'
 
 
 def _not_wan(report: ModelReport) -> bool:
     """A single model (not a collection) that is no Wan model: Fix cannot touch it."""
-    return not report.is_collection and not report.is_wan
+    return not report.is_collection and not report.is_wan and not report.is_wan_part
 
 
 def _tone(report: ModelReport) -> str:
@@ -158,96 +243,151 @@ def _tone(report: ModelReport) -> str:
         return "wc-unknown"
     if report.errors or (report.is_collection and not report.loadable):
         return "wc-bad"
-    return "wc-ok" if report.loadable else "wc-unknown"
+    if report.part or report.is_wan_part:
+        return "wc-unknown"
+    return "wc-ok" if report.loadable or report.usable else "wc-unknown"
+
+
+def verdict(report: ModelReport) -> str:
+    """The badge's words: '✓ Ready', '✗ Needs fixing', 'Part of a model', 'Not a Wan model' ..."""
+    if _not_wan(report):
+        if report.lora is not None:
+            return "✗ Not usable" if report.errors else "✓ LoRA"
+        return "Not a model" if report.architecture_type is A.UNKNOWN else "Not a Wan model"
+    tone = _tone(report)
+    if tone == "wc-unknown" and (report.part or report.is_wan_part):
+        return "Part of a model"
+    if report.lora is not None and tone == "wc-ok":
+        return "✓ Usable"
+    return {"wc-ok": "✓ Ready", "wc-bad": "✗ Needs fixing", "wc-unknown": "? Not recognised"}[tone]
 
 
 def _badge(report: ModelReport) -> str:
-    if _not_wan(report):
-        text = "Not a model" if report.architecture_type is A.UNKNOWN else "Not a Wan model"
-    else:
-        text = {"wc-ok": "✓ Ready", "wc-bad": "✗ Needs fixing", "wc-unknown": "? Not recognised"}[_tone(report)]
-    return f'<span class="wc-badge">{text}</span>'
+    return f'<span class="wc-badge">{escape(verdict(report))}</span>'
 
 
-def _collection_card(report: ModelReport) -> str:
+def _size_on_disk(report: ModelReport) -> int | None:
+    return sum(c.size_bytes for c in report.components) if report.components else None
+
+
+def _collection_card(report: ModelReport, local: bool = True) -> str:
     parts = [f'<div class="wc-card {_tone(report)}">',
              f'<p class="wc-headline">{_badge(report)}<span>{escape(headline(report))}</span></p>',
-             f'<p class="wc-path">{escape(report.path)}</p>']
-    if report.findings:
-        parts.append(_findings(report.findings))
+             f'<p class="wc-path">{escape(report.path)}</p>', _models_list(report, local)]
+    others = [f for f in report.findings if f.code != "collection"]     # "each is reported below": the list says it
+    if others:
+        parts.append(_findings(tuple(others)))
     parts.append(_footer(report))
     parts.append("</div>")
     return "".join(parts)
 
 
-def _model_card(report: ModelReport, root: str | None = None) -> str:
-    shown_path = report.path
-    if root and report.path != root:
+def _models_list(report: ModelReport, local: bool) -> str:
+    """A folder of several models: one row each (name, kind, verdict, size, Open, Open in Fix)."""
+    rows = []
+    for m in report.models:
+        name = _relative(m.path, report.path)
+        problems = len(m.errors)
+        said = verdict(m) + (f" ({problems} problem{'s' if problems != 1 else ''})" if problems else "")
+        buttons = ""
+        if local:
+            buttons = action_button("Open", "check", m.path)
+            if m.is_wan and m.lora is None:
+                buttons += action_button("Open in Fix", "fix", m.path, primary=bool(m.errors))
+        rows.append(f'<tr class="{_tone(m)}"><td>{escape(name)}</td><td>{escape(model_name(m) if m.lora is None else "LoRA")}'
+                    f'</td><td><span class="wc-badge">{escape(said)}</span></td>'
+                    f'<td class="wc-num">{escape(format_size(_size_on_disk(m)))}</td>'
+                    f'<td class="wc-row-actions">{buttons}</td></tr>')
+    head = ('<thead><tr><th>Name</th><th>Kind</th><th>Verdict</th><th class="wc-num">Size</th>'
+            "<th></th></tr></thead>")
+    return f'<table class="wc-table wc-models">{head}<tbody>{"".join(rows)}</tbody></table>'
+
+
+def _relative(path: str, root: str) -> str:
+    if root and path != root:
         try:
-            rel = os.path.relpath(report.path, root)
-            shown_path = report.path if rel.startswith("..") else rel
+            rel = os.path.relpath(path, root)
+            return path if rel.startswith("..") else rel
         except ValueError:
             pass
+    return path
+
+
+def _model_card(report: ModelReport, root: str | None = None, offer: Offer | None = None, plan=None,
+                compact: bool = False) -> str:
+    shown_path = _relative(report.path, root) if root else report.path
     parts = [f'<div class="wc-card {_tone(report)}">',
              f'<p class="wc-headline">{_badge(report)}<span>{escape(headline(report))}</span></p>',
-             f'<p class="wc-path">{escape(shown_path)}</p>']
+             f'<p class="wc-path">{escape(shown_path)}</p>', render_offer(offer)]
+    if compact:
+        if report.components:
+            parts.append(_components_table(report.components, compact=True))
+        parts.append(_findings(report.findings, remedies=False))
+        parts.append("</div>")
+        return "".join(parts)
+    parts.append(_findings(report.findings))
     parts.append('<p class="wc-h">Summary</p>')
-    parts.append(_summary_table(report))
+    parts.append(_summary_table(report, plan))
     if report.components:
         parts.append('<p class="wc-h">Components</p>')
         parts.append(_components_table(report.components))
-    parts.append(_findings(report.findings))
+    parts.append(_technical(report))
     if root is None:
         parts.append(_footer(report))
     parts.append("</div>")
     return "".join(parts)
 
 
-def _summary_rows(report: ModelReport) -> list[tuple[str, str]]:
-    """(label, already-escaped HTML value) pairs."""
+def _experts_words(report: ModelReport) -> str:
+    if report.experts == 2:
+        if report.boundary_ratio is None:
+            return "2 (high-noise and low-noise); when to switch between them is not set"
+        return (f"2 (high-noise and low-noise); the low-noise expert takes over for the last "
+                f"{100 * report.boundary_ratio:.1f} % of the noise schedule")
+    if report.experts == 1:
+        return "1 (a single transformer)"
+    return NONE
+
+
+def _weights_row(report: ModelReport, plan) -> tuple[str, str]:
+    """"Weights in memory" at the precision of the plan shown under the report (bf16 without one)."""
+    if plan is not None and getattr(plan, "estimate", None) is not None and plan.estimate.weights_mb:
+        precision = getattr(plan.precision, "value", str(plan.precision))
+        total = sum(plan.estimate.weights_mb.values())
+        return f"Weights in memory ({precision}, as planned)", escape(_gib(total))
+    return "Weights in memory at bf16", escape(format_size(report.weights_bytes_bf16))
+
+
+def _summary_rows(report: ModelReport, plan=None) -> list[tuple[str, str]]:
+    """(label, already-escaped HTML value) pairs, in plain words (codes are in the Technical details fold)."""
     arch = report.architecture_type
     arch_text = ARCHITECTURE_NAMES[arch]
     if arch is A.DIFFUSERS_OTHER and report.pipeline_class:
         arch_text = "another diffusers model"
     if arch is not A.UNKNOWN:
         arch_text += " (a Wan model)" if arch.is_wan else " (not a Wan model)"
-    arch_html = f"{escape(arch_text)} <code>{escape(arch.value)}</code>"
-
     if report.task:
         short, long = TASK_NAMES.get(report.task, (report.task, ""))
         task = f"{short} — {long}" if long else short
     else:
         task = NONE
-    if report.experts == 2:
-        ratio = (f", switching at boundary ratio {report.boundary_ratio:g}"
-                 if report.boundary_ratio is not None else ", boundary ratio not set")
-        experts = f"2 (high-noise and low-noise){ratio}"
-    elif report.experts == 1:
-        experts = "1 (a single transformer)"
-    else:
-        experts = NONE if report.boundary_ratio is None else f"boundary ratio {report.boundary_ratio:g}"
     if report.vae_kind or report.vae_z_dim is not None:
         vae = VAE_NAMES.get(report.vae_kind or "", report.vae_kind or "VAE")
         if report.vae_z_dim is not None:
-            vae += f" (z_dim {report.vae_z_dim})"
+            vae += f" ({report.vae_z_dim} latent channels)"
     else:
         vae = NONE
-    disk = sum(c.size_bytes for c in report.components) if report.components else None
-    pipeline = f"<code>{escape(report.pipeline_class)}</code>" if report.pipeline_class else "unknown"
-    registry = (f"<code>{escape(report.registry_id)}</code>" if report.registry_id
-                else "no match among the known models")
     rows = [
+        ("Kind", escape(arch_text)),
         ("Layout", escape(LAYOUT_NAMES[report.layout])),
-        ("Architecture", arch_html),
         ("Wan version", escape(report.wan_version or NONE)),
         ("Task", escape(task)),
-        ("Pipeline class", pipeline),
-        ("Experts and boundary ratio", escape(experts)),
+        ("Experts", escape(_experts_words(report))),
         ("VAE", escape(vae)),
         ("Parameters", escape(format_parameters(report.parameters))),
-        ("Weights in memory at bf16", escape(format_size(report.weights_bytes_bf16))),
-        ("Size on disk", escape(format_size(disk))),
-        ("Registry match", registry),
+        _weights_row(report, plan),
+        ("Size on disk", escape(format_size(_size_on_disk(report)))),
+        ("Known model", escape(report.registry_id) if report.registry_id else "no match among the known models"),
     ]
     if report.custom_code:
         rows.append(("Custom code", "yes: <code>model_index.json</code> names code that would run; "
@@ -255,10 +395,23 @@ def _summary_rows(report: ModelReport) -> list[tuple[str, str]]:
     return rows
 
 
-def _summary_table(report: ModelReport) -> str:
+def _summary_table(report: ModelReport, plan=None) -> str:
     body = "".join(f"<tr><th>{escape(label)}</th><td>{value}</td></tr>"
-                   for label, value in _summary_rows(report))
+                   for label, value in _summary_rows(report, plan))
     return f'<table class="wc-table wc-summary"><tbody>{body}</tbody></table>'
+
+
+def _technical(report: ModelReport) -> str:
+    """The codes and class names a bug report or a search needs, in a closed fold."""
+    rows = [("Architecture code", report.architecture_type.value),
+            ("Pipeline class", report.pipeline_class or NONE)]
+    rows += [(f"{c.name} class", c.class_name) for c in report.components if c.class_name]
+    if report.boundary_ratio is not None:
+        rows.append(("boundary_ratio", f"{report.boundary_ratio:g}"))
+    rows += [(f"Finding: {f.message[:60]}{'…' if len(f.message) > 60 else ''}", f.code) for f in report.findings]
+    body = "".join(f"<tr><th>{escape(k)}</th><td><code>{escape(str(v))}</code></td></tr>" for k, v in rows)
+    return ('<details class="wc-details wc-technical"><summary>Technical details (codes and class names)</summary>'
+            f'<table class="wc-table wc-summary"><tbody>{body}</tbody></table></details>')
 
 
 def _mark(ok: bool) -> str:
@@ -266,25 +419,34 @@ def _mark(ok: bool) -> str:
             else '<span class="wc-no" title="no">✗</span>')
 
 
-def _components_table(components: tuple[ComponentReport, ...]) -> str:
-    head = ('<thead><tr><th>Component</th><th>Class</th><th class="wc-num">Files</th>'
-            '<th class="wc-num">Size on disk</th><th>Dtype</th><th class="wc-num">Parameters</th>'
+def _components_table(components: tuple[ComponentReport, ...], compact: bool = False) -> str:
+    """Each part of the model; ``compact`` keeps the columns that fit half a page (Fix's Before/After)."""
+    if compact:
+        head = ('<thead><tr><th>Component</th><th class="wc-num">Size</th><th class="wc-mark">Present</th>'
+                '<th class="wc-mark">Complete</th></tr></thead>')
+        rows = [f"<tr><td>{escape(c.name)}</td>"
+                f'<td class="wc-num">{escape(format_size(c.size_bytes) if c.files else NONE)}</td>'
+                f'<td class="wc-mark">{_mark(c.present)}</td><td class="wc-mark">{_mark(c.complete)}</td></tr>'
+                for c in components]
+        return f'<table class="wc-table wc-components wc-compact">{head}<tbody>{"".join(rows)}</tbody></table>'
+    head = ('<thead><tr><th>Component</th><th class="wc-num">Files</th>'
+            '<th class="wc-num">Size on disk</th><th>Stored as</th><th class="wc-num">Parameters</th>'
             '<th class="wc-mark">Present</th><th class="wc-mark">Complete</th></tr></thead>')
     rows = []
     for c in components:
-        cls = f"<code>{escape(c.class_name)}</code>" if c.class_name else NONE
         rows.append(
-            f"<tr><td>{escape(c.name)}</td><td>{cls}</td>"
+            f"<tr><td>{escape(c.name)}</td>"
             f'<td class="wc-num">{len(c.files)}</td>'
             f'<td class="wc-num">{escape(format_size(c.size_bytes) if c.files else NONE)}</td>'
-            f"<td>{escape(c.dtype or NONE)}</td>"
+            f"<td>{escape((c.dtype or NONE).lower())}</td>"
             f'<td class="wc-num">{escape(format_parameters(c.parameters))}</td>'
             f'<td class="wc-mark">{_mark(c.present)}</td>'
             f'<td class="wc-mark">{_mark(c.complete)}</td></tr>')
     return f'<table class="wc-table wc-components">{head}<tbody>{"".join(rows)}</tbody></table>'
 
 
-def _findings(findings: tuple[Finding, ...]) -> str:
+def _findings(findings: tuple[Finding, ...], remedies: bool = True) -> str:
+    """Problems, warnings and notes, each with its remedy in the app's words (``app_remedy``)."""
     if not findings:
         return '<p class="wc-h">Findings</p><p class="wc-fine"><span class="wc-yes">✓</span> No problems found.</p>'
     parts = []
@@ -294,14 +456,12 @@ def _findings(findings: tuple[Finding, ...]) -> str:
             continue
         parts.append(f'<p class="wc-h">{escape(title)} ({len(group)})</p><ul class="wc-findings">')
         for f in group:
-            meta = f"<code>{escape(f.code)}</code>"
-            if f.path:
-                meta += f" · {escape(f.path)}"
-            remedy = (f'<div class="wc-remedy"><b>What to do:</b> {escape(f.remedy)}</div>'
-                      if f.remedy else "")
+            remedy = (f'<div class="wc-remedy"><b>What to do:</b> {escape(app_remedy(f.remedy))}</div>'
+                      if f.remedy and remedies else "")
+            where = (f'<div class="wc-meta">{escape(_relative(f.path, ""))}</div>'
+                     if f.path and f.path not in f.message else "")
             parts.append(f'<li class="wc-finding wc-sev-{severity.value}">'
-                         f'<div class="wc-msg">{escape(f.message)}</div>{remedy}'
-                         f'<div class="wc-meta">{meta}</div></li>')
+                         f'<div class="wc-msg">{escape(f.message)}</div>{remedy}{where}</li>')
         parts.append("</ul>")
     return "".join(parts)
 

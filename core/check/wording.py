@@ -213,3 +213,35 @@ def render_text(report: ModelReport, indent: str = "") -> str:
         lines.append("")
         lines.append(render_text(m, indent + "  "))
     return "\n".join(lines)
+
+
+# --- the app's words for a remedy -----------------------------------------------------------
+# The CLI prints a remedy as core wrote it ("Run Fix (`python -m core fix PATH`) to ..."); in the
+# app the same remedy names the button to press. Longest patterns first.
+_APP_REMEDIES: tuple[tuple[str, str], ...] = (
+    (r"Run `python -m core fix PATH --apply` to finish it, or `--undo` to go back\.",
+     "Press Fix, then Apply, to finish it, or Undo there to go back."),
+    (r"Convert it with Fix \(`python -m core fix PATH`\)", "Press Fix to convert it into a new folder"),
+    (r"Fix can assemble the parts into a diffusers folder \(`python -m core fix --assemble`\)\.",
+     "Press Assemble in Fix and name the VAE, text encoder and tokenizer to put them together with it "
+     "into a model folder."),
+    (r"[Rr]un Fix \(`python -m core fix PATH`\) to", "Press Fix to"),
+    (r"\bRun Fix\b", "Press Fix"),
+    (r"\brun Fix\b", "press Fix"),
+)
+
+
+def app_remedy(text: str | None) -> str:
+    """A remedy in the app's words: the Fix button to press instead of a terminal command.
+
+    >>> app_remedy("Run Fix (`python -m core fix PATH`) to rebuild it from the component folders.")
+    'Press Fix to rebuild it from the component folders.'
+    >>> app_remedy("Download vae/config.json again, or run Fix to rebuild it.")
+    'Download vae/config.json again, or press Fix to rebuild it.'
+    """
+    import re
+    out = text or ""
+    for pattern, words in _APP_REMEDIES:
+        out = re.sub(pattern, words, out)
+    return out
+
