@@ -5,7 +5,9 @@ musubi on the low-noise one, real key names at the demo's widths):
 
 - load: ours ``core.run.lora.apply_loras`` (header read, fingerprint, load_lora_weights per expert,
   strengths per transformer and their read-back) against plain ``load_file`` +
-  ``pipe.load_lora_weights(..., load_into_transformer_2=...)`` + ``pipe.set_adapters``;
+  ``pipe.load_lora_weights(..., load_into_transformer_2=...)`` + ``pipe.set_adapters``, each from a
+  pipeline without LoRA layers (ours taken off by ``remove_loras``, plain by ``unload_lora_weights``:
+  with ``delete_adapters`` the empty peft wrappers stay and the next plain load skips creating them);
 - generate: ours ``wrapper.generate_frames`` with the same LoRAs (already on) against the plain
   pipeline call, same seed (128x128, 17 frames, 4 steps): the largest pixel difference must be 0;
 - prediction: every format and mismatch case of tests/lora_files.py predicted, then loaded for real
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         plain.load_lora_weights(load_file(low), adapter_name="l", load_into_transformer_2=True)
         plain.set_adapters(["h", "l"], [0.8, 1.0])
         plain_load.append(time.perf_counter() - t0)
-        plain.delete_adapters(["h", "l"])
+        plain.unload_lora_weights()     # both start each run from plain layers (remove_loras does the same)
 
     config = GenerationConfig(**SETTINGS, seed=SEED, loras=choices)
     _, first = wrapper.generate_frames(config)            # puts the LoRAs on, plans for this request

@@ -114,7 +114,7 @@ def verdict_html(report: ModelReport | None, texts: list[str]) -> str:
             where = {"both": "both experts", "high": "high-noise expert", "low": "low-noise expert",
                      "transformer": "the transformer"}.get(m.target or "", "—")
             counts = f", {m.applied} layers applied, {m.not_applied} not" if m.applied is not None else ""
-            mark = "✓" if m.ok else "✗"
+            mark = "✗" if not m.ok else "!" if any(f.severity.value == "warning" for f in m.findings) else "✓"
             lines = "".join(f"<div class='wc-{f.severity.value}'>{html.escape(f.message)}</div>" for f in m.findings)
             rows.append(f"<li>{mark} <b>{html.escape(Path(m.choice.path).name)}</b> "
                         f"(strength {m.choice.strength:g}) → {where}{counts}{lines}</li>")
