@@ -104,3 +104,20 @@ def test_the_generate_tab_runs_with_a_lora_on_each_expert(app_config, demo_model
     meta = json.loads(Path(video).with_suffix(".json").read_text(encoding="utf-8"))
     assert [(x["file"], x["strength"], x["components"]) for x in meta["loras"]] == [
         ("style.safetensors", 0.6, ["transformer"]), ("style.safetensors", 0.9, ["transformer_2"])]
+
+
+def test_a_job_with_a_lora_that_does_not_fit_is_refused_before_it_is_queued(demo_models_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """The Generate tab and /enqueue check each LoRA against the model first, as `generate --lora` does."""
+    from core.jobs.submit import check_request
+    from tests.lora_files import other_family_tensors
+    dim, ffn, blocks = DEMO_WIDTHS
+    wide = write_lora(tmp_path / "wide.safetensors", "comfyui", dim * 2, ffn, blocks)
+    sdxl = write_lora(tmp_path / "sdxl.safetensors", "", 0, 0, 0, tensors=other_family_tensors("sdxl"))
+    good = write_lora(tmp_path / "good.safetensors", "comfyui", dim, ffn, blocks)
+    model = str(demo_models_dir / "wan21_t2v")
+    refused = check_request(model, {"prompt": "a fox", "loras": [str(wide), f"{sdxl}:0.5"]})
+    assert refused.config == {} and len(refused.errors) == 2
+    assert refused.errors[0].startswith("wide.safetensors: wide.safetensors is a LoRA for a model (width 48)")
+    assert "not for Wan" in refused.errors[1] and "Use a LoRA made for Wan 2.1 / 2.2." in refused.errors[1]
+    assert not check_request(model, {"prompt": "a fox", "loras": [f"{good}:0.5"]}).errors

@@ -511,6 +511,17 @@ def choices_from_args(texts: Iterable[str] | None) -> tuple[list[LoraChoice], li
     return choices, problems + duplicate_problems(choices)
 
 
+def lora_refusals(report: ModelReport, choices: Iterable[LoraChoice]) -> list[str]:
+    """The error findings of each LoRA against the model, as sentences with their remedy: what refuses a
+    request before it is queued or loaded (an empty list when every LoRA can go on).
+
+    >>> lora_refusals(report, [LoraChoice("sdxl_style.safetensors")])
+    ['sdxl_style.safetensors: This LoRA is for Stable Diffusion / SDXL, not for Wan: ... Use a LoRA made for Wan 2.1 / 2.2.']
+    """
+    return [f"{Path(m.choice.path).name}: {f.message} {f.remedy}".strip()
+            for m in match_loras(report, choices) for f in m.findings if f.severity is ERROR]
+
+
 def render_matches(matches: Sequence[LoraMatch]) -> str:
     """The LoRA lines of ``python -m core check MODEL --lora FILE``."""
     from core.check.wording import MARK

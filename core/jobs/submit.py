@@ -68,6 +68,11 @@ def check_request(model: str, values: dict[str, Any], report: Any = None) -> Che
     settings, errors = resolve(GenerationConfig(**config), report)
     if errors or settings is None:
         return CheckedRequest(errors=list(errors), report=report)
+    if settings.loras:   # each LoRA against the model before queuing, as `generate --lora` does (core.check.lora_match)
+        from core.check.lora_match import lora_refusals
+        problems = lora_refusals(report, settings.loras)
+        if problems:
+            return CheckedRequest(errors=problems, report=report)
     prompt = settings.prompt if len(settings.prompt) <= 60 else settings.prompt[:57].rstrip() + "…"
     label = (f"{prompt} · {settings.width}x{settings.height} · {settings.num_frames} frames · "
              f"{settings.num_inference_steps} steps · {Path(report.path).name}")
