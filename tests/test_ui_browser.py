@@ -454,7 +454,14 @@ def test_the_runs_appear_in_the_performance_tab(app, browser) -> None:
         assert "128x128" in text                       # the cancelled run, recorded as such
         assert "load" in text
         assert "run(s) recorded" in page.locator("#wc-perf-note").inner_text()
-        assert page.locator("#wc-perf-speed").is_visible() and page.locator("#wc-perf-memory").is_visible()
+        expect(page.locator("#wc-perf-speed")).to_be_visible()          # drawn by Vega after the table
+        expect(page.locator("#wc-perf-memory")).to_be_visible()
+        # every column shows (no sideways scroll), and a click on a row shows that run in full
+        assert page.evaluate("() => { const t = document.querySelector('#wc-perf-table table');"
+                             " return t.scrollWidth <= t.parentElement.clientWidth + 1; }")
+        table.get_by_text("cancelled").locator("visible=true").first.click()
+        expect(page.locator("#wc-perf-run")).to_contain_text("size: 128x128")
+        expect(page.locator("#wc-perf-run")).to_contain_text("peak RAM:")
         with page.expect_download() as download:
             page.locator("#wc-perf-csv").click()
         csv_text = Path(download.value.path()).read_text()

@@ -3,9 +3,9 @@
 Everything comes from ``core.monitor`` (SQLite; ``core.run.load`` records every load and
 generation by itself). :func:`history_view` is the one call that reads it; the tab shows:
 
-- a table of recorded runs (time, type, model, size, frames, steps, duration, seconds per
-  step, peak RAM and GPU memory, plan, success) whose cells wrap so every column shows; a click
-  on a row shows that run in full;
+- a table of recorded runs (when, what ran at which size, model, result, seconds per step, peak
+  memory, plan) that fits the page; a click on a row shows that run in full (duration, RAM and
+  GPU peaks, the whole error);
 - seconds per step and peak memory over time, one line per model;
 - regression alerts: which metric got worse, by how much, and what changed (versions, plan);
 - optimization effectiveness: for otherwise equal runs, each plan's time and memory;
@@ -38,10 +38,10 @@ EFFECT_COLUMNS = ["model", "size", "frames", "steps", "plan", "runs", "median ti
                   "peak RAM (MB)", "peak GPU (MB)", "time vs fastest"]
 SPEED_COLUMNS = ["model", "size", "frames", "steps", "preset", "runs", "s/step", "time vs quality",
                  "transformer passes", "PSNR vs quality (dB)"]
-# What the History table shows: every column fits the page (cells wrap); a click on a row shows
-# the whole run below it (the full time, error and plan). The API's rows keep the numbers in MB.
-TABLE_COLUMNS = ["when", "type", "model", "result", "size", "frames", "steps", "seconds", "s/step",
-                 "peak RAM", "peak GPU", "plan"]
+# What the History table shows: seven columns that fit the page (cells wrap); a click on a row shows
+# the whole run below it (every value, the full error and plan). The API's rows keep all the numbers.
+TABLE_COLUMNS = ["when", "what", "model", "result", "s/step", "peak memory", "plan"]
+TABLE_WIDTHS = ["10%", "21%", "16%", "15%", "7%", "10%", "21%"]
 MAX_ROWS = 500
 TIME_FORMAT = "%b %d %H:%M:%S"
 SHORT_TIME = "%b %d %H:%M"
@@ -79,12 +79,10 @@ def history_rows(operation_type: str = "all") -> list[dict[str, Any]]:
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    """The History table's cells for :func:`history_rows`: short times, memory as the result card says
-    it (``core.units.format_mib``: "447 MB", "12 GB"), long results cut (the row's details have them whole)."""
+    """The History table's cells for :func:`history_rows`: a short time, what ran (with its size,
+    frames and steps), the peak memory as the result card writes it (``core.units.format_mib``:
+    the GPU's where one was used, else RAM), long results cut (the row's details have them whole)."""
     from core.units import format_mib
-
-    def mem(value: Any) -> str:
-        return format_mib(value) if isinstance(value, (int, float)) else ""
 
     def when(text: str) -> str:
         try:
@@ -94,9 +92,15 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
 
     out = []
     for r in rows:
+        what = r["type"]
+        if r["size"]:
+            what += f" {r['size']}" + (f", {r['frames']} frames" if r["frames"] else "") + (
+                f", {r['steps']} steps" if r["steps"] else "")
+        gpu, ram = r["peak GPU (MB)"], r["peak RAM (MB)"]
+        memory = (f"{format_mib(gpu)} GPU" if isinstance(gpu, (int, float)) else
+                  f"{format_mib(ram)} RAM" if isinstance(ram, (int, float)) else "")
         result = r["result"] if len(r["result"]) <= 40 else r["result"][:38] + "…"
-        out.append([when(r["time"]), r["type"], r["model"], result, r["size"], r["frames"], r["steps"],
-                    r["duration (s)"], r["s/step"], mem(r["peak RAM (MB)"]), mem(r["peak GPU (MB)"]), r["plan"]])
+        out.append([when(r["time"]), what, r["model"], result, r["s/step"], memory, r["plan"]])
     return out
 
 
@@ -107,8 +111,20 @@ def run_details(operation_type: str, evt: gr.SelectData) -> str:
     if not isinstance(index, int) or not 0 <= index < len(rows):
         return DETAILS_PROMPT
     r = rows[index]
-    lines = [f"**{r['type']} of {r['model'] or 'an unnamed model'}** at {r['time']}: {r['result']}"]
-    lines += [f"- {k}: {v}" for k, v in r.items() if k not in ("type", "model", "time", "result") and v not in (None, "")]
+    kind = None if operation_type in (None, "", "all") else operation_type
+    ops = list(reversed(_monitor().operations(kind)[-MAX_ROWS:]))
+    error = ops[index].error if index < len(ops) else None
+    result = "failed" if error and r["result"].startswith("failed") else r["result"]
+    lines = [f"**{r['type']} of {r['model'] or 'an unnamed model'}** at {r['time']}: {result}"]
+    if error:
+        lines.append(f"- error: {error}")
+    from core.units import format_mib
+    for key, value in r.items():
+        if key in ("type", "model", "time", "result") or value in (None, ""):
+            continue
+        if key in ("peak RAM (MB)", "peak GPU (MB)"):
+            key, value = key.removesuffix(" (MB)"), format_mib(value)
+        lines.append(f"- {key}: {value}")
     return "\n".join(lines)
 
 
@@ -239,8 +255,6 @@ def refresh(operation_type: str = "all") -> tuple[Any, ...]:
         ops = monitor.operations(kind)
         rows = history_rows(operation_type)
         table = pd.DataFrame(table_rows(rows), columns=TABLE_COLUMNS)
-        if rows and all(r["peak GPU (MB)"] is None for r in rows):
-            table = table.drop(columns=["peak GPU"])          # a computer without a GPU
         speed, memory = _frames_for_plots(ops)
         alerts = render_alerts(monitor.detect_performance_regressions(operation_type=kind), ops)
         effect = pd.DataFrame(effectiveness_rows(kind), columns=EFFECT_COLUMNS)
@@ -308,7 +322,7 @@ def build_performance_tab() -> Any:
     alerts = gr.HTML("", elem_id="wc-perf-alerts", js_on_load=None)
     gr.Markdown("### History", elem_classes=["wc-h"])
     table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, elem_id="wc-perf-table", max_height=420,
-                         wrap=True)
+                         wrap=True, column_widths=TABLE_WIDTHS)
     details = gr.Markdown(DETAILS_PROMPT, elem_id="wc-perf-run")
     gr.Markdown("### What each memory plan costs\nRuns that differ only in their plan (same model, size, "
                 "frames and steps), fastest first.", elem_classes=["wc-h"])

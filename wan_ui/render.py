@@ -122,6 +122,7 @@ CSS = """
 .wc-report .wc-table.wc-table .wc-row-actions { white-space: nowrap; text-align: right; }
 .wc-row-actions .wc-act { padding: 3px 12px; font-weight: 500; margin-left: 6px; }
 .wc-models .wc-badge { font-weight: 500; }
+.wc-report .wc-table.wc-models td { vertical-align: middle; }
 .wc-models tr.wc-ok .wc-badge { background: rgba(34, 160, 80, 0.16); color: #1d8a47; }
 .wc-models tr.wc-bad .wc-badge { background: rgba(220, 50, 50, 0.14); color: #c42b2b; }
 .wc-models tr.wc-unknown .wc-badge { background: rgba(128, 128, 128, 0.18); }
