@@ -76,6 +76,16 @@ def test_manifest_of_a_sparse_full_size_model(tmp_path: Path, app_config) -> Non
     common.remember(str(folder))          # a folder checked by path before: the drop is found by its files
     html, data = check_manifest(json.dumps(manifest_of(folder)))
     assert data["local_path"] == str(folder) and f'data-wc-act="fix" data-wc-path="{folder}"' in html
+    # what Fix cannot repair here (weights to download) comes first in the plan, its command with a Copy button
+    from wan_ui.fix import button_states, plan_fix
+    for weights in (folder / "vae").glob("*.safetensors"):
+        weights.unlink()
+    plan_html, _before, _plan, planned = plan_fix(str(folder))
+    command = f'hf download Wan-AI/Wan2.2-T2V-A14B-Diffusers --include "vae/*" --local-dir {folder}'
+    assert 'data-wc-act="copy" data-wc-path="' + command.replace('"', "&quot;") + '">Copy</button>' in plan_html
+    assert plan_html.index("Fix cannot repair this here: one download is needed") < plan_html.index("1 change to make")
+    apply, undo, _fold = button_states(str(folder), "", planned)
+    assert apply["interactive"] is True and undo["visible"] is False     # a change to apply; no backup yet
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -543,3 +553,4 @@ def test_a_slowdown_is_shown_with_what_changed(app_config) -> None:
     _note, _table, _speed, _memory, alerts, *_ = refresh("generation")
     assert "slower" in alerts and "seconds per step · demo" in alerts
     assert "What changed" in alerts and "plan.vae_tiling" in alerts and "False → True" in alerts
+

@@ -177,7 +177,7 @@ def render_manual_steps(steps: Any) -> str:
                      f'<div class="wc-remedy"><b>Download:</b> {escape(s.fetch)}</div>'
                      f'<div class="wc-remedy"><b>Put it in:</b> <code>{escape(s.where)}</code></div>{cmd}</li>')
     k = len(items)
-    title = f"Fix cannot repair this here: download {'this file' if k == 1 else f'these {k} files'}"
+    title = f"Fix cannot repair this here: {'one download is' if k == 1 else f'{k} downloads are'} needed"
     body = ('<p class="wc-sub">Nothing on this computer has what is missing; after the download, press Plan '
             f'again.</p><ul class="wc-findings">{"".join(items)}</ul>')
     return _card("bad", "To download", title, body)

@@ -68,8 +68,8 @@ def fix_offer(report: ModelReport, path: str | None) -> Offer | None:
                      "(the original is not changed).")
     if plan.manual_steps:
         k = len(plan.manual_steps)
-        return Offer("Open in Fix", path, f"Fix cannot repair this here: {k} download{'s' if k != 1 else ''} "
-                     "needed; Fix lists what to download and where to put it.", primary=False)
+        return Offer("Open in Fix", path, f"Fix cannot repair this here: {'one download is' if k == 1 else f'{k} downloads are'} "
+                     "needed; Fix lists what to download, where to put it and the command.", primary=False)
     return Offer("Open in Fix", path, primary=False)
 
 
