@@ -113,6 +113,7 @@ def test_render_other_kinds() -> None:
     nothing = ModelReport(path="/home/me/Documents",
                           findings=(Finding(E, "not_a_model", "No model files were found here.", "Pick a model folder."),))
     assert headline(nothing) == "Not a recognised model"
+    assert "Summary" not in render_report(nothing)        # nothing recognised: no table of dashes
     ti2v = ModelReport(path="/m/ti2v.safetensors", layout=Layout.SINGLE_FILE, architecture_type=ArchitectureType.WAN_TI2V,
                        wan_version="2.2", task="ti2v", size_class="5B", experts=1, vae_kind="wan2.2", vae_z_dim=48)
     assert headline(ti2v) == "Wan 2.2 TI2V 5B — single-file checkpoint — ready to load"

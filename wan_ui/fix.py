@@ -438,6 +438,8 @@ def show_event(view: Any, event: ProgressEvent) -> None:
     The headline is the event's own sentence when it is short (the change being made, the
     tensor being converted), else the stage's name.
     """
+    from dataclasses import replace
+    event = replace(event, message=plain_change(event.message)[0])     # a rebuilt file's entries: in the plan's fold
     view.update(event)
     if len(event.message) < 90:
         view.stage = event.message

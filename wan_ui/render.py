@@ -327,8 +327,9 @@ def _model_card(report: ModelReport, root: str | None = None, offer: Offer | Non
         parts.append("</div>")
         return "".join(parts)
     parts.append(_findings(report.findings))
-    parts.append('<p class="wc-h">Summary</p>')
-    parts.append(_summary_table(report, plan))
+    if report.architecture_type is not A.UNKNOWN or report.is_wan_part:   # nothing recognised: no table of dashes
+        parts.append('<p class="wc-h">Summary</p>')
+        parts.append(_summary_table(report, plan))
     if report.components:
         parts.append('<p class="wc-h">Components</p>')
         parts.append(_components_table(report.components))
@@ -670,6 +671,11 @@ def render_result(result: dict) -> str:
     return _badge_card("ok", "✓ Done", f"“{prompt[:120]}”" if prompt else "Video ready", body)
 
 
+def _count(n: int, word: str) -> str:
+    """'1 warning', '2 warnings', 'no problems'."""
+    return f"no {word}s" if n == 0 else f"{n} {word}{'s' if n != 1 else ''}"
+
+
 def render_doctor(report) -> str:
     """core.doctor's DoctorReport as a table: each check, its status and remedy."""
     marks = {"ok": '<span class="wc-yes">✓</span>', "warning": '<span class="wc-no">!</span>',
@@ -682,9 +688,10 @@ def render_doctor(report) -> str:
     errors = sum(c.status == "error" for c in report.checks)
     warnings = sum(c.status == "warning" for c in report.checks)
     if errors:
-        tone, badge, title = "bad", "✗ Problems", f"{errors} problem(s) and {warnings} warning(s) on this computer"
+        title = f"{_count(errors, 'problem')} and {_count(warnings, 'warning')} on this computer"
+        tone, badge = "bad", "✗ Problems"
     elif warnings:
-        tone, badge, title = "unknown", "! Warnings", f"Ready, with {warnings} warning(s)"
+        tone, badge, title = "unknown", "! Warnings", f"Ready, with {_count(warnings, 'warning')}"
     else:
         tone, badge, title = "ok", "✓ Ready", "This computer is ready"
     table = ('<table class="wc-table"><thead><tr><th class="wc-mark"></th><th>Check</th><th>Result</th>'
