@@ -554,3 +554,26 @@ def test_a_slowdown_is_shown_with_what_changed(app_config) -> None:
     assert "slower" in alerts and "seconds per step · demo" in alerts
     assert "What changed" in alerts and "plan.vae_tiling" in alerts and "False → True" in alerts
 
+
+
+def test_a_lone_transformer_is_a_part_and_fix_offers_to_assemble(tmp_path: Path, demo_t2v: Path, app_config) -> None:
+    from wan_ui.fix import button_states, plan_assembly, plan_fix
+    from wan_ui.model_check import check_path
+
+    lone = tmp_path / "wan_transformer.safetensors"
+    shutil.copy(next((demo_t2v / "transformer").glob("*.safetensors")), lone)
+    html, _data = check_path(str(lone))
+    assert "Part of a model" in html and "Not recognised" not in html
+    assert f'data-wc-act="fix" data-wc-path="{lone}">Assemble in Fix</button>' in html
+    plan_html, _before, _data, planned = plan_fix(str(lone))
+    assert "Only the transformer: assemble it" in plan_html and "python -m core" not in plan_html
+    assert button_states(str(lone), "", planned)[2]["open"] is True            # the assembly fold opens
+    plan_html, _before, data, planned = plan_assembly(str(lone), "", "", "", "")
+    assert "Name the VAE and the text encoder to assemble a model." in plan_html and planned is None
+    vae = next((demo_t2v / "vae").glob("*.safetensors"))
+    text_encoder = next((demo_t2v / "text_encoder").glob("*.safetensors"))
+    plan_html, _before, data, planned = plan_assembly(str(lone), "", str(vae), str(text_encoder),
+                                                      str(demo_t2v / "tokenizer"))
+    # this demo transformer is already in diffusers' naming: the refusal says what to do instead
+    assert "Cannot convert" in plan_html and "diffusers&#x27; naming" in plan_html
+    assert button_states(str(lone), "", planned)[0]["interactive"] is False

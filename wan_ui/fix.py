@@ -530,7 +530,7 @@ def plan_assembly(path: str, out: str, vae: str, text_encoder: str, tokenizer: s
     from wan_ui.model_check import clean_path
     target = clean_path(path)
     try:
-        named = {"vae": clean_path(vae), "text encoder": clean_path(text_encoder)}
+        named = {"VAE": clean_path(vae), "text encoder": clean_path(text_encoder)}
         missing = [k for k, v in named.items() if not v]
         if not target or missing:
             raise WanError(f"Name the {' and the '.join(missing) or 'transformer file'} to assemble a model.",
@@ -540,7 +540,7 @@ def plan_assembly(path: str, out: str, vae: str, text_encoder: str, tokenizer: s
             usable_path(p, "file")
             os.stat(p)
         out_path = clean_path(out) or str(Path(target).with_suffix("")) + "-diffusers"
-        plan = fix.assemble(transformer=target, vae=named["vae"], text_encoder=named["text encoder"], out=out_path,
+        plan = fix.assemble(transformer=target, vae=named["VAE"], text_encoder=named["text encoder"], out=out_path,
                             transformer_2=clean_path(transformer_2) or None, tokenizer=clean_path(tokenizer) or None)
     except Exception as exc:  # noqa: BLE001
         err = explain(exc)
