@@ -3,8 +3,8 @@
 
 It writes a random-weight demo model and a broken copy of it into a temporary folder, starts
 the app on them with a temporary config.yaml (its own history database), drives Debian's
-chromium through each tab as a user would (check a model, plan a Fix, pick a model to generate
-with, open the history) and saves one PNG per tab under ``docs/screenshots/``.
+chromium through each tab as a user would (check the broken copy, press Fix under its headline,
+pick a model to generate with, open the history) and saves one PNG per tab under ``docs/screenshots/``.
 
 Usage::
 
@@ -31,14 +31,14 @@ WIDTH, HEIGHT = 1280, 900
 
 
 def _write_models(home: Path) -> tuple[Path, Path]:
-    """A demo model and a copy with its VAE config deleted (what Fix repairs), under home/models."""
+    """A demo model and a copy without its model_index.json (what Fix repairs), under home/models."""
     from core.demo import write_demo_model
 
     models = home / "models"
     model = write_demo_model("wan21_t2v", models)
     broken = models / f"{model.name}-broken"
     shutil.copytree(model, broken)
-    (broken / "vae" / "config.json").unlink()
+    (broken / "model_index.json").unlink()
     return model, broken
 
 
@@ -68,15 +68,13 @@ def make_screenshots(out: Path) -> list[Path]:
             with chromium_page(None, WIDTH, HEIGHT) as page:
                 page.goto(app.url)
                 page.locator("#wc-path").wait_for()
-                page.get_by_label("Model path").fill(str(model))
+                page.get_by_label("Model path").fill(str(broken))
                 page.get_by_role("button", name="Check", exact=True).click()
-                page.get_by_text("ready to load").first.wait_for(timeout=30_000)
+                page.get_by_text("1 problem to fix").first.wait_for(timeout=30_000)
                 saved.append(_save(page, out, "model_check.png"))
 
-                page.get_by_role("tab", name="Fix").click()
-                page.locator("#wc-fix-path textarea, #wc-fix-path input").first.fill(str(broken))
-                page.locator("#wc-fix-plan").click()
-                page.wait_for_timeout(3000)
+                page.locator("#wc-report .wc-offer-button").click()          # "Fix", under the headline
+                page.locator("#wc-fix-plan-view").get_by_text("1 change to make in place").wait_for(timeout=30_000)
                 saved.append(_save(page, out, "fix.png"))
 
                 page.get_by_role("tab", name="Generate").click()
