@@ -111,6 +111,8 @@ def test_a_reloaded_page_follows_the_same_job_and_its_decode_to_the_video(app, b
         expect(queued).to_have_count(2, timeout=10_000)
         assert waiting[1] not in [j["id"] for j in client.predict(api_name="/jobs")]
         assert client.predict(job_id=job_id, api_name="/job")["state"] == "running"     # all of it while it ran
+        for n in (waiting[0], waiting[2]):             # (the queue of three below runs jobs to their end)
+            assert client.predict(job_id=n, api_name="/cancel_job") == "Cancelled; it had not started."
         page.locator('#wc-gen-progress .wc-progress[data-state="done"]').wait_for(timeout=120_000)
         seen = page.evaluate("() => window.__panel")
         running = [s for s in seen if s["state"] == "running"]
@@ -126,9 +128,6 @@ def test_a_reloaded_page_follows_the_same_job_and_its_decode_to_the_video(app, b
         assert page.locator(f'#wc-queue tr[data-job="{job_id}"]').get_attribute("data-state") == "done"
         page.wait_for_timeout(400)
         screenshot(page, "jobs_reloaded_page_done.png")
-    done = [_wait_job(client, n, ("done", "failed", "cancelled")) for n in (waiting[0], waiting[2])]
-    assert [j["state"] for j in done] == ["done", "done"], done
-    assert Path(done[0]["output_path"]).stat().st_mtime <= Path(done[1]["output_path"]).stat().st_mtime
 
 
 def test_a_queue_of_three_finishes_in_order(app, browser, client, home: Path) -> None:
