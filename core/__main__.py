@@ -268,6 +268,12 @@ def _generate(args: argparse.Namespace) -> int:
         code = cli_generate(report, settings, config, overrides, args.gpus, progress=job)
         if code is not None:
             return code
+    if getattr(args, "watched", False):   # the load and the generation in a child: a kernel kill is said
+        from core.run.memory_failure import killed_sentence
+        from core.run.watched import watch
+        code = watch(lambda rc: killed_sentence(rc, report, request_for(settings, overrides)))
+        if code is not None:
+            return code
     try:
         plan = plan_for_load(report, request=request_for(settings, overrides))
         wrapper = load(report, plan, progress=job.span(0, 30))
@@ -464,12 +470,15 @@ def _read_config(args: argparse.Namespace) -> int | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, watched: bool = False) -> int:
+    """The command line; ``watched`` (``python -m core`` only): generate loads and runs in a child
+    process whose kill by the kernel is said (core.run.watched), never in a caller's process."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:  # it has its own parser (core.demo.main): options in any order, its own --help
         from core import demo
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.watched = watched
     stop_signals.install()      # SIGTERM unwinds like Ctrl+C: no partial video, no ffmpeg left behind
     refused = _read_config(args)
     if refused is not None:
@@ -495,4 +504,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(watched=True))

@@ -198,3 +198,59 @@ def test_a_model_folder_deleted_before_loading_is_named(demo_models_dir: Path, t
     with pytest.raises(WanError) as info:
         load(report, plan)
     assert "disappeared while it was loading" in info.value.message and "Repo id" not in info.value.message
+
+
+def test_a_cli_generation_the_kernel_kills_is_said_as_memory(demo_models_dir: Path, tmp_path: Path) -> None:
+    """The command watches its generation (core.run.watched): killed by the kernel's OOM killer in a real
+    memory cgroup where the machine allows one, else by a SIGKILL sent as that killer sends it."""
+    import signal
+    import time
+
+    import psutil
+    found = _own_cgroup()
+    folder = None
+    if found is not None:
+        folder, limit_file, procs = found
+        try:
+            folder.mkdir()
+            (folder / limit_file).write_text(str(3 * 2**30))      # the plan fits: the estimate was wrong later
+        except OSError:
+            folder = None
+
+    def enter() -> None:
+        if folder is not None:
+            Path(folder / procs).write_text(str(os.getpid()))
+
+    proc = subprocess.Popen([sys.executable, "-m", "core", "generate", str(demo_models_dir / "wan21_t2v"),
+                             "--prompt", "cat", "--size", "64x64", "--frames", "9", "--steps", "2",
+                             "--out", str(tmp_path / "v.mp4")], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=enter)
+    try:
+        seen = ""
+        assert proc.stderr is not None
+        while "Loading the model" not in seen:                  # the child has torch and is loading
+            line = proc.stderr.readline()
+            assert line, seen[-2000:]
+            seen += line
+        if folder is not None:                                   # the container's memory now ends here
+            usage = int((folder / limit_file.replace("limit_in_bytes", "usage_in_bytes")
+                         .replace("memory.max", "memory.current")).read_text())
+            (folder / limit_file).write_text(str(usage + 2**20))
+        else:
+            (child,) = psutil.Process(proc.pid).children()
+            time.sleep(0.5)
+            os.kill(child.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if folder is not None:
+            time.sleep(0.2)
+            folder.rmdir()
+    assert proc.returncode == 1 and out == "", err[-2000:]
+    assert "The generation was killed by the system (SIGKILL), most likely because it ran out of memory: it needs " \
+           "about" in err and "Traceback" not in err, err[-2000:]
+    if folder is not None:
+        assert "(container limit)" in err, err[-2000:]
+    assert not list(tmp_path.iterdir())

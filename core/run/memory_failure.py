@@ -13,6 +13,7 @@ Usage::
     print(memory_sentence(9_728, hardware))    # "needs about 9.5 GB of RAM; this process may use
                                                #  8.0 GB (container limit)"
     err = killed_by_system(-9, plan, report)   # the jobs' worker was killed: WanError with what fits
+    killed_sentence(-9, report, request)       # the same, planned again without torch (the CLI's watcher)
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from typing import TYPE_CHECKING
 from core.errors import MEMORY_WORDS, WanError, is_memory_failure, is_memory_text
 from core.units import format_mib
 
-__all__ = ["MEMORY_WORDS", "is_memory_failure", "is_memory_text", "killed_by_system", "limit_words",
+__all__ = ["MEMORY_WORDS", "is_memory_failure", "is_memory_text", "killed_by_system", "killed_sentence", "limit_words",
            "memory_sentence", "out_of_memory_error", "what_would_fit"]
 
 if TYPE_CHECKING:
     from core.check.report import ModelReport
     from core.run.hardware import HardwareInfo
-    from core.run.optimize import OptimizationPlan
+    from core.run.optimize import OptimizationPlan, OptimizationRequest
 
 def _now(hardware: HardwareInfo | None) -> HardwareInfo | None:
     """``hardware`` with the RAM limit read again: a plan's probe may predate a ulimit or a cgroup move."""
@@ -100,6 +101,23 @@ def killed_by_system(returncode: int | None, plan: OptimizationPlan | None,
     remedy = "Choose a smaller size or fewer frames, or a stronger offload setting; close other programs."
     fitting = what_would_fit(plan, report) if plan is not None and report is not None else None
     return WanError(message, fitting or remedy, "")
+
+
+def killed_sentence(returncode: int | None, report: ModelReport, request: OptimizationRequest) -> str:
+    """:func:`killed_by_system` as one sentence for ``request`` on ``report``, planned again here
+    without torch (the process that planned it is gone); without the numbers if planning fails.
+
+    >>> killed_sentence(-9, report, request_for(settings, overrides))     # doctest: +SKIP
+    'The generation was killed by the system (SIGKILL), most likely because it ran out of memory: ...'
+    """
+    from core.run.hardware import probe
+    from core.run.optimize import plan_for
+    try:
+        plan: OptimizationPlan | None = plan_for(report, probe(use_torch=False), request)
+    except Exception:  # noqa: BLE001 - the sentence is still said, without the numbers
+        plan = None
+    err = killed_by_system(returncode, plan, report if plan is not None else None)
+    return f"{err.message} {err.remedy}".strip()
 
 
 def what_would_fit(plan: OptimizationPlan, report: ModelReport) -> str | None:
