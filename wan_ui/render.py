@@ -219,16 +219,14 @@ def render_report(report: ModelReport, offer: Offer | None = None, plan=None, co
 
     ``offer``: the button under the headline (see :class:`Offer`); ``plan``: the memory plan
     whose precision the "Weights in memory" row uses; ``compact``: what the Fix tab's
-    Before/After columns show (headline, components present/complete, findings);
+    Before/After columns show (headline, components present/complete, findings; a folder: its list);
     ``local``: the paths are on this computer (the summary list offers Open and Open in Fix).
     """
     if not report.is_collection:
         return f'<div class="wc-report">{_model_card(report, offer=offer, plan=plan, compact=compact)}</div>'
     cards = [_collection_card(report, local=local and not compact)]
-    folded = "".join(_model_card(m, root=report.path, compact=compact) for m in report.models)
-    if compact:
-        cards.append(folded)
-    else:
+    if not compact:                   # Fix's Before/After: the list says it; each model has its own plan
+        folded = "".join(_model_card(m, root=report.path) for m in report.models)
         cards.append(f'<details class="wc-details wc-full-reports"><summary>Full report of each model '
                      f"({len(report.models)})</summary><div class=\"wc-report\">{folded}</div></details>")
     return f'<div class="wc-report">{"".join(cards)}</div>'
