@@ -85,3 +85,11 @@ def test_the_app_refuses_an_unwritable_outputs_dir(tmp_path: Path) -> None:
         subprocess.run(["chattr", "-i", str(outputs)])
     assert out.returncode == 2
     assert out.stderr.startswith("Wan Compat cannot start: Videos cannot be written to")
+
+
+def test_an_outputs_dir_that_cannot_be_made_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
+    from core.run.startup import outputs_problem
+    said = outputs_problem(Path("/proc/wan_compat_nope/videos"))      # root passes os.access(/proc), mkdir fails
+    assert said is not None and said.startswith("Videos cannot be written to /proc/wan_compat_nope/videos")
+    assert outputs_problem(tmp_path / "new" / "deeper") is None
+    assert list(tmp_path.iterdir()) == []                              # the folders made for the test are gone

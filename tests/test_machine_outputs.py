@@ -70,8 +70,22 @@ def test_processes_asking_at_once_get_distinct_names(tmp_path: Path) -> None:
     assert _hidden(tmp_path) == []            # each released its claim when it exited
 
 
+def _leftovers(outputs: Path) -> None:
+    """Hidden files of an earlier run whose process is gone (removed at start), and of a live one (kept)."""
+    outputs.mkdir(exist_ok=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name in (f".v.mp4.partial-{dead.pid}-ab12cd", f".v.mp4.partial-{dead.pid}-ab12cd.ffmeta",
+                 f".v.json.partial-{dead.pid}-ab12cd", f".old.mp4.partial-{os.getpid()}-ffffff"):
+        (outputs / name).write_bytes(b"x" * 12_000)
+    (outputs / ".w.mp4.claim").write_text(str(dead.pid))
+    (outputs / ".mine.mp4.claim").write_text(str(os.getpid()))
+
+
 def test_three_simultaneous_cli_runs_keep_three_videos(demo_models_dir: Path, tmp_path: Path) -> None:
+    """Also: each run's start removes the leftovers of dead runs and keeps those of a live one."""
     env = _env(tmp_path)
+    _leftovers(tmp_path / "outputs")
     procs = [subprocess.Popen([sys.executable, "-m", "core", "generate", str(demo_models_dir / "wan21_t2v"), *_GEN],
                               cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(3)]
@@ -81,7 +95,9 @@ def test_three_simultaneous_cli_runs_keep_three_videos(demo_models_dir: Path, tm
     assert len(paths) == 3
     videos = sorted((tmp_path / "outputs").glob("*.mp4"))
     assert len(videos) == 3 and all(v.with_suffix(".json").is_file() for v in videos)
-    assert _hidden(tmp_path / "outputs") == []
+    outputs = tmp_path / "outputs"
+    assert _hidden(outputs) == [".mine.mp4.claim", f".old.mp4.partial-{os.getpid()}-ffffff"]   # alive: kept
+    assert sweep(outputs) == []
 
 
 def _slow_ffmpeg(tmp_path: Path) -> tuple[Path, Path]:
@@ -135,20 +151,3 @@ def test_a_signal_during_the_mp4_write_leaves_nothing(demo_models_dir: Path, tmp
     assert any(".partial-" in name for name in partials)      # there was something to clean up
     assert _hidden(out.parent) == [] and not out.exists()
     assert _gone(int(mark.read_text()))
-
-
-def test_leftovers_of_dead_runs_are_removed_at_start(demo_models_dir: Path, tmp_path: Path) -> None:
-    outputs = tmp_path / "outputs"
-    outputs.mkdir()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    for name in (f".v.mp4.partial-{dead.pid}-ab12cd", f".v.mp4.partial-{dead.pid}-ab12cd.ffmeta",
-                 f".v.json.partial-{dead.pid}-ab12cd", f".old.mp4.partial-{os.getpid()}-ffffff"):
-        (outputs / name).write_bytes(b"x" * 12_000)
-    (outputs / ".w.mp4.claim").write_text(str(dead.pid))
-    (outputs / ".mine.mp4.claim").write_text(str(os.getpid()))
-    out = subprocess.run([sys.executable, "-m", "core", "generate", str(demo_models_dir / "wan21_t2v"), *_GEN],
-                         cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-1000:]
-    assert _hidden(outputs) == [".mine.mp4.claim", f".old.mp4.partial-{os.getpid()}-ffffff"]   # alive: kept
-    assert sweep(outputs) == []

@@ -54,19 +54,27 @@ def user_registry_problem(path: Path) -> str | None:
 
 
 def outputs_problem(folder: Path) -> str | None:
-    """Why videos cannot be written into ``folder``: a file is made and removed there, or (when the folder
-    does not exist yet) the nearest existing folder above it must allow creating it. Nothing is left behind."""
+    """Why videos cannot be written into ``folder``: a file is made and removed there (a folder that does
+    not exist yet is made for the test, as the run would, and removed again). Nothing is left behind.
+    Tried, not judged by permission bits: root passes ``os.access`` where the kernel still says no (/proc)."""
     existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    made: list[Path] = []
     try:
         if existing is None or not existing.is_dir():
             raise NotADirectoryError(f"{existing} is not a folder")
-        if existing == folder:
-            fd, probe = tempfile.mkstemp(prefix=".wan_compat_write_test_", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
-        elif not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(f"{existing} cannot be written")
+        for missing in reversed([p for p in [folder, *folder.parents] if p not in (existing, *existing.parents)]):
+            missing.mkdir()
+            made.append(missing)
+        fd, probe = tempfile.mkstemp(prefix=".wan_compat_write_test_", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         return (f"Videos cannot be written to {folder}: {exc.strerror or exc}. Set outputs_dir in config.yaml "
                 "(or --out) to a folder your user can write to; nothing was loaded.")
+    finally:
+        for created in reversed(made):
+            try:
+                created.rmdir()
+            except OSError:
+                pass
     return None
