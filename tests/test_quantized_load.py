@@ -22,7 +22,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("gguf")
 
+from safetensors.torch import load_file, save_file  # noqa: E402
+
 from core.check.detect import inspect  # noqa: E402
+from core.errors import WanError  # noqa: E402
 from core.fix.convert import plan_assembly  # noqa: E402
 from core.run.generation import GenerationConfig  # noqa: E402
 from core.run.load import WanPipelineLoader  # noqa: E402
@@ -158,6 +161,19 @@ def test_bad_assemblies_are_refused_and_write_nothing(parts: dict[str, Any], tmp
         plan = plan_assembly(transformer=bad, vae=parts["vae21"], text_encoder=parts["te"], tokenizer=parts["tok"],
                              out=out)
         assert plan.refusal and phrase in plan.refusal, plan.refusal
+    tensors = load_file(parts["fp8s"])
+    del tensors["model.diffusion_model.blocks.1.self_attn.q.scale_weight"]
+    broken = tmp_path / "wan2.1_t2v_wide_fp8_scaled.safetensors"
+    save_file(tensors, broken)
+    for keep in (True, False):                       # kept in fp8 or converted: both would be noise
+        plan = plan_assembly(transformer=broken, vae=parts["vae21"], text_encoder=parts["te"],
+                             tokenizer=parts["tok"], out=out, keep_fp8=keep)
+        assert plan.refusal and "no scale_weight" in plan.refusal and "Download" in plan.refusal, plan.refusal
+    kept = _assemble(parts, parts["fp8s"], "vae21", tmp_path / "swapped", keep_fp8=True)
+    (kept / "transformer" / parts["fp8s"].name).unlink()   # a file swapped after assembling: the loader refuses
+    save_file(tensors, kept / "transformer" / parts["fp8s"].name)
+    with pytest.raises(WanError, match="no scale_weight"):
+        WanPipelineLoader().load_wan_pipeline(kept)
     proc = run_cli("fix", "--assemble", "--transformer", str(html), "--vae", str(parts["vae21"]), "--text-encoder",
                    str(parts["te"]), "--tokenizer", str(parts["tok"]), "--out", str(out), "--apply")
     assert proc.returncode != 0 and "web page" in proc.stdout + proc.stderr

@@ -145,6 +145,11 @@ def _load_fp8(found: QuantizedFile, precision: str) -> Any:
     fp32_names = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
     linear_fp8 = {name for name, m in model.named_modules()
                   if isinstance(m, torch.nn.Linear) and state[f"{name}.weight"].dtype in _fp8_torch()}
+    unscaled = sorted(n for n in linear_fp8 if n not in scales)
+    if found.format == "fp8_scaled" and unscaled:     # unscaled weights give a noise video
+        raise WanError(f"{found.file.name} is an fp8 \"scaled\" file, but {len(unscaled)} of its {len(linear_fp8)} "
+                       f"fp8 layers have no scale_weight (e.g. {unscaled[0]}).",
+                       "Download the file again, or use the model's fp8_e4m3fn (unscaled), fp16 or bf16 file.")
     for key, value in list(state.items()):
         module = key.rsplit(".", 1)[0]
         if value.dtype in _fp8_torch():

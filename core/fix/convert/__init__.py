@@ -62,7 +62,7 @@ from core.fix.convert.keys import (
 )
 
 # Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
-from core.fix.convert.linked import LINKED, is_quantized_file, linked_part
+from core.fix.convert.linked import LINKED, fp8_scales_problem, is_quantized_file, linked_part
 from core.fix.convert.linked import step as linked_step
 from core.fix.convert.read import FP8_DTYPES, PTH_WINDOW_BYTES, Part, read_json, tokenizer_files  # noqa: F401
 from core.fix.convert.write import (  # noqa: F401
@@ -219,6 +219,8 @@ def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike
         for role, path in named.items():
             if path is None:
                 continue
+            if role.startswith("transformer") and (problem := fp8_scales_problem(Path(path))):
+                raise _Refusal(problem)
             if role.startswith("transformer") and (Path(path).suffix.lower() == ".gguf" or (
                     keep_fp8 and Path(path).is_file() and is_quantized_file(Path(path)))):
                 try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from core.check.dit import DitFacts, dit_facts_from_tensors, find_prefix
 from core.check.filesource import LocalSource
 from core.check.gguf_header import GGUFError, parse_gguf_header, quant_types_of, supported_types
-from core.check.quantization import FP8_DTYPES, SCALE_SUFFIX, SCALED_MARK
+from core.check.quantization import FP8_DTYPES, SCALE_SUFFIX, SCALED_MARK, fp8_findings
 from core.check.safetensors_header import HeaderError, TensorInfo, read_header
 from core.errors import WanError
 from core.fix.convert.build import Component
@@ -39,6 +39,22 @@ def is_quantized_file(path: Path) -> bool:
         return any(t.dtype in FP8_DTYPES for t in read_header(path).tensors.values())
     except (HeaderError, OSError):
         return False
+
+
+def fp8_scales_problem(path: Path) -> str | None:
+    """The sentence (with its remedy) refusing an fp8 "scaled" transformer that lacks scales, else None.
+
+    Kept in fp8 or converted to bf16, such a file gives noise: each unscaled weight is off by its scale.
+    Usage: ``problem = fp8_scales_problem(Path("wan2.1_t2v_14B_fp8_scaled.safetensors"))``.
+    """
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        tensors = read_header(path).tensors
+    except (HeaderError, OSError):
+        return None                          # said by the part's own reader
+    found = fp8_findings(tensors, path.name, "scaled" in path.name.lower())
+    return f"{found[0].message} {found[0].remedy}" if found else None
 
 
 def _tensors(path: Path, flag: str) -> tuple[dict[str, TensorInfo], str]:
