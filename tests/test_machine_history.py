@@ -113,3 +113,15 @@ def test_a_newer_versions_history_with_an_added_column_is_still_recorded(tmp_pat
         pass
     assert [o.model for o in monitor.operations()] == ["m", "after"]
     assert any("every column this version uses, so runs are still recorded" in w for w in monitor.warnings)
+
+
+def test_the_performance_tab_says_a_newer_versions_history_cannot_be_used(app_config) -> None:
+    pytest.importorskip("gradio")
+    from core.monitor import get_performance_monitor
+    from wan_ui.performance import refresh
+    db = get_performance_monitor().db_path
+    db.parent.mkdir(parents=True, exist_ok=True)
+    _newer_version(db, "ALTER TABLE operations RENAME COLUMN duration_s TO seconds")
+    note, _table, _speed, _memory, alerts, *_ = refresh("all")
+    assert "No runs recorded yet" not in note + alerts
+    assert "newer Wan Compat" in note and "This version cannot use the history file" in alerts
