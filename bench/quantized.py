@@ -9,8 +9,10 @@ Three parts (each can be skipped):
   ``generate_frames``; plain: diffusers' own ``WanTransformer3DModel.from_single_file(file,
   quantization_config=GGUFQuantizationConfig(compute_dtype=float32), config=folder,
   subfolder="transformer")`` + ``WanPipeline.from_pretrained(folder, transformer=...)`` and its
-  call, same seed. ``load_ratio`` and ``generate_ratio`` are ours / plain (medians of round-robin
-  runs), ``max_pixel_diff`` the largest difference of the 0-255 frames (must be 0).
+  call, same seed. ``load_ratio`` and ``generate_ratio`` are ours / plain (the fastest of the
+  round-robin runs of each: on a shared machine other processes only ever add time, and a
+  generation here lasts about a second; the medians are printed too), ``max_pixel_diff`` the
+  largest difference of the 0-255 frames (must be 0).
 - ``fp8_scaled``: the same transformer as a ComfyUI ``*_fp8_scaled`` file, kept fp8 (``--keep-fp8``)
   against Fix's bf16 conversion of the same file, both run in bf16: ``mean_abs_diff`` of the frames
   (0-1 scale) and ``memory_vs_bf16``, the loaded transformer's bytes against the bf16 one's.
@@ -139,12 +141,15 @@ def gguf_part(tmp: Path, p: dict[str, Path], runs: int) -> dict[str, Any]:
         for _ in range(runs):                       # round-robin: a busy machine slows both alike
             mine.append(ours(folder)[:3])
             plain.append(plain_gguf(folder))
+        best = lambda rows, i: min(r[i] for r in rows)  # noqa: E731
         med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
         diff = int(max(np.abs(pixels(m[2]) - pixels(q[2])).max() for m, q in zip(mine, plain)))
-        result[qtype] = {"load_ratio": round(med(mine, 0) / med(plain, 0), 4),
-                         "generate_ratio": round(med(mine, 1) / med(plain, 1), 4), "max_pixel_diff": diff,
-                         "ours_s": [round(med(mine, 0), 3), round(med(mine, 1), 3)],
-                         "plain_s": [round(med(plain, 0), 3), round(med(plain, 1), 3)],
+        result[qtype] = {"load_ratio": round(best(mine, 0) / best(plain, 0), 4),
+                         "generate_ratio": round(best(mine, 1) / best(plain, 1), 4), "max_pixel_diff": diff,
+                         "ours_s": [round(best(mine, 0), 3), round(best(mine, 1), 3)],
+                         "plain_s": [round(best(plain, 0), 3), round(best(plain, 1), 3)],
+                         "median_ratios": [round(med(mine, 0) / med(plain, 0), 4),
+                                           round(med(mine, 1) / med(plain, 1), 4)],
                          "file_mb": round(file.stat().st_size / 2**20, 2)}
         print(f"GGUF {qtype}: load {result[qtype]['load_ratio']:.3f}x, generate {result[qtype]['generate_ratio']:.3f}x "
               f"of plain diffusers, largest pixel difference {diff}", flush=True)
