@@ -2,7 +2,7 @@
 
 Three parts (each can be skipped):
 
-- ``gguf``: a Wan2.1 T2V transformer of width 512 (4 heads of 128, ffn 2048, 4 blocks; the demo
+- ``gguf``: a Wan2.1 T2V transformer of width 1024 (8 heads of 128, ffn 4096, 4 blocks; the demo
   width is too small for blocks of 256) as GGUF Q8_0 (gguf-py's quantizer) and Q4_K (blocks
   built by tests/quantized_files.py), assembled by ``fix --assemble`` with tiny real VAE and
   text-encoder files. Ours: ``WanPipelineLoader().load_wan_pipeline(folder)`` +
@@ -60,7 +60,7 @@ from tests.sparse.original_keys import wan_dit_keys  # noqa: E402
 from tests.sparse.specs import ModelSpec  # noqa: E402
 from tests.test_convert import _save_single, _umt5_file, tiny_vae_model, tiny_vae_original, write_tokenizer  # noqa: E402
 
-WIDE = ModelSpec("bench_wide", None, None, "2.1", "t2v", 512, 2048, 4, 16, 16)
+WIDE = ModelSpec("bench_wide", None, None, "2.1", "t2v", 1024, 4096, 4, 16, 16)
 TEXT_DIM = 32
 SETTINGS = dict(prompt="a red fox running through deep snow", negative_prompt="blurry", height=64, width=64,
                 num_frames=9, num_inference_steps=4, guidance_scale=5.0)
@@ -131,7 +131,7 @@ def plain_gguf(folder: Path) -> tuple[float, float, Any]:
 
 def gguf_part(tmp: Path, p: dict[str, Path], runs: int) -> dict[str, Any]:
     state = wide_dit(1)
-    result: dict[str, Any] = {"model": "Wan2.1 T2V, width 512, 4 blocks", "size": "64x64x9, 4 steps, CFG"}
+    result: dict[str, Any] = {"model": "Wan2.1 T2V, width 1024, 4 blocks", "size": "64x64x9, 4 steps, CFG"}
     for qtype in ("Q8_0", "Q4_K"):
         file = tmp / f"wan2.1-t2v-wide-{qtype}.gguf"
         write_gguf(file, state, qtype)
