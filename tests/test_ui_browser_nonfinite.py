@@ -61,6 +61,7 @@ def test_deep_check_shows_progress_then_names_the_nan_tensor(app, browser, app_h
     with chromium_page(browser, 1280, 1000) as page:
         page.goto(app.url)
         page.locator("#wc-path").wait_for()
+        page.locator("#wc-deep-report").wait_for(state="attached")   # Gradio may draw it after the path box
         # every text the deep check's card shows, however briefly
         page.evaluate("""() => { window.seen = []; const box = document.querySelector('#wc-deep-report');
             new MutationObserver(() => window.seen.push(box.innerText)).observe(

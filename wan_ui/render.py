@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from html import escape
 
+from core.check.codes import Code
 from core.check.report import (
     ArchitectureType,
     ComponentReport,
@@ -273,7 +274,7 @@ def _collection_card(report: ModelReport, local: bool = True) -> str:
     parts = [f'<div class="wc-card {_tone(report)}">',
              f'<p class="wc-headline">{_badge(report)}<span>{escape(headline(report))}</span></p>',
              f'<p class="wc-path">{escape(report.path)}</p>', _models_list(report, local)]
-    others = [f for f in report.findings if f.code != "collection"]     # "each is reported below": the list says it
+    others = [f for f in report.findings if f.code != Code.COLLECTION]     # "each is reported below": the list says it
     if others:
         parts.append(_findings(tuple(others)))
     parts.append(_footer(report))
