@@ -80,13 +80,19 @@ def _newer_version(db: Path, change: str) -> None:
         conn.execute("UPDATE schema_version SET version = 2")
 
 
+def _record_after(db: Path) -> PerformanceMonitor:
+    """A monitor on ``db`` that has tracked one generation of model "after"."""
+    monitor = PerformanceMonitor(db)
+    with monitor.track("generation", model="after"):
+        pass
+    return monitor
+
+
 def test_a_newer_versions_history_with_a_renamed_column_is_named_and_left_alone(tmp_path: Path) -> None:
     import sqlite3
     db = tmp_path / "history.db"
     _newer_version(db, "ALTER TABLE operations RENAME COLUMN duration_s TO seconds")
-    monitor = PerformanceMonitor(db)
-    with monitor.track("generation", model="after"):
-        pass
+    monitor = _record_after(db)
     said = " ".join(monitor.warnings)
     assert "still recorded" not in said
     assert "newer Wan Compat (schema 2; this one knows 1)" in said and "no column duration_s" in said, said
@@ -99,18 +105,14 @@ def test_a_newer_versions_history_with_a_renamed_column_is_named_and_left_alone(
     assert "no column duration_s" in out.stderr and "still recorded" not in out.stderr
     # the remedy works: moved aside as told, the next run is recorded in a new history
     os.replace(db, f"{db}.newer")
-    again = PerformanceMonitor(db)
-    with again.track("generation", model="after"):
-        pass
+    again = _record_after(db)
     assert [o.model for o in again.operations()] == ["after"] and not again.warnings
 
 
 def test_a_newer_versions_history_with_an_added_column_is_still_recorded(tmp_path: Path) -> None:
     db = tmp_path / "history.db"
     _newer_version(db, "ALTER TABLE operations ADD COLUMN energy_j REAL")
-    monitor = PerformanceMonitor(db)
-    with monitor.track("generation", model="after"):
-        pass
+    monitor = _record_after(db)
     assert [o.model for o in monitor.operations()] == ["m", "after"]
     assert any("every column this version uses, so runs are still recorded" in w for w in monitor.warnings)
 
