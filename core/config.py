@@ -79,6 +79,7 @@ class AppConfig:
     auth: str | None = None          # "user:password"
     history_db: Path = Path("data/history.db")
     user_registry: Path = Path("data/user_models.yaml")
+    offload_dir: Path = Path("data/offload")   # weights written here when RAM is too small (offload: disk)
     precision: str = "auto"
     offload: str = "auto"
     open_browser: bool = True
@@ -311,6 +312,7 @@ def _checkers(base: Path) -> dict[str, Checker]:
         "auth": _auth,
         "history_db": path,
         "user_registry": path,
+        "offload_dir": path,
         "precision": _one_of(PRECISIONS),
         "offload": _one_of(OFFLOADS),
         "open_browser": _boolean,

@@ -96,7 +96,7 @@ def test_wrong_type_names_key_value_and_expectation(tmp_path: Path) -> None:
     ("port: 70000\n", "port", "a whole number from 1 to 65535, not 70000"),
     ("port: true\n", "port", "not true"),
     ("precision: bf32\n", "precision", "one of auto, bf16, fp16, fp32, not 'bf32'"),
-    ("offload: cpu\n", "offload", "one of auto, none, model, group, sequential, not 'cpu'"),
+    ("offload: cpu\n", "offload", "one of auto, none, model, group, sequential, disk, not 'cpu'"),
     ("offload: no\n", "offload", "not false"),  # YAML 1.1 reads `no` as false
     ("open_browser: sometimes\n", "open_browser", "true or false, not 'sometimes'"),
     ("models_dir:\n", "models_dir", "a folder or file path, not empty"),
@@ -255,4 +255,4 @@ def test_the_precision_and_offload_words_are_one_list(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="`precision` must be one of " + ", ".join(PRECISIONS)):
         load_config(write(tmp_path, "precision: fp8\n"))
     with pytest.raises(ConfigError, match="`offload` must be one of " + ", ".join(OFFLOADS)):
-        load_config(write(tmp_path, "offload: disk\n"))
+        load_config(write(tmp_path, "offload: ssd\n"))

@@ -188,3 +188,24 @@ def test_generate_tab_lists_an_assembled_gguf_folder_with_its_quantization_and_f
     choices = common.model_choices()
     assert [Path(c.path).name for c in choices] == ["Wan2.1-T2V-wide-Q8_0"]
     assert " · GGUF Q8_0 · ✓ fits" in choices[0].label and choices[0].tone == "ok", choices[0].label
+
+
+def test_gguf_and_fp8_offloaded_to_disk_generate_the_same_frames(parts: dict[str, Any], tmp_path: Path) -> None:
+    """offload: disk writes the quantized blocks as they are (GGUF blocks, fp8 with its scales) and reads them back."""
+    from dataclasses import replace
+
+    from core import config
+    previous = config.use(replace(config.current(), offload_dir=tmp_path / "offload"))
+    try:
+        for key, kw in (("q8", {}), ("fp8s", {"keep_fp8": True})):
+            folder = _assemble(parts, parts[key], "vae21", tmp_path / key, **kw)
+            in_ram = _frames(folder)
+            wrapper = WanPipelineLoader().load_wan_pipeline(folder, optimization_config={"offload": "disk"})
+            assert wrapper.plan.placement.value == "disk_offload" and wrapper.offload_folder.size_mb() > 0
+            frames, result = wrapper.generate_frames(SMALL)
+            assert result.success, result.errors
+            assert float((torch.as_tensor(frames) - in_ram).abs().max()) == 0.0, key
+            del wrapper
+    finally:
+        config.use(previous)
+    assert list((tmp_path / "offload").iterdir()) == []

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from core.check.detect import inspect
+from core.run.hardware import HardwareInfo
 from core.run.optimize import OptimizationRequest, plan_for
 from tests.quantized_files import write_sparse_gguf
 from tests.sparse.diffusers_layout import write_diffusers_layout
@@ -55,10 +57,17 @@ def test_gguf_weights_are_counted_as_stored(folders: dict[str, Path]) -> None:
     assert plan.fits, plan.refusal
 
 
+def _with_disk(hardware: HardwareInfo, free_gb: float) -> HardwareInfo:
+    return replace(hardware, offload_free_mb=int(free_gb * GIB))
+
+
 def test_a_request_that_cannot_fit_ram_is_refused_with_a_gguf_that_fits(folders: dict[str, Path]) -> None:
     bf16 = inspect(folders["a14b"])
-    plan = plan_for(bf16, machine(RTX_4090, ram_gb=48), OptimizationRequest(832, 480, 81, 40))
+    plan = plan_for(bf16, _with_disk(machine(RTX_4090, ram_gb=48), 40), OptimizationRequest(832, 480, 81, 40))
     assert not plan.fits and "of RAM" in plan.refusal
+    # offloading to disk would fit RAM, but the offload folder's disk has 40 GB for about 64 GB of weights
+    assert "Offloading the weights to disk would fit" in plan.refusal and "40 GB free" in plan.refusal, plan.refusal
+    assert "set offload_dir in config.yaml" in plan.remedy, plan.remedy
     assert "GGUF of the transformer each that fits in RAM" in plan.remedy and "Q4_K_M" in plan.remedy, plan.remedy
     quantized = plan_for(inspect(folders["a14b_gguf"]), machine(RTX_4090, ram_gb=48),
                          OptimizationRequest(832, 480, 81, 40))
@@ -77,9 +86,14 @@ def test_cpu_plans_say_the_ram_while_loading(folders: dict[str, Path]) -> None:
 def test_doctor_gives_no_green_ram_tick_when_a_model_in_the_folder_does_not_fit(folders: dict[str, Path]) -> None:
     from core.doctor import check_models_ram, check_ram
     models = folders["a14b"].parent          # the bf16 A14B and two GGUF folders
-    small = machine(RTX_4090, ram_gb=48)
+    small = _with_disk(machine(RTX_4090, ram_gb=48), 40)
     ram = check_models_ram(check_ram(small), models, small)
     assert ram.status == "warning" and "(bf16)" in ram.summary and "A14B" in ram.summary and "of RAM" in ram.summary
     assert "Q4_K_M" in ram.remedy
+    # with room on the disk it runs, offloaded to disk: still no green tick, as it is the slowest way
+    roomy = _with_disk(machine(RTX_4090, ram_gb=48), 500)
+    ram = check_models_ram(check_ram(roomy), models, roomy)
+    assert ram.status == "warning" and "offloading its weights to disk" in ram.summary, ram.summary
+    assert "Q4_K_M" in ram.remedy, ram.remedy
     big = machine(RTX_4090, ram_gb=256)
     assert check_models_ram(check_ram(big), models, big).status == "ok"

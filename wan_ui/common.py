@@ -198,7 +198,7 @@ def default_plan(report: ModelReport | None) -> OptimizationPlan | None:
 
 PLACEMENT_WORDS = {"all_on_device": "all on the GPU", "model_offload": "model offload",
                    "group_offload": "group offload", "sequential_offload": "sequential offload",
-                   "balanced": "spread over the GPUs"}
+                   "balanced": "spread over the GPUs", "disk_offload": "offloaded to disk"}
 
 
 def placement_words(plan: OptimizationPlan | None) -> str:

@@ -72,7 +72,8 @@ log = logging.getLogger(__name__)
 CANCELLING = queue_panel.CANCELLING
 NOTHING_TO_CANCEL = queue_panel.NOTHING_TO_CANCEL
 PRECISION_CHOICES = list(PRECISIONS)
-_OFFLOAD_LABELS = {"none": "none: everything on the GPU", "sequential": "sequential (slowest, least memory)"}
+_OFFLOAD_LABELS = {"none": "none: everything on the GPU", "sequential": "sequential (slow, least GPU memory)",
+                  "disk": "disk (too little RAM; slowest)"}
 OFFLOAD_CHOICES = [(_OFFLOAD_LABELS.get(word, word), word) for word in OFFLOADS]
 SWITCH_CHOICES = ["auto", "on", "off"]
 GALLERY_MAX = 24

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.check.report import ModelReport
+from core.run.disk_offload import ON_DISK
 from core.run.guard import NonFiniteStep, TransformerCall
 
 WEIGHTED = ("transformer", "transformer_2", "text_encoder", "vae", "image_encoder")
@@ -84,8 +85,8 @@ def scan_parameters(pipe: Any, report: ModelReport, precision: str) -> Cause | N
     import torch
     for component in WEIGHTED:
         module = getattr(pipe, component, None)
-        if not isinstance(module, torch.nn.Module):
-            continue
+        if not isinstance(module, torch.nn.Module) or getattr(module, ON_DISK, False):
+            continue    # offloaded to disk: its parameters are placeholders, the values are in the offload files
         for name, param in module.named_parameters():
             if param.device.type == "meta" or param.numel() == 0:
                 continue

@@ -62,6 +62,8 @@ class HardwareInfo:
     ram_limit_source: str | None = None
     #: Attention kernels and compiler (core.run.speed.Kernels fields); None: looked up when planning.
     kernels: Mapping[str, Any] | None = None
+    #: Free space (MiB) on the disk of config.yaml's ``offload_dir``, where ``offload: disk`` writes weights.
+    offload_free_mb: int | None = None
 
     @property
     def has_gpu(self) -> bool:
@@ -99,7 +101,13 @@ def probe(use_torch: bool = False) -> HardwareInfo:
                         cpu_count=os.cpu_count(), torch_version=torch_version,
                         cuda_version=cuda_version, driver_version=driver,
                         driver_cuda_version=driver_cuda, problems=problems, ram_usable_mb=limit.usable_mb,
-                        ram_limit_mb=limit.limit_mb, ram_limit_source=limit.source)
+                        ram_limit_mb=limit.limit_mb, ram_limit_source=limit.source,
+                        offload_free_mb=_offload_free_mb())
+
+
+def _offload_free_mb() -> int | None:
+    from core.run.disk_offload import free_mb, offload_root
+    return free_mb(offload_root())
 
 
 def bf16_from_capability(capability: tuple[int, int] | None) -> bool | None:

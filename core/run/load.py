@@ -160,6 +160,7 @@ class WanPipelineWrapper:
         self._task_pipes: dict[str, Any] = {}          # from_pipe pipelines of other tasks (core.run.tasks)
         self._guard_calls: list[Any] = []
         self._loras: Any = None                        # core.run.lora.LoraState: the LoRAs on the pipeline now
+        self.offload_folder: Any = None                # core.run.disk_offload.OffloadFolder: weights on disk
 
     # --- the memory plan ---------------------------------------------------------------
 
@@ -170,6 +171,7 @@ class WanPipelineWrapper:
         return (plan.precision.value == current.precision.value
                 and plan.vae_precision.value == current.vae_precision.value
                 and plan.device == current.device
+                and (plan.placement.value == "disk_offload") == (current.placement.value == "disk_offload")
                 and (plan.placement.value == "balanced") == (current.placement.value == "balanced")
                 and (plan.placement.value != "balanced" or plan.device_map == current.device_map))
 
@@ -191,6 +193,11 @@ class WanPipelineWrapper:
                 pipe.enable_sequential_cpu_offload()
             elif placement == "group_offload":
                 self._group_offload(plan, excluded)
+            elif placement == "disk_offload":   # the rest was written to disk as it loaded (_load_components)
+                from core.run.disk_offload import offloaded
+                for name, module in pipe.components.items():
+                    if not offloaded(name) and hasattr(module, "to") and hasattr(module, "parameters"):
+                        module.to("cuda")
             self._placed = (placement, plan.text_encoder_on_cpu.value)
         vae = getattr(pipe, "vae", None)
         if vae is not None:
@@ -305,6 +312,11 @@ class WanPipelineWrapper:
         if not plan.fits:
             return None, GenerationResult(success=False, plan=plan.to_dict(), errors=[
                 plan.refusal or "This request does not fit this machine."])
+        if s.loras and plan.placement.value == "disk_offload":
+            return None, GenerationResult(success=False, plan=plan.to_dict(), errors=[
+                "LoRAs cannot be applied while the model's weights are offloaded to disk (diffusers would write the "
+                "adapters beside stale block files). Generate without the LoRAs, or free RAM (or use a smaller "
+                "GGUF model) so that the plan keeps the weights in memory."])
         self._use(plan)
         from core.run.lora import apply_loras, should_fuse
         try:   # exactly this run's LoRAs, per expert; the last run's come off first (core.run.lora)
@@ -348,17 +360,29 @@ class WanPipelineWrapper:
                 warnings.append(f"Ran out of memory with {self.plan.placement.value.replace('_', ' ')}; "
                                 f"retried with {stronger.placement.value.replace('_', ' ')}.")
                 progress.emit("plan", warnings[-1], 0)
-                self._reset_placement()
-                self._apply_plan(stronger)      # a new plan object replaces the one in force
+                self._use(stronger)             # a new plan object replaces the one in force
         raise AssertionError("unreachable")
 
     def reload(self, plan: OptimizationPlan) -> None:
         """Load the model again from its folder with ``plan`` (another precision; drops every hook)."""
         self.pipeline = None
         self._placed = None
+        self.release_offload_folder()
         _free_memory()
         fresh = _load(self.report, plan, Progress(None), False, refuse_unfit=True)
         self.pipeline, self._placed, self.plan = fresh.pipeline, fresh._placed, fresh.plan
+        self.offload_folder, fresh.offload_folder = fresh.offload_folder, None
+
+    def release_offload_folder(self) -> None:
+        """Delete the weights this pipeline wrote to disk (``offload: disk``); it cannot run after this."""
+        if self.offload_folder is not None:
+            self.offload_folder.remove()
+            self.offload_folder = None
+
+    def __del__(self) -> None:
+        folder = getattr(self, "offload_folder", None)
+        if folder is not None:
+            folder.remove()
 
     def _plan_for_settings(self, s: ResolvedSettings, plan: OptimizationPlan | None) -> OptimizationPlan:
         """The plan this request runs with: the one given, else the plan in force when it was made
@@ -377,6 +401,10 @@ class WanPipelineWrapper:
     def _use(self, plan: OptimizationPlan) -> None:
         """Put ``plan`` in force (its placement, tiling, attention) unless it already is."""
         if plan is self.plan and self._placed is not None:
+            return
+        if (plan.placement.value == "disk_offload") != (self.offload_folder is not None):
+            self.reload(plan)   # weights written to disk cannot come back into the modules, nor go there later
+            self._apply_plan(plan)
             return
         if self._placed is not None and (plan.placement.value, plan.text_encoder_on_cpu.value) != self._placed:
             self._reset_placement()
@@ -642,23 +670,60 @@ def _load(report: ModelReport, plan: OptimizationPlan, progress: Progress, trust
         _require_cuda()
     from core.run.pipelines import PipelineManager
     pipeline_class = PipelineManager().select_pipeline_class(report)
+    disk = _offload_folder(report, plan)
     try:
         if plan.placement.value == "balanced":
             pipe = WanPipelineLoader._load_balanced(report, pipeline_class, plan, progress)
         else:
-            pipe = WanPipelineLoader._load_components(report, pipeline_class, plan, progress)
-    except Exception as exc:
+            pipe = WanPipelineLoader._load_components(report, pipeline_class, plan, progress, disk)
+    except BaseException as exc:
+        if disk is not None:
+            disk.remove()
+        if not isinstance(exc, Exception):
+            raise
         if not Path(report.path).exists():   # else Hugging Face says "Repo id must be in the form ..."
             raise WanError(f"The model folder {report.path} disappeared while it was loading (moved, renamed "
                            "or deleted).", "Put it back, or choose the model again, then load it again.",
                            str(exc)) from exc
         raise
     wrapper = WanPipelineWrapper(pipe, plan, report, 0.0)
+    wrapper.offload_folder = disk
     progress.emit("load", f"Applying the memory plan: {where}, {plan.precision.value}", 97)
     wrapper._apply_plan(plan)
     wrapper.load_seconds = time.perf_counter() - start
     progress.emit("load", f"Loaded in {wrapper.load_seconds:.1f} s", 100)
     return wrapper
+
+
+def _offload_folder(report: ModelReport, plan: OptimizationPlan) -> Any:
+    """A fresh folder under config.yaml's offload_dir for a disk-offload plan (None otherwise)."""
+    if plan.placement.value != "disk_offload":
+        return None
+    from core.run.disk_offload import OffloadFolder, offload_root
+    root = offload_root()
+    try:
+        return OffloadFolder.create(root, Path(report.path).name)
+    except OSError as exc:
+        raise WanError(f"The memory plan writes the weights to disk, but the offload folder {root} cannot be "
+                       f"created or written: {exc.strerror or exc}.",
+                       "Set offload_dir in config.yaml to a folder on a disk with free space that you may write.",
+                       str(exc)) from exc
+
+
+def _write_to_disk(module: Any, name: str, plan: OptimizationPlan, disk: Any, progress: Progress,
+                   percent: float) -> None:
+    """Write one loaded component into the offload folder now, so RAM never holds two of them."""
+    from core.run.disk_offload import offload_to_disk
+    progress.emit("load", f"Writing {name} to disk (offload folder {disk.path})", percent)
+    try:
+        offload_to_disk(module, name, plan.device, disk, plan.group_offload_type)
+    except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' own error for a full disk
+        from core.run.disk_offload import free_mb
+        said = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+        raise WanError(f"Writing {name} to the offload folder {disk.path.parent} failed: {said} (the disk has "
+                       f"{_gb((free_mb(disk.path) or 0) * 2**20)} free).",
+                       "Free disk space there, or set offload_dir in config.yaml to a folder on a larger disk.",
+                       str(exc)) from exc
 
 
 def _moves_at_once(plan: OptimizationPlan, name: str) -> bool:
@@ -706,8 +771,10 @@ class WanPipelineLoader:
 
     @staticmethod
     def _load_components(report: ModelReport, pipeline_class: str, plan: OptimizationPlan,
-                         progress: Progress) -> Any:
-        """Load each component from its folder (one "load" event each), then the pipeline."""
+                         progress: Progress, disk: Any = None) -> Any:
+        """Load each component from its folder (one "load" event each), then the pipeline.
+
+        With ``disk`` (an OffloadFolder) each offloaded component is written there as soon as it is loaded."""
         import diffusers
         import transformers
         # Our progress messages replace the libraries' own bars and notices.
@@ -742,6 +809,9 @@ class WanPipelineLoader:
                     loaded[name].to("cuda")
             except Exception as exc:  # noqa: BLE001 - named and explained below
                 raise _load_error(name, class_name, folder / name, exc) from exc
+            from core.run.disk_offload import offloaded
+            if disk is not None and offloaded(name):
+                _write_to_disk(loaded[name], name, plan, disk, progress, 3 + 90 * (done + size / 2) / total)
             done += size
             progress.emit("load", f"Loaded {name} in {time.perf_counter() - t0:.1f} s", 3 + 90 * done / total)
         cls = getattr(diffusers, pipeline_class)

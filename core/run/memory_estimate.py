@@ -114,7 +114,7 @@ __all__ = ["ACTIVATION_SLACK", "BASE_RAM_MB", "BYTES", "CUDA_OVERHEAD_MB", "DIT_
            "VAE_CHUNK_FACTOR", "VAE_FRAME_FACTOR", "VAE_TILED_FRAME_FACTOR", "VAE_TILE_PIXELS", "VRAM_MARGIN",
            "MemoryEstimate", "latent_tokens"]
 
-PLACEMENTS = ("all_on_device", "model_offload", "group_offload", "sequential_offload", "balanced")
+PLACEMENTS = ("all_on_device", "model_offload", "group_offload", "sequential_offload", "balanced", "disk_offload")
 BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 MIB = 2**20
 
@@ -175,11 +175,12 @@ class MemoryEstimate:
     activations_mb: float            # one transformer call at the requested size (slack included)
     latent_tokens: int
     load_ram_mb: float = 0.0         # RAM while loading (weights + what the load maps or copies); <= peak_ram_mb
+    disk_mb: float = 0.0             # weights written to offload_dir (disk_offload only)
 
     def to_dict(self) -> dict[str, Any]:
         return {"weights_mb": {k: round(v, 1) for k, v in self.weights_mb.items()},
                 "peak_vram_mb": round(self.peak_vram_mb, 1), "peak_ram_mb": round(self.peak_ram_mb, 1),
-                "load_ram_mb": round(self.load_ram_mb, 1),
+                "load_ram_mb": round(self.load_ram_mb, 1), "disk_mb": round(self.disk_mb, 1),
                 "stage_vram_mb": {k: round(v, 1) for k, v in self.stage_vram_mb.items()},
                 "activations_mb": round(self.activations_mb, 1), "latent_tokens": self.latent_tokens}
 
@@ -390,6 +391,7 @@ class _Machine:
     usable_ram: float | None
     ram_limit_mb: int | None = None  # a container (cgroup) or process (ulimit -v) cap, and its name
     ram_limit_source: str | None = None
+    disk_free_mb: float | None = None    # free space where offload_dir is (disk_offload)
 
     @property
     def gpu(self) -> GpuInfo | None:
@@ -413,10 +415,11 @@ class _Eval:
     device_map: dict[str, str] | None = None
     max_memory: dict[int, int] | None = None
     activations: dict[str, float] = field(default_factory=dict)   # per stage, without weights
+    fits_disk: bool = True           # disk_offload: the weights fit in offload_dir's free space
 
     @property
     def fits(self) -> bool:
-        return self.fits_vram and self.fits_ram
+        return self.fits_vram and self.fits_ram and self.fits_disk
 
 
 def _machine(hardware: HardwareInfo) -> _Machine:
@@ -426,7 +429,8 @@ def _machine(hardware: HardwareInfo) -> _Machine:
                             hardware.ram_total_mb) if r is not None), None)
     return _Machine("cuda" if gpus else "cpu", tuple(gpus), usable,
                     ram * (1 - RAM_MARGIN) if ram is not None else None,
-                    getattr(hardware, "ram_limit_mb", None), getattr(hardware, "ram_limit_source", None))
+                    getattr(hardware, "ram_limit_mb", None), getattr(hardware, "ram_limit_source", None),
+                    getattr(hardware, "offload_free_mb", None))
 
 
 def _weights_mb(facts: _Facts, precision: str, vae_precision: str) -> dict[str, float]:
@@ -483,9 +487,16 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
         stages = {s: 0.0 for s in _STAGES}
         load_ram = BASE_RAM_MB["cpu"] + total + transient
         ram = max(load_ram, BASE_RAM_MB["cpu"] + total + max(acts.values()) + input_ram + kept)
-        est = MemoryEstimate(weights, 0.0, ram, stages, act_dit, tokens, load_ram)
+        disk = None
+        if setup.placement == "disk_offload":
+            disk = _disk(facts, machine, weights, precision, setup, transient)
+            resident = {"encode": disk.te_groups + act_te + act_img + act_vae_enc,
+                        "denoise": disk.expert_groups + act_dit, "decode": act_dec}
+            load_ram = BASE_RAM_MB["cpu"] + disk.load_mb
+            ram = max(load_ram, BASE_RAM_MB["cpu"] + disk.kept_mb + max(resident.values()) + input_ram + kept)
+        est = MemoryEstimate(weights, 0.0, ram, stages, act_dit, tokens, load_ram, disk.disk_mb if disk else 0.0)
         fits_ram = machine.usable_ram is None or ram <= machine.usable_ram
-        return _Eval(setup, precision, est, True, fits_ram, activations=acts)
+        return _Eval(setup, precision, est, True, fits_ram, activations=acts, fits_disk=disk.fits if disk else True)
 
     te_gpu = 0.0 if setup.te_cpu else te
     p = setup.placement
@@ -511,6 +522,11 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
         te_res = _group_resident(te_gpu, facts.te_layers, facts.te_embedding * BYTES[precision] / MIB)
         stages = {"encode": always + others + max(te_res + act_te if te_gpu else 0.0, act_img, act_vae_enc),
                   "denoise": always + expert_res + act_dit, "decode": always + act_dec}
+    elif p == "disk_offload":        # like group offload, read from disk; the encoders layer by layer
+        d = _disk(facts, machine, weights, precision, setup, transient)
+        always = vae + img
+        stages = {"encode": always + others + max(d.te_groups + act_te if te_gpu else 0.0, act_img, act_vae_enc),
+                  "denoise": always + min(d.expert_groups, max(experts)) + act_dit, "decode": always + act_dec}
     elif p == "sequential_offload":
         leaf = min(2 * facts.largest_leaf * BYTES[precision] / MIB, max(experts))
         te_leaf = min(facts.te_embedding * BYTES[precision] / MIB, te_gpu)
@@ -530,18 +546,66 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
 
     if p in ("all_on_device", "balanced"):   # each component moves to its GPU as soon as it is loaded
         ram = BASE_RAM_MB["cuda"] + max(weights.values(), default=0.0) + (te if setup.te_cpu else 0.0)
+    elif p == "disk_offload":                # one component in RAM while it is written; then a group or two
+        ram = BASE_RAM_MB["cuda"] + max(d.load_mb - transient, d.kept_mb + 2 * max(d.expert_groups, d.te_groups))
     else:
         ram = BASE_RAM_MB["cuda"] + full_total
     load_ram = ram + transient
     ram = load_ram + input_ram
     peak = max(stages.values())
-    est = MemoryEstimate(weights, peak, ram, stages, act_dit, tokens, load_ram)
+    est = MemoryEstimate(weights, peak, ram, stages, act_dit, tokens, load_ram, d.disk_mb if p == "disk_offload" else 0.0)
     if p == "balanced":
         fits_vram = balanced_fits
     else:
         fits_vram = peak <= machine.usable_vram[machine.gpus[0].index]
     fits_ram = machine.usable_ram is None or ram <= machine.usable_ram
-    return _Eval(setup, precision, est, fits_vram, fits_ram, device_map, max_memory, acts)
+    return _Eval(setup, precision, est, fits_vram, fits_ram, device_map, max_memory, acts,
+                 d.fits if p == "disk_offload" else True)
+
+
+#: Free space disk offload leaves on the disk beside the weights it writes (MiB).
+DISK_MARGIN_MB = 1024.0
+
+
+@dataclass(frozen=True)
+class _DiskOffload:
+    """What offloading to disk keeps in RAM and writes (MiB)."""
+
+    disk_mb: float          # the components written to offload_dir
+    load_mb: float          # RAM while loading: the largest written component (+ the load's transient) and what stays
+    kept_mb: float          # RAM all along: what is not written (the VAE on the CPU; nothing on a GPU once moved)
+    expert_groups: float    # the transformer groups read back at a time
+    te_groups: float        # the text encoder's word table and two blocks, read back while it encodes
+    fits: bool
+
+
+def _disk(facts: _Facts, machine: _Machine, weights: Mapping[str, float], precision: str, setup: _Setup,
+          transient: float) -> _DiskOffload:
+    from core.run.disk_offload import offloaded
+    from core.run.ram_limit import PROCESS
+    written = {n: w for n, w in weights.items() if offloaded(n)}
+    kept = sum(w for n, w in weights.items() if not offloaded(n))
+    byte = BYTES[precision]
+    if setup.group_type == "leaf_level":
+        groups = GROUP_OFFLOAD_RESIDENT_GROUPS * facts.largest_leaf * byte / MIB
+    else:
+        blocks = max((facts.block_parameters(n) for n in facts.experts), default=0.0)
+        groups = (GROUP_OFFLOAD_RESIDENT_GROUPS * GROUP_OFFLOAD_BLOCKS_PER_GROUP * blocks
+                  + facts.nonblock_parameters) * byte / MIB
+    experts = [written[n] for n in facts.experts if n in written]
+    if experts and facts.parameters.get(facts.experts[0]):   # GGUF / fp8: groups shrink with the weights
+        groups *= min(1.0, experts[0] / (facts.parameters[facts.experts[0]] * byte / MIB))
+    te = written.get("text_encoder", 0.0)      # read back: the word table with the encoder's first group, two blocks
+    te_groups = _group_resident(te, facts.te_layers, min(facts.te_embedding * byte / MIB, te))
+    disk_mb = sum(written.values())
+    load_mb = kept + max(written.values(), default=0.0) + transient
+    if machine.ram_limit_source == PROCESS:
+        # diffusers leaves an uninitialised tensor of each weight's size: no RAM, but address space (ulimit -v)
+        load_mb = kept + disk_mb + transient
+        kept = kept + disk_mb
+    fits = machine.disk_free_mb is None or disk_mb + DISK_MARGIN_MB <= machine.disk_free_mb
+    return _DiskOffload(disk_mb, load_mb, kept if machine.device == "cpu" else
+                        (disk_mb if machine.ram_limit_source == PROCESS else 0.0), groups, te_groups, fits)
 
 
 def _group_resident(weights_mb: float, blocks: int, nonblock_mb: float) -> float:

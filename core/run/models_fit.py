@@ -19,7 +19,7 @@ MAX_MODELS = 20   # a doctor run stays quick on a big models folder
 
 def ram_misfits(folder: Path, hardware: HardwareInfo) -> list[tuple[str, str, str]]:
     """(model name, the plan's refusal, its remedy) for each Wan model in ``folder`` whose plan at its
-    default size is short of RAM; [] when all fit or nothing is there."""
+    default size is short of RAM, or fits only by offloading to disk; [] when all fit or nothing is there."""
     from core.check.detect import inspect
     from core.check.wording import model_name
     from core.run.generation import default_request
@@ -38,7 +38,13 @@ def ram_misfits(folder: Path, hardware: HardwareInfo) -> list[tuple[str, str, st
             plan = plan_for(report, hardware, default_request(report))
         except (ValueError, KeyError, TypeError):
             continue
+        name = f"{model_name(report)} ({Path(report.path).name})"
+        if plan.fits and plan.placement.value == "disk_offload":
+            faster = next((n for n in plan.notes if n.startswith("Faster than offloading")), "")
+            short.append((name, "it runs only by offloading its weights to disk, the slowest way: "
+                          + plan.placement.reason.split(": ", 1)[-1].split(" Each part")[0].strip(), faster))
+            continue
         if plan.fits or plan.refusal is None or "of RAM" not in plan.refusal:
             continue
-        short.append((f"{model_name(report)} ({Path(report.path).name})", plan.refusal, plan.remedy or ""))
+        short.append((name, plan.refusal, plan.remedy or ""))
     return short

@@ -31,6 +31,10 @@ What a placement means (what ``core.run.load`` applies)
 - ``balanced``: ``from_pretrained(device_map="balanced", max_memory=plan.max_memory_mb)``:
   whole components spread over two or more GPUs (``plan.device_map`` is what we expect).
 - ``text_encoder_on_cpu``: UMT5 stays in RAM and encodes there; only the embeddings move.
+- ``disk_offload``: for computers whose RAM cannot hold the weights (on a GPU or the CPU): each
+  component but the VAE is written to a fresh folder under config.yaml's ``offload_dir`` as soon
+  as it is loaded, and group offloading reads it back block by block (the transformers; the
+  encoders layer by layer) from disk (:mod:`core.run.disk_offload`). The last resort: slowest.
 
 The estimate (MiB) behind each choice, its formulas, constants and their calibration against
 measurements and published figures, is :mod:`core.run.memory_estimate`. This module chooses: the
@@ -236,7 +240,7 @@ def check_request_fits(plan: OptimizationPlan) -> None:
 
 _PLACEMENT_WORDS = {"none": "all_on_device", "no": "all_on_device", "off": "all_on_device",
                     "gpu": "all_on_device", "model": "model_offload", "group": "group_offload",
-                    "sequential": "sequential_offload", "balanced": "balanced",
+                    "sequential": "sequential_offload", "balanced": "balanced", "disk": "disk_offload",
                     **{p: p for p in PLACEMENTS}}
 _KNOWN_KEYS = ("precision", "enable_cpu_offload", "offload", "placement", "chunk_size", "vae_tiling",
                "vae_slicing", "attention_backend", "text_encoder_on_cpu", "group_offload_type",
@@ -283,7 +287,7 @@ def _parse_overrides(raw: Mapping[str, Any], machine: _Machine) -> _Overrides:
         elif k in ("offload", "placement"):
             v = _PLACEMENT_WORDS.get(str(value).strip().lower())
             if v is None:
-                o.notes.append(f"Ignored {shown}: use none, model, group, sequential, balanced or auto.")
+                o.notes.append(f"Ignored {shown}: use none, model, group, sequential, disk, balanced or auto.")
                 continue
             if o.placement is not None and o.placement != v:
                 o.notes.append(f"Ignored {o.said['placement']}: {shown} says otherwise and wins.")
@@ -330,7 +334,7 @@ def _parse_overrides(raw: Mapping[str, Any], machine: _Machine) -> _Overrides:
             o.said[attr] = shown
         # attention_backend, speed, cache, compile: core.run.speed (plan_speed) checks and explains them
     if cpu:
-        if o.placement not in (None, "all_on_device"):
+        if o.placement not in (None, "all_on_device", "disk_offload"):
             o.notes.append(f"Ignored {o.said['placement']}: offloading moves weights between RAM and a GPU, "
                            "and this computer has no GPU (diffusers raises \"requires accelerator\").")
             o.placement = None
@@ -385,12 +389,12 @@ SHARDED_PLACEMENTS = ("all_on_device", "model_offload")
 def _chain(machine: _Machine) -> list[tuple[str, str | None]]:
     """Placements from weakest to strongest memory saving, for this machine."""
     if machine.device == "cpu":
-        return [("all_on_device", None)]
+        return [("all_on_device", None), ("disk_offload", "block_level")]
     steps: list[tuple[str, str | None]] = [("all_on_device", None)]
     if len(machine.gpus) >= 2:
         steps.append(("balanced", None))
     steps += [("model_offload", None), ("group_offload", "block_level"), ("group_offload", "leaf_level"),
-              ("sequential_offload", None)]
+              ("sequential_offload", None), ("disk_offload", "block_level"), ("disk_offload", "leaf_level")]
     return steps
 
 
@@ -483,8 +487,12 @@ def stronger_plan(plan: OptimizationPlan, report: ModelReport,
         return None
     machine = _machine(hardware)
     chain = _chain(machine)
-    current = (plan.placement.value, plan.group_offload_type if plan.placement.value == "group_offload" else None)
-    if current not in chain or chain.index(current) == len(chain) - 1:
+    current = (plan.placement.value, plan.group_offload_type if plan.placement.value in ("group_offload", "disk_offload")
+               else None)
+    if current not in chain:
+        return None
+    on_disk = current[0] == "disk_offload"   # the retry stays on its side of disk offloading (see _plan)
+    if not any((p == "disk_offload") == on_disk for p, _ in chain[chain.index(current) + 1:]):
         return None
     floor = _Setup(plan.placement.value, plan.group_offload_type, True, bool(plan.text_encoder_on_cpu.value),
                    plan.vae_precision.value)
@@ -505,6 +513,9 @@ def _plan(report: ModelReport, hardware: HardwareInfo, request: OptimizationRequ
                 o.notes.append(f"Ran out of memory with {_PLACEMENT_NAMES[retry_from.placement.value].lower()}; "
                                f"{o.said.pop(attr)} set aside for the retry.")
         o.placement = o.allowed = o.tiling = None
+        # GPU memory ran out: offloading to disk saves RAM, not GPU memory, so the retry stays on its side of it
+        on_disk = retry_from.placement.value == "disk_offload"
+        o.allowed = tuple(p for p in PLACEMENTS if (p == "disk_offload") == on_disk)
 
     auto_precision, precision_reason = _auto_precision(machine)
     precision = o.precision or auto_precision
@@ -514,8 +525,10 @@ def _plan(report: ModelReport, hardware: HardwareInfo, request: OptimizationRequ
             precision_reason = (f"bf16 ({o.said['precision']}, your setting); your {machine.gpu.name} "
                                 "has no fast bf16, so expect it to be slow.")
     found, tried = _search(facts, machine, request, o, precision, start, floor)
-    if found is None and machine.device == "cpu" and o.precision is None:
-        fallback, _ = _search(facts, machine, request, o, "bf16")
+    on_disk = found is not None and found.setup.placement == "disk_offload"
+    if (found is None or (on_disk and o.placement is None)) and machine.device == "cpu" and o.precision is None:
+        in_ram, _ = _search(facts, machine, request, replace(o, allowed=("all_on_device",)), "bf16")
+        fallback = in_ram or (None if found is not None else _search(facts, machine, request, o, "bf16")[0])
         if fallback is not None:
             need = tried[0].estimate.peak_ram_mb if tried else 0.0
             precision, found = "bf16", fallback
@@ -535,10 +548,10 @@ def _plan(report: ModelReport, hardware: HardwareInfo, request: OptimizationRequ
 
 
 def _least_memory(tried: Sequence[_Eval]) -> _Eval | None:
-    """Among set-ups that do not fit, the one closest to fitting (RAM first, then VRAM)."""
+    """Among set-ups that do not fit, the one closest to fitting (RAM first, then disk space, then VRAM)."""
     if not tried:
         return None
-    return min(tried, key=lambda e: (not e.fits_ram, e.estimate.peak_vram_mb, e.estimate.peak_ram_mb))
+    return min(tried, key=lambda e: (not e.fits_ram, not e.fits_disk, e.estimate.peak_vram_mb, e.estimate.peak_ram_mb))
 
 
 # --- refusals -------------------------------------------------------------------------------
@@ -548,6 +561,9 @@ def _refusal(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: 
     """Why nothing fits, and the nearest request that would (checked with the same arithmetic)."""
     r = request
     at = f"At {r.width}x{r.height} with {r.num_frames} frames, {facts.name}"
+    short_of_disk = _short_of_disk(facts, machine, request, o, precision)
+    if short_of_disk is not None:
+        return short_of_disk
     e = best.estimate
     if machine.device == "cpu":
         problem = (f"On the CPU, {facts.name} needs about {_gb(e.peak_ram_mb)} of RAM ({precision} weights "
@@ -562,8 +578,10 @@ def _refusal(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: 
         best = min(ram_bound, key=lambda ev: ev.estimate.peak_ram_mb)
         e = best.estimate
     if not best.fits_ram and best.fits_vram:
-        problem = (f"{at} needs {_gb(e.peak_ram_mb)} of RAM with {_placement_words(best.setup)}, which keeps "
-                   f"the weights in RAM; {machine.ram_words}.")
+        keeps = ("which keeps address space for every weight (ulimit -v counts it even when the weights are on disk)"
+                 if best.setup.placement == "disk_offload" else "which keeps the weights in RAM")
+        problem = (f"{at} needs {_gb(e.peak_ram_mb)} of RAM with {_placement_words(best.setup)}, {keeps}; "
+                   f"{machine.ram_words}.")
         return problem, (f"Close other programs to free RAM, use a computer with at least "
                          f"{_gb(e.peak_ram_mb / (1 - RAM_MARGIN))} of RAM, or a smaller model"
                          + _smaller_quant(facts, machine, e) + ".")
@@ -597,6 +615,31 @@ def _refusal(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: 
         problem += (f" Nothing smaller fits either: {w}x{h} with 5 frames needs about "
                     f"{_gb(smallest.estimate.peak_vram_mb)} with {_placement_words(smallest.setup)}.")
     return problem, "Use a GPU with more memory, a computer with more RAM, or a smaller model."
+
+
+def _short_of_disk(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _Overrides,
+                   precision: str) -> tuple[str, str] | None:
+    """When offloading to disk would fit RAM and the GPU but the offload folder's disk is too full: why, and the remedy."""
+    if o.placement not in (None, "disk_offload") or (o.allowed is not None and "disk_offload" not in o.allowed):
+        return None
+    _, tried = _search(facts, machine, request, replace(o, placement="disk_offload"), precision)
+    short = [ev for ev in tried if ev.fits_vram and ev.fits_ram and not ev.fits_disk]
+    if not short:
+        return None
+    from core.run.disk_offload import offload_root
+    from core.run.memory_estimate import DISK_MARGIN_MB
+    in_ram = [ev for ev in _search(facts, machine, request, replace(o, placement=None, allowed=None), precision)[1]
+              if ev.setup.placement != "disk_offload" and ev.fits_vram]
+    leanest = min(in_ram, key=lambda ev: ev.estimate.peak_ram_mb) if in_ram else short[0]
+    need_ram = leanest.estimate.peak_ram_mb
+    disk = short[0].estimate.disk_mb
+    problem = (f"{facts.name} needs about {_gb(need_ram)} of RAM with its weights in memory; {machine.ram_words}. "
+               f"Offloading the weights to disk would fit, but it writes {_gb(disk)} to {offload_root()}, whose disk "
+               f"has {_gb(machine.disk_free_mb or 0)} free.")
+    lack = disk + DISK_MARGIN_MB - (machine.disk_free_mb or 0)
+    return problem, (f"Free at least {_gb(lack)} on that disk, or set offload_dir in config.yaml to a folder on a "
+                     f"disk with {_gb(disk + DISK_MARGIN_MB)} free, or use a smaller model"
+                     + _smaller_quant(facts, machine, leanest.estimate) + ".")
 
 
 def _smaller_quant(facts: _Facts, machine: _Machine, e: MemoryEstimate) -> str:
@@ -644,7 +687,7 @@ def _what_fits(facts: _Facts, machine: _Machine, request: OptimizationRequest, o
 
 _PLACEMENT_NAMES = {"all_on_device": "All on the GPU", "model_offload": "Model offload",
                     "group_offload": "Group offload", "sequential_offload": "Sequential offload",
-                    "balanced": "Balanced over the GPUs"}
+                    "balanced": "Balanced over the GPUs", "disk_offload": "Offload to disk"}
 _STAGE_WORDS = {"encode": "encoding", "denoise": "denoising", "decode": "decoding"}
 _LABELS = {"precision": "Precision", "vae_precision": "VAE precision", "placement": "Placement",
            "vae_tiling": "VAE tiling", "vae_slicing": "VAE slicing", "attention_backend": "Attention",
@@ -654,7 +697,8 @@ _LABELS = {"precision": "Precision", "vae_precision": "VAE precision", "placemen
 def _placement_words(setup: _Setup) -> str:
     words = {"all_on_device": "everything on the GPU", "model_offload": "model offload",
              "group_offload": f"group offload ({(setup.group_type or 'block_level').replace('_', ' ')})",
-             "sequential_offload": "sequential offload", "balanced": "the model spread over the GPUs"}
+             "sequential_offload": "sequential offload", "balanced": "the model spread over the GPUs",
+             "disk_offload": "the weights offloaded to disk"}
     parts = [words[setup.placement]] + [w for w, on in (("VAE tiling", setup.tiling),
                                                          ("the text encoder on the CPU", setup.te_cpu)) if on]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -735,6 +779,12 @@ def _build(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _O
         te_reason = "No: this model has no text encoder to place."
 
     notes = list(o.notes)
+    if s.placement == "disk_offload" and o.placement is None:
+        in_ram = _evaluate(facts, machine, request, precision,
+                           replace(s, placement="model_offload" if machine.device == "cuda" else "all_on_device"))
+        quant = _smaller_quant(facts, machine, in_ram.estimate)
+        notes.append("Faster than offloading to disk: a computer with more RAM" + (quant or ", or a smaller model")
+                     + ".")
     if request.inputs:
         notes.append(f"Inputs counted: {request.inputs.words()}; their decoded frames take about "
                      f"{_gb(request.inputs.decoded_mb)} of RAM.")
@@ -753,7 +803,7 @@ def _build(facts: _Facts, machine: _Machine, request: OptimizationRequest, o: _O
         vae_slicing=Choice(slicing, slicing_reason),
         attention_backend=attention,
         text_encoder_on_cpu=Choice(s.te_cpu, te_reason),
-        group_offload_type=s.group_type if s.placement == "group_offload" else None,
+        group_offload_type=s.group_type if s.placement in ("group_offload", "disk_offload") else None,
         estimate=e, fits=fits, refusal=refusal, request=request,
         gpu_index=gpu.index if gpu is not None else None,
         usable_vram_mb=usable, usable_ram_mb=machine.usable_ram,
@@ -769,6 +819,8 @@ def _placement_reason(facts: _Facts, machine: _Machine, o: _Overrides, ev: _Eval
         where = f"{_gb(e.peak_vram_mb)} on the GPU and " if machine.device == "cuda" else ""
         return (f"{_PLACEMENT_NAMES[s.placement]}: the closest this machine comes, at about {where}"
                 f"{_gb(e.peak_ram_mb)} of RAM; it does not fit (see why below).")
+    if s.placement == "disk_offload":
+        return _disk_reason(facts, machine, o, ev, precision, total)
     if machine.device == "cpu":
         base = (f"All on the CPU: this computer has no GPU that torch can use, so the model runs in RAM "
                 f"({_gb(total)} of weights in {precision}).")
@@ -801,6 +853,22 @@ def _placement_reason(facts: _Facts, machine: _Machine, o: _Overrides, ev: _Eval
                 f"denoising step; {has}. Its weights stream from RAM {unit}: peak about {_gb(e.peak_vram_mb)}.")
     return (f"{name}: even block by block it does not fit ({has}); every layer moves to the GPU only while "
             f"it runs (slowest): peak about {_gb(e.peak_vram_mb)}.")
+
+
+def _disk_reason(facts: _Facts, machine: _Machine, o: _Overrides, ev: _Eval, precision: str, total: float) -> str:
+    from core.run.disk_offload import offload_root
+    e = ev.estimate
+    mine = f" ({o.said['placement']}, your setting)" if o.placement == "disk_offload" else ""
+    phrase = _weights_phrase(facts)
+    why = "" if mine else (f" {phrase[:1].upper() + phrase[1:]} need {_gb(total)} in {precision} and would not fit "
+                           f"in RAM ({machine.ram_words}).")
+    free = f", {_gb(machine.disk_free_mb)} free" if machine.disk_free_mb is not None else ""
+    unit = "a layer at a time" if ev.setup.group_type == "leaf_level" else "a block at a time"
+    where = "to the GPU" if machine.device == "cuda" else "into RAM"
+    return (f"Offload to disk{mine}:{why} Each part but the VAE is written to {offload_root()} ({_gb(e.disk_mb)}"
+            f"{free}) as soon as it is loaded, and read back {where} {unit} while it runs: peak RAM about "
+            f"{_gb(e.peak_ram_mb)}. The slowest placement: every step reads the transformer from disk (an SSD helps); "
+            "the files are deleted when the model is unloaded.")
 
 
 def _weights_phrase(facts: _Facts) -> str:
