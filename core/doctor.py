@@ -112,6 +112,8 @@ def run_doctor(config: AppConfig | None = None, *, env: Mapping[str, str] | None
                    why="a Wan model takes from about 20 GB (1.3B) to over 100 GB (A14B)"),
         check_disk("Disk (outputs)", config.outputs_dir, min_free_gb=1,
                    why="videos and their frames are written there"),
+        check_disk("Disk (offload)", config.offload_dir, min_free_gb=30,
+                   why="when RAM cannot hold a model, offload: disk writes its weights there (20 GB and more)"),
         check_package("diffusers"),
         check_package("transformers"),
         check_ffmpeg(),

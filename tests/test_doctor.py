@@ -67,7 +67,7 @@ def gpu_hw(total_mb: int = 24 * 1024, free_mb: int | None = None, driver_cuda: s
 
 def test_doctor_runs_here_and_every_check_is_well_formed(report: DoctorReport) -> None:
     names = [c.name for c in report.checks]
-    for expected in ("Python", "Config", "torch", "GPU", "RAM", "Disk (models)", "Disk (outputs)",
+    for expected in ("Python", "Config", "torch", "GPU", "RAM", "Disk (models)", "Disk (outputs)", "Disk (offload)",
                      "diffusers", "transformers", "ffmpeg"):
         assert expected in names
     for c in report.checks:

@@ -414,8 +414,8 @@ def _candidates(machine: _Machine, o: _Overrides, precision: str, start: int = 0
         if placement == "all_on_device" and o.placement is None and o.allowed is None:
             knobs = _KNOBS[:2]     # before the CPU text encoder, model offload (seconds, not minutes)
         for tiling, te_cpu, low_vae in knobs:
-            if machine.device == "cpu" and (te_cpu or low_vae):
-                continue
+            if (machine.device == "cpu" and (te_cpu or low_vae)) or (placement == "disk_offload" and te_cpu):
+                continue    # offloaded to disk, the text encoder is read back block by block anyway
             if o.tiling is not None and tiling != o.tiling:
                 continue
             if o.te_cpu is not None and te_cpu != o.te_cpu:
