@@ -522,7 +522,7 @@ def _evaluate(facts: _Facts, machine: _Machine, request: _Size, precision: str,
         te_res = _group_resident(te_gpu, facts.te_layers, facts.te_embedding * BYTES[precision] / MIB)
         stages = {"encode": always + others + max(te_res + act_te if te_gpu else 0.0, act_img, act_vae_enc),
                   "denoise": always + expert_res + act_dit, "decode": always + act_dec}
-    elif p == "disk_offload":        # like group offload, read from disk; the encoders layer by layer
+    elif p == "disk_offload":        # like group offload, read back from disk; the text encoder block by block
         d = _disk(facts, machine, weights, precision, setup, transient)
         always = vae + img
         stages = {"encode": always + others + max(d.te_groups + act_te if te_gpu else 0.0, act_img, act_vae_enc),
@@ -599,13 +599,12 @@ def _disk(facts: _Facts, machine: _Machine, weights: Mapping[str, float], precis
     te_groups = _group_resident(te, facts.te_layers, min(facts.te_embedding * byte / MIB, te))
     disk_mb = sum(written.values())
     load_mb = kept + max(written.values(), default=0.0) + transient
+    stays = kept if machine.device == "cpu" else 0.0      # on a GPU the VAE (and CLIP) move there after the load
     if machine.ram_limit_source == PROCESS:
         # diffusers leaves an uninitialised tensor of each weight's size: no RAM, but address space (ulimit -v)
-        load_mb = kept + disk_mb + transient
-        kept = kept + disk_mb
+        load_mb, stays = kept + disk_mb + transient, stays + disk_mb
     fits = machine.disk_free_mb is None or disk_mb + DISK_MARGIN_MB <= machine.disk_free_mb
-    return _DiskOffload(disk_mb, load_mb, kept if machine.device == "cpu" else
-                        (disk_mb if machine.ram_limit_source == PROCESS else 0.0), groups, te_groups, fits)
+    return _DiskOffload(disk_mb, load_mb, stays, groups, te_groups, fits)
 
 
 def _group_resident(weights_mb: float, blocks: int, nonblock_mb: float) -> float:

@@ -31,10 +31,10 @@ What a placement means (what ``core.run.load`` applies)
 - ``balanced``: ``from_pretrained(device_map="balanced", max_memory=plan.max_memory_mb)``:
   whole components spread over two or more GPUs (``plan.device_map`` is what we expect).
 - ``text_encoder_on_cpu``: UMT5 stays in RAM and encodes there; only the embeddings move.
-- ``disk_offload``: for computers whose RAM cannot hold the weights (on a GPU or the CPU): each
-  component but the VAE is written to a fresh folder under config.yaml's ``offload_dir`` as soon
-  as it is loaded, and group offloading reads it back block by block (the transformers; the
-  encoders layer by layer) from disk (:mod:`core.run.disk_offload`). The last resort: slowest.
+- ``disk_offload``: for computers whose RAM cannot hold the weights (on a GPU or the CPU): the
+  transformers and the text encoder are written to a fresh folder under config.yaml's
+  ``offload_dir`` as soon as each is loaded, and group offloading reads them back block by block
+  (:mod:`core.run.disk_offload`); the VAE and image encoder stay whole. The last resort: slowest.
 
 The estimate (MiB) behind each choice, its formulas, constants and their calibration against
 measurements and published figures, is :mod:`core.run.memory_estimate`. This module chooses: the
@@ -865,7 +865,8 @@ def _disk_reason(facts: _Facts, machine: _Machine, o: _Overrides, ev: _Eval, pre
     free = f", {_gb(machine.disk_free_mb)} free" if machine.disk_free_mb is not None else ""
     unit = "a layer at a time" if ev.setup.group_type == "leaf_level" else "a block at a time"
     where = "to the GPU" if machine.device == "cuda" else "into RAM"
-    return (f"Offload to disk{mine}:{why} Each part but the VAE is written to {offload_root()} ({_gb(e.disk_mb)}"
+    return (f"Offload to disk{mine}:{why} The transformer and text encoder are written to {offload_root()} "
+            f"({_gb(e.disk_mb)}"
             f"{free}) as soon as it is loaded, and read back {where} {unit} while it runs: peak RAM about "
             f"{_gb(e.peak_ram_mb)}. The slowest placement: every step reads the transformer from disk (an SSD helps); "
             "the files are deleted when the model is unloaded.")
