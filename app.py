@@ -137,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SETTINGS
     stop_signals.install()      # SIGTERM: ffmpeg stopped and partial videos removed, then a clean exit
     sweep(Path(cfg.outputs_dir))  # hidden partial files of runs that were killed
+    from core.run.disk_offload import remove_stale
+    remove_stale(Path(cfg.offload_dir))   # weights a killed run offloaded to disk (gigabytes)
 
     from wan_ui.render import CSS
 
