@@ -36,17 +36,36 @@ def _check(args: argparse.Namespace) -> int:
             return 2
         loras = match_loras(report, choices)
     deep = _deep_check(args.path) if args.deep else None
+    fit = _fit(report)
     if args.json:
         print(json.dumps({**report.to_dict(), **({"deep": deep.to_dict()} if deep else {}),
+                          **({"fits": fit.to_dict()} if fit is not None else {}),
                           **({"loras": [m.to_dict() for m in loras]} if loras is not None else {})}, indent=2))
     else:
         print(render_text(report))
+        if fit is not None:
+            print("\n" + "\n".join(fit.lines()))
         if deep is not None:
             from core.check.deep import render_deep
             print(render_deep(deep))
         if loras is not None:
             print(render_matches(loras))
     return 0 if report.usable and (deep is None or deep.ok) and all(m.ok for m in loras or []) else 1
+
+
+def _fit(report):
+    """Whether the model fits this computer's RAM and GPU (core.run.models_fit); None for other reports.
+
+    Advice only: it never changes check's exit code, which is about the files."""
+    from core import config
+    from core.run.hardware import probe
+    from core.run.models_fit import model_fit
+    try:
+        cfg = config.current()
+        overrides = {k: v for k, v in (("precision", cfg.precision), ("offload", cfg.offload)) if v != "auto"}
+    except config.ConfigError:
+        overrides = {}
+    return model_fit(report, probe(use_torch=False), overrides)
 
 
 def _deep_check(path: str):

@@ -17,4 +17,9 @@ DTYPES: tuple[str, ...] = ("bf16", "fp16", "fp32")
 PRECISIONS: tuple[str, ...] = ("auto", *DTYPES)
 OFFLOADS: tuple[str, ...] = ("auto", "none", "model", "group", "sequential", "disk")
 
-__all__ = ["DTYPES", "OFFLOADS", "PRECISIONS"]
+#: A plan's placement in a few words (the Generate tab's fit badge, ``check``'s fit lines).
+PLACEMENT_WORDS: dict[str, str] = {"all_on_device": "all on the GPU", "model_offload": "model offload",
+                                   "group_offload": "group offload", "sequential_offload": "sequential offload",
+                                   "balanced": "spread over the GPUs", "disk_offload": "offloaded to disk"}
+
+__all__ = ["DTYPES", "OFFLOADS", "PLACEMENT_WORDS", "PRECISIONS"]

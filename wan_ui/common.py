@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.check.report import ModelReport
+from core.choices import PLACEMENT_WORDS
 from core.errors import WanError
 from core.run.hardware import HardwareInfo
 from core.run.optimize import OptimizationPlan, OptimizationRequest
@@ -196,9 +197,6 @@ def default_plan(report: ModelReport | None) -> OptimizationPlan | None:
     return plan(report, default_request(report)) if report is not None and report.is_wan else None
 
 
-PLACEMENT_WORDS = {"all_on_device": "all on the GPU", "model_offload": "model offload",
-                   "group_offload": "group offload", "sequential_offload": "sequential offload",
-                   "balanced": "spread over the GPUs", "disk_offload": "offloaded to disk"}
 
 
 def placement_words(plan: OptimizationPlan | None) -> str:
