@@ -104,6 +104,10 @@ def _fix(args: argparse.Namespace) -> int:
 def _fix_run(args: argparse.Namespace) -> int:
     from core import fix
     parts = {name: getattr(args, name) for name, _ in _PART_FLAGS}
+    if args.move and not args.assemble:
+        print("--move goes with --assemble (it moves a kept .gguf or fp8 transformer into the new folder).",
+              file=sys.stderr)
+        return 2
     if args.assemble:
         missing = [flag for name, flag in _PART_FLAGS if name in ("transformer", "vae", "text_encoder") and not parts[name]]
         missing += [] if args.out else ["--out"]
@@ -121,7 +125,8 @@ def _fix_run(args: argparse.Namespace) -> int:
         if args.assemble:
             fix_plan = fix.assemble(transformer=parts["transformer"], transformer_2=parts["transformer_2"],
                                     vae=parts["vae"], text_encoder=parts["text_encoder"],
-                                    tokenizer=parts["tokenizer"], out=args.out, keep_fp8=args.keep_fp8)
+                                    tokenizer=parts["tokenizer"], out=args.out, keep_fp8=args.keep_fp8,
+                                    move=args.move)
         else:
             from core.check.detect import inspect
             fix_plan = fix.plan(inspect(args.path), out=args.out)
@@ -413,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--keep-fp8", action="store_true",
                      help="with --assemble: keep an fp8 transformer in fp8 (linked, loaded with its scales) "
                           "instead of converting it to bf16; .gguf transformers are always kept")
+    fix.add_argument("--move", action="store_true",
+                     help="with --assemble: move the kept transformer file(s) into the folder instead of linking "
+                          "them (same disk only, never a copy; the old name goes once the folder is complete)")
     fix.set_defaults(run=_fix)
     doctor = sub.add_parser("doctor", help="check this machine: Python, torch, GPU, memory, disk, libraries")
     doctor.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -209,3 +209,56 @@ def test_gguf_and_fp8_offloaded_to_disk_generate_the_same_frames(parts: dict[str
     finally:
         config.use(previous)
     assert list((tmp_path / "offload").iterdir()) == []
+
+
+def test_move_puts_the_gguf_in_the_folder_only_once_it_is_complete(parts: dict[str, Any], tmp_path: Path) -> None:
+    """fix --assemble --move: the same file (inode), no copy; killed before the end, the file is where it was."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from core.fix.convert import PAUSE_ENV
+    from tests.conftest import REPO
+    source = tmp_path / "downloads" / "wan2.1-t2v-wide-Q8_0.gguf"
+    source.parent.mkdir()
+    shutil.copyfile(parts["q8"], source)
+    inode, out = os.stat(source).st_ino, tmp_path / "Wan2.1-T2V-wide-Q8_0"
+    args = ["fix", "--assemble", "--transformer", str(source), "--vae", str(parts["vae21"]), "--text-encoder",
+            str(parts["te"]), "--tokenizer", str(parts["tok"]), "--out", str(out), "--move"]
+    dry = run_cli(*args)
+    assert f"  Assemble {source}, " in dry.stdout and "--move moves the kept file" in dry.stdout, dry.stdout
+    assert "Move wan2.1-t2v-wide-Q8_0.gguf (GGUF, " in dry.stdout and "moved, not copied" in dry.stdout
+    assert source.exists() and not out.exists()
+    env = dict(os.environ, PYTHONPATH=str(REPO), **{PAUSE_ENV: "finish", "WAN_COMPAT_CONVERT_PAUSE_SECONDS": "60"})
+    killed = subprocess.Popen([sys.executable, "-m", "core", *args, "--apply"], cwd=REPO, env=env, text=True,
+                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    for line in killed.stderr:                        # everything written, just before the rename
+        if line.startswith("WAN_COMPAT_CONVERT_PAUSED finish"):
+            killed.send_signal(signal.SIGKILL)
+            break
+    killed.wait(timeout=60)
+    assert source.exists() and os.stat(source).st_ino == inode and not out.exists()
+    done = run_cli(*args, "--apply")
+    assert done.returncode == 0, done.stdout + done.stderr
+    moved = out / "transformer" / source.name
+    assert not source.exists() and os.stat(moved).st_ino == inode and os.stat(moved).st_nlink == 1
+    report = json.loads(run_cli("check", str(out), "--json").stdout)
+    assert report["layout"] == "diffusers" and report["quantization"]["format"] == "gguf"
+    twice = run_cli("fix", "--assemble", "--transformer", str(moved), "--transformer-2", str(moved), "--vae",
+                    str(parts["vae21"]), "--text-encoder", str(parts["te"]), "--tokenizer", str(parts["tok"]),
+                    "--out", str(tmp_path / "twice"), "--move")
+    assert twice.returncode != 0 and "same file is given as --transformer and --transformer-2" in twice.stdout
+    alone = run_cli("fix", str(out), "--move")
+    assert alone.returncode == 2 and "--move goes with --assemble" in alone.stderr
+
+
+def test_move_to_another_disk_is_refused_not_copied(parts: dict[str, Any], tmp_path: Path) -> None:
+    other = Path("/dev/shm")
+    if not other.is_dir() or not os.access(other, os.W_OK) or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system to move across here")
+    out = other / f"wan-compat-move-{os.getpid()}"
+    plan = plan_assembly(transformer=parts["q8"], vae=parts["vae21"], text_encoder=parts["te"], tokenizer=parts["tok"],
+                         out=out, move=True)
+    assert plan.refusal and "--move" in plan.refusal and "another disk" in plan.refusal, plan.refusal
+    assert "leave out --move to link" in plan.refusal and not out.exists() and parts["q8"].exists()

@@ -112,12 +112,13 @@ def plan(report: ModelReport, *, out: str | os.PathLike[str] | None = None) -> F
 def assemble(*, transformer: str | os.PathLike[str], vae: str | os.PathLike[str],
              text_encoder: str | os.PathLike[str], out: str | os.PathLike[str],
              transformer_2: str | os.PathLike[str] | None = None,
-             tokenizer: str | os.PathLike[str] | None = None, keep_fp8: bool = False) -> FixPlan:
+             tokenizer: str | os.PathLike[str] | None = None, keep_fp8: bool = False,
+             move: bool = False) -> FixPlan:
     """A FixPlan that assembles ComfyUI-style single files into one diffusers folder ``out``.
 
     Raises OSError when the transformer file cannot be read, WanError when conversion is
     not available or the parts do not fit. A .gguf transformer (an fp8 one with ``keep_fp8``)
-    is kept as it is, linked into the folder (see :mod:`core.fix.convert.linked`).
+    is kept as it is, linked into the folder (moved there with ``move``; see :mod:`core.fix.convert.linked`).
     """
     report = inspect_path(transformer)
     try:
@@ -126,7 +127,7 @@ def assemble(*, transformer: str | os.PathLike[str], vae: str | os.PathLike[str]
         raise WanError("Assembling single files needs core.fix.convert, which this installation lacks.",
                        "Update Wan Compat, or download the -Diffusers version of the model.") from exc
     conversion = plan_assembly(transformer=transformer, vae=vae, text_encoder=text_encoder, out=out,
-                               transformer_2=transformer_2, tokenizer=tokenizer, keep_fp8=keep_fp8)
+                               transformer_2=transformer_2, tokenizer=tokenizer, keep_fp8=keep_fp8, move=move)
     return FixPlan(str(Path(transformer).resolve()), (), (), report, conversion=conversion)
 
 

@@ -62,7 +62,9 @@ class FixPlan:
             lines.append(f"  Every file replaced is first copied to {BACKUP_DIR}/<time>/ inside the model folder; "
                          "weights are never copied, only renamed.")
         if self.conversion is not None:
-            lines.append("Conversion (the source is not modified):")
+            lines.append("Conversion (the source files are not modified; --move moves the kept file):"
+                         if self.conversion.moves
+                         else "Conversion (the source is not modified):")
             lines += [f"  {line}" for line in self.conversion.describe()]
         if self.manual_steps:
             lines.append("Cannot be repaired here; download these:")

@@ -40,7 +40,7 @@ Each step has its module:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ from core.fix.convert.keys import (
 )
 
 # Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
-from core.fix.convert.linked import LINKED, fp8_scales_problem, is_quantized_file, linked_part
+from core.fix.convert.linked import KEPT, MOVED, fp8_scales_problem, is_quantized_file, linked_part
 from core.fix.convert.linked import step as linked_step
 from core.fix.convert.read import FP8_DTYPES, PTH_WINDOW_BYTES, Part, read_json, tokenizer_files  # noqa: F401
 from core.fix.convert.write import (  # noqa: F401
@@ -110,10 +110,16 @@ class ConversionPlan:
     refusal: str | None
     parts: tuple[Part, ...] = field(default=(), repr=False, compare=False)
     pipeline: _Pipeline | None = field(default=None, repr=False, compare=False)
+    verb: str = "Convert"            # "Assemble" for single files put together (fix --assemble)
+
+    @property
+    def moves(self) -> bool:
+        """Whether a kept file is moved into the folder (fix --assemble --move)."""
+        return any(p.kind == MOVED for p in self.parts)
 
     def describe(self) -> list[str]:
         """The plan as sentences for a person, refusal last."""
-        lines = [f"Convert {self.source}", f"into the new diffusers folder {self.target}:"]
+        lines = [f"{self.verb} {self.source}", f"into the new diffusers folder {self.target}:"]
         lines += [f"  {i}. {step}" for i, step in enumerate(self.steps, 1)]
         if self.bytes_needed:
             lines.append(f"Needs {_gb(self.bytes_needed)} of disk space; {_gb(self.bytes_free)} is free there.")
@@ -193,7 +199,8 @@ def plan_conversion(report: ModelReport, target: str | os.PathLike[str] | None =
 def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike[str],
                   text_encoder: str | os.PathLike[str], out: str | os.PathLike[str],
                   transformer_2: str | os.PathLike[str] | None = None,
-                  tokenizer: str | os.PathLike[str] | None = None, keep_fp8: bool = False) -> ConversionPlan:
+                  tokenizer: str | os.PathLike[str] | None = None, keep_fp8: bool = False,
+                  move: bool = False) -> ConversionPlan:
     """Plan assembling ComfyUI-style single files into one diffusers folder ``out``.
 
     ``transformer`` (the high-noise expert for Wan2.2 A14B) and ``transformer_2`` (low noise)
@@ -204,16 +211,20 @@ def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike
     the ``google/umt5-xxl`` folder (looked for beside the text encoder when not given).
 
     A ``.gguf`` transformer (and an fp8 one with ``keep_fp8``) is kept as it is: linked into the
-    folder beside a config.json from our tables (:mod:`core.fix.convert.linked`), loaded quantized.
+    folder beside a config.json from our tables (:mod:`core.fix.convert.linked`), loaded quantized;
+    with ``move`` it is moved there instead (same disk only; its old name goes once the folder is complete).
     """
     target = Path(out).absolute()
     named = {"transformer": transformer, "transformer_2": transformer_2, "vae": vae, "text_encoder": text_encoder}
     source = ", ".join(str(Path(p)) for p in named.values() if p is not None)
 
     def refuse(reason: str) -> ConversionPlan:
-        return ConversionPlan(source, str(target), (), 0, _free_bytes(target), False, reason)
+        return ConversionPlan(source, str(target), (), 0, _free_bytes(target), False, reason, verb="Assemble")
 
     try:
+        if transformer_2 is not None and _same_file(transformer, transformer_2):
+            raise _Refusal(f"The same file is given as --transformer and --transformer-2 ({Path(transformer).name}); "
+                           "Wan2.2 A14B needs its high-noise and its low-noise expert, two different files.")
         parts: list[Part] = []
         facts = []
         for role, path in named.items():
@@ -224,7 +235,7 @@ def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike
             if role.startswith("transformer") and (Path(path).suffix.lower() == ".gguf" or (
                     keep_fp8 and Path(path).is_file() and is_quantized_file(Path(path)))):
                 try:
-                    part, dit = linked_part(role, Path(path), target)
+                    part, dit = linked_part(role, Path(path), target, move)
                 except (WanError, OSError) as exc:
                     raise _Refusal(str(exc)) from None
             else:
@@ -249,7 +260,14 @@ def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike
     except _Refusal as exc:
         return refuse(str(exc))
     pipeline = _Pipeline(*_defaults(version, main.task, experts, None), tokenizer=str(tokenizer_dir))
-    return _finish_plan(source, target, parts, pipeline, inside=None)
+    return replace(_finish_plan(source, target, parts, pipeline, inside=None), verb="Assemble")
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class _Refusal(Exception):
@@ -277,8 +295,12 @@ def _finish_plan(source: str, target: Path, parts: list[Part], pipeline: _Pipeli
             (", expand_timesteps true" if pipeline.expand_timesteps else "")
     steps.append(f"Write scheduler/ (UniPCMultistepScheduler, flow_shift {pipeline.shift:g}) and model_index.json "
                  f"({pipeline.pipeline_class}{extra}).")
+    moved = [Path(p.files[0]).name for p in parts if p.kind == MOVED]
+    kept = (f"; {', '.join(moved)} then leave{'s' if len(moved) == 1 else ''} {'its' if len(moved) == 1 else 'their'} "
+            "old place (a failure before that leaves every file where it was), the other source files are only read"
+            if moved else "; the source files are only read")
     steps.append(f"Write everything into .{target.name}.partial-PID beside the target and rename it to "
-                 f"{target.name} when complete; the source files are only read.")
+                 f"{target.name} when complete{kept}.")
     needed = sum(p.bytes_out for p in parts) + tok_bytes + 4 * 2**20   # headers, configs
     free = _free_bytes(target) + _stale_partial_bytes(target)
     refusal = None
@@ -293,7 +315,7 @@ def _finish_plan(source: str, target: Path, parts: list[Part], pipeline: _Pipeli
 
 
 def _step(part: Part) -> str:
-    if part.kind == LINKED:
+    if part.kind in KEPT:
         return linked_step(part)
     what = {"transformer": "transformer/ (WanTransformer3DModel)", "transformer_2": "transformer_2/ (WanTransformer3DModel)",
             "vae": "vae/ (AutoencoderKLWan)", "text_encoder": "text_encoder/ (UMT5EncoderModel)"}[part.role]

@@ -2,7 +2,10 @@
 
 Nothing is dequantized on disk: the file is hard-linked into ``transformer/`` (or
 ``transformer_2/``) when the output folder is on the same disk (no copy, no extra space), else
-linked symbolically (the folder then needs the file where it is); the plan says which. Beside it
+linked symbolically (the folder then needs the file where it is); with ``--move`` it is moved
+(same disk only: never a silent copy). The plan says which. A move is a hard link while the
+folder is written and the old name removed once the folder is complete (:func:`finish_moves`),
+so a failure or Ctrl-C at any point leaves the file where it was. Beside it
 goes a ``config.json`` written from our own tables (``core.fix.convert.keys.transformer_config``
 on the file's tensor shapes), so diffusers never guesses the model. Usage (inside
 :func:`core.fix.convert.plan_assembly` and :mod:`core.fix.convert.write`)::
@@ -17,6 +20,7 @@ import json
 import os
 from pathlib import Path
 
+from core.atomic import fsync_dir
 from core.check.dit import DitFacts, dit_facts_from_tensors, find_prefix
 from core.check.filesource import LocalSource
 from core.check.gguf_header import GGUFError, parse_gguf_header, quant_types_of, supported_types
@@ -27,7 +31,9 @@ from core.fix.convert.build import Component
 from core.fix.convert.keys import transformer_config
 from core.fix.convert.read import Part
 
-LINKED = "linked"            # Part.kind of a file kept as it is
+LINKED = "linked"            # Part.kind of a file kept as it is, linked into the folder
+MOVED = "moved"              # Part.kind of a file kept as it is, moved into the folder (--move)
+KEPT = (LINKED, MOVED)
 DIFFUSERS_VERSION = "0.42.1"
 
 
@@ -78,9 +84,9 @@ def _tensors(path: Path, flag: str) -> tuple[dict[str, TensorInfo], str]:
     return tensors, "fp8_scaled" if scaled else "fp8"
 
 
-def linked_part(role: str, path: Path, target: Path) -> tuple[Part, DitFacts]:
-    """The Part that keeps ``path`` as it is in ``target/role/``, with its config; WanError when it is no
-    Wan transformer or cannot be read."""
+def linked_part(role: str, path: Path, target: Path, move: bool = False) -> tuple[Part, DitFacts]:
+    """The Part that keeps ``path`` as it is in ``target/role/`` (linked, or moved with ``move``), with its
+    config; WanError when it is no Wan transformer, cannot be read, or cannot be moved there."""
     flag = "--" + role.replace("_", "-")
     tensors, fmt = _tensors(path, flag)
     facts = dit_facts_from_tensors(tensors)
@@ -95,21 +101,37 @@ def linked_part(role: str, path: Path, target: Path) -> tuple[Part, DitFacts]:
         raise WanError(f"{path.name}: {exc if isinstance(exc, ValueError) else f'{exc} is missing'}",
                        "Check that the file is a whole Wan transformer.") from None
     config = {"_class_name": "WanTransformer3DModel", "_diffusers_version": DIFFUSERS_VERSION, **config}
-    how = link_kind(path, target)
+    how = move_kind(path, target, flag) if move else link_kind(path, target)
     size = path.stat().st_size
     label = f"{path.name} ({fmt.replace('_', ' ').upper() if fmt == 'gguf' else fmt.replace('_', ' ')}, " \
             f"{size / 1e9:.2f} GB; {how})"
-    return Part(role, LINKED, (str(path.resolve()),), label, 0, config), facts
+    return Part(role, MOVED if move else LINKED, (str(path.resolve()),), label, 0, config), facts
 
 
 def link_kind(path: Path, target: Path) -> str:
     """How the file will appear in the folder: a hard link on the same disk, else a symbolic link."""
+    return ("hard-linked, not copied: no extra disk space" if _same_disk(path, target) else
+            "linked symbolically (another disk): keep the file where it is")
+
+
+def move_kind(path: Path, target: Path, flag: str) -> str:
+    """``--move``: the words for a move, or WanError when it would be a copy or cannot remove the old name."""
+    if not _same_disk(path, target):
+        raise WanError(f"--move keeps {path.name} from being copied, but the output folder is on another disk than "
+                       f"the file given as {flag}: moving it there would copy {path.stat().st_size / 1e9:.1f} GB.",
+                       "Choose an output folder (--out) on the same disk as the file, or leave out --move to link "
+                       "it (a symbolic link; keep the file where it is).")
+    if not os.access(path.parent, os.W_OK):
+        raise WanError(f"--move would take {path.name} out of {path.parent}, which you may not change.",
+                       "Leave out --move to link the file instead, or move it yourself first.")
+    return f"moved, not copied: it leaves {path.parent} once the folder is complete"
+
+
+def _same_disk(path: Path, target: Path) -> bool:
     anchor = target.parent
     while not anchor.exists() and anchor != anchor.parent:
         anchor = anchor.parent
-    same = os.stat(path).st_dev == os.stat(anchor).st_dev
-    return ("hard-linked, not copied: no extra disk space" if same else
-            "linked symbolically (another disk): keep the file where it is")
+    return os.stat(path).st_dev == os.stat(anchor).st_dev
 
 
 def linked_component(part: Part) -> Component:
@@ -117,7 +139,11 @@ def linked_component(part: Part) -> Component:
 
 
 def write_linked(folder: Path, part: Part) -> None:
-    """``folder/role/config.json`` and the file, hard-linked (same disk) or linked symbolically."""
+    """``folder/role/config.json`` and the file, hard-linked (same disk) or linked symbolically.
+
+    A file to move (``part.kind == MOVED``) is hard-linked too; :func:`finish_moves` removes its old name
+    once the folder is complete. Where hard links are not possible it is left for finish_moves to rename.
+    """
     source = Path(part.files[0])
     out = folder / part.role
     out.mkdir()
@@ -125,10 +151,34 @@ def write_linked(folder: Path, part: Part) -> None:
     try:
         os.link(source, out / source.name)
     except OSError:          # another disk (EXDEV), or a file system without hard links
-        os.symlink(source, out / source.name)
+        if part.kind != MOVED:
+            os.symlink(source, out / source.name)
+
+
+def finish_moves(target: Path, parts: tuple[Part, ...]) -> list[str]:
+    """After the folder ``target`` is complete: each moved file's old name removed (or the file renamed in,
+    where the disk has no hard links). Returns a sentence for each file that could not be moved (it is then
+    in both places, or still only in the old one: never lost)."""
+    problems = []
+    for part in parts:
+        if part.kind != MOVED:
+            continue
+        source = Path(part.files[0])
+        placed = target / part.role / source.name
+        try:
+            if placed.exists() and os.path.samefile(placed, source):
+                os.unlink(source)
+            elif not placed.exists():
+                os.rename(source, placed)
+            fsync_dir(source.parent)
+        except OSError as exc:
+            problems.append(f"{source.name} could not be taken out of {source.parent} ({exc.strerror or exc}); "
+                            f"the folder uses it from {placed}, and the old name can be deleted by hand.")
+    return problems
 
 
 def step(part: Part) -> str:
-    return f"Keep {part.label} as it is in {part.role}/, with a config.json from the known Wan shapes " \
+    verb = "Move" if part.kind == MOVED else "Keep"
+    return f"{verb} {part.label} as it is into {part.role}/, with a config.json from the known Wan shapes " \
            "(WanTransformer3DModel)."
 

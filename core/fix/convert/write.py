@@ -38,7 +38,7 @@ from core.check.safetensors_header import DTYPE_BYTES
 from core.errors import WanError, explain
 from core.fix.convert.build import DIFFUSERS_LIB, TRANSFORMERS_LIB, Component, OutTensor, plan_component
 from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
-from core.fix.convert.linked import LINKED, linked_component, write_linked
+from core.fix.convert.linked import KEPT, finish_moves, linked_component, write_linked
 from core.fix.convert.read import ST_TO_TORCH, Part, open_part, read_json, tokenizer_files, torch_dtype
 from core.progress import Progress
 from core.units import format_bytes
@@ -98,6 +98,8 @@ def write_folder(target: Path, parts: tuple[Part, ...], pipeline: _Pipeline, byt
         if isinstance(exc, (WanError, KeyboardInterrupt, SystemExit)):
             raise
         raise explain(exc) from exc
+    for problem in finish_moves(target, parts):     # --move: the old names go only now, the folder complete
+        progress.emit(STAGE, problem, 100.0)
     progress.emit(STAGE, f"Converted into {target}", 100.0)
     return target
 
@@ -119,7 +121,7 @@ class _Writer:
     def run(self) -> None:
         planned: list[tuple[Component, Any]] = []
         for part in self.parts:          # every name and shape checked before any weight is written
-            if part.kind == LINKED:      # a GGUF or fp8 file kept as it is (core.fix.convert.linked)
+            if part.kind in KEPT:        # a GGUF or fp8 file kept as it is (core.fix.convert.linked)
                 planned.append((linked_component(part), None))
                 continue
             source = open_part(part)
@@ -130,7 +132,7 @@ class _Writer:
         components = [comp for comp, _ in planned]
         self._check_pair(components)
         for part, (comp, model) in zip(self.parts, planned):
-            if part.kind == LINKED:
+            if part.kind in KEPT:
                 write_linked(self.folder, part)
                 continue
             source = open_part(part)
