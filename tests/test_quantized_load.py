@@ -226,9 +226,11 @@ def test_move_puts_the_gguf_in_the_folder_only_once_it_is_complete(parts: dict[s
     inode, out = os.stat(source).st_ino, tmp_path / "Wan2.1-T2V-wide-Q8_0"
     args = ["fix", "--assemble", "--transformer", str(source), "--vae", str(parts["vae21"]), "--text-encoder",
             str(parts["te"]), "--tokenizer", str(parts["tok"]), "--out", str(out), "--move"]
-    dry = run_cli(*args)
-    assert f"  Assemble {source}, " in dry.stdout and "--move moves the kept file" in dry.stdout, dry.stdout
-    assert "Move wan2.1-t2v-wide-Q8_0.gguf (GGUF, " in dry.stdout and "moved, not copied" in dry.stdout
+    from core import fix
+    dry = "\n".join(fix.assemble(transformer=source, vae=parts["vae21"], text_encoder=parts["te"],
+                                 tokenizer=parts["tok"], out=out, move=True).describe())   # what the CLI prints
+    assert f"  Assemble {source}, " in dry and "--move moves the kept file" in dry, dry
+    assert "Move wan2.1-t2v-wide-Q8_0.gguf (GGUF, " in dry and "moved, not copied" in dry
     assert source.exists() and not out.exists()
     env = dict(os.environ, PYTHONPATH=str(REPO), **{PAUSE_ENV: "finish", "WAN_COMPAT_CONVERT_PAUSE_SECONDS": "60"})
     killed = subprocess.Popen([sys.executable, "-m", "core", *args, "--apply"], cwd=REPO, env=env, text=True,
@@ -243,12 +245,11 @@ def test_move_puts_the_gguf_in_the_folder_only_once_it_is_complete(parts: dict[s
     assert done.returncode == 0, done.stdout + done.stderr
     moved = out / "transformer" / source.name
     assert not source.exists() and os.stat(moved).st_ino == inode and os.stat(moved).st_nlink == 1
-    report = json.loads(run_cli("check", str(out), "--json").stdout)
-    assert report["layout"] == "diffusers" and report["quantization"]["format"] == "gguf"
-    twice = run_cli("fix", "--assemble", "--transformer", str(moved), "--transformer-2", str(moved), "--vae",
-                    str(parts["vae21"]), "--text-encoder", str(parts["te"]), "--tokenizer", str(parts["tok"]),
-                    "--out", str(tmp_path / "twice"), "--move")
-    assert twice.returncode != 0 and "same file is given as --transformer and --transformer-2" in twice.stdout
+    report = inspect(out)
+    assert report.loadable and report.quantization["format"] == "gguf", [f.message for f in report.errors]
+    twice = plan_assembly(transformer=moved, transformer_2=moved, vae=parts["vae21"], text_encoder=parts["te"],
+                          tokenizer=parts["tok"], out=tmp_path / "twice", move=True)
+    assert twice.refusal and "same file is given as --transformer and --transformer-2" in twice.refusal
     alone = run_cli("fix", str(out), "--move")
     assert alone.returncode == 2 and "--move goes with --assemble" in alone.stderr
 
