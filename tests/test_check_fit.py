@@ -2,13 +2,18 @@
 
 The verdict is the memory plan's at the model's default size (core.run.models_fit), the same the
 app's Model Check card shows; it is advice and never changes check's exit code. On the command
-line the machine is this one; the sentences for other machines are checked through the same
-function with the machine described (RAM, GPU, free disk).
+line the machine is this one, or one with little RAM made real with ``ulimit -v`` (RLIMIT_AS, which
+the hardware probe reads); the sentences for GPU machines are checked through the same function with
+the machine described (RAM, GPU, free disk), as the doctor's tests do.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +21,7 @@ import pytest
 
 from core.check.detect import inspect
 from core.run.models_fit import model_fit
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.sparse.diffusers_layout import write_diffusers_layout
 from tests.sparse.specs import BY_KEY
 from tests.test_optimize import RTX_4090, machine
@@ -35,12 +40,27 @@ def test_check_prints_the_fit_on_this_computer_and_json_carries_it(demo_models_d
     data = json.loads(run_cli("check", str(demo_models_dir / "wan21_t2v"), "--json").stdout)["fits"]
     assert data["fits"] is True and data["ram"] is True and data["peak_ram_mb"] <= data["usable_ram_mb"]
     assert (data["vram"] is None) == (data["device"] == "cpu")
-    big = run_cli("check", str(a14b), "--json")
+
+
+def _check_with_little_ram(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m core check ...`` in a process that may use 1.5 GB (ulimit -v), as a person would run it."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1536 * 2**20, 1536 * 2**20))
+    return subprocess.run([sys.executable, "-m", "core", "check", *args], cwd=REPO, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONIOENCODING="utf-8"),
+                          capture_output=True, timeout=60, preexec_fn=limit)
+
+
+def test_check_with_little_ram_says_it_does_not_fit_and_what_to_do(a14b: Path) -> None:
+    words = _check_with_little_ram(str(a14b))
+    assert "✗ Does not fit:" in words.stdout and "of RAM" in words.stdout, words.stdout + words.stderr
+    assert "this process may use 1.5 GB (process limit, ulimit -v)" in words.stdout
+    assert "✗ too little" in words.stdout and "What to do:" in words.stdout and "Traceback" not in words.stderr
+    big = _check_with_little_ram(str(a14b), "--json")
     report, fit = json.loads(big.stdout), json.loads(big.stdout)["fits"]
-    assert big.returncode == (0 if report["loadable"] else 1)        # the fit is advice: the files decide
-    assert fit["fits"] == (fit["ram"] and fit["vram"] is not False)
-    words = run_cli("check", str(a14b)).stdout
-    assert ("✗ Does not fit" in words and "What to do:" in words) == (not fit["fits"]), words
+    assert (fit["fits"], fit["ram"]) == (False, False) and fit["usable_ram_mb"] < 1536 < fit["peak_ram_mb"]
+    assert "of RAM" in fit["refusal"] and fit["remedy"]
+    assert big.returncode == words.returncode == (0 if report["loadable"] else 1)   # advice: the files decide
 
 
 def test_the_words_for_a_gpu_with_too_little_ram(a14b: Path) -> None:
