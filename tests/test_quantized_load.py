@@ -105,7 +105,8 @@ def test_gguf_is_assembled_linked_and_generates_as_its_dequantized_weights(parts
     out = parts["root"] / f"assembled-{key}"
     plan = plan_assembly(transformer=source, vae=parts[vae], text_encoder=parts["te"], tokenizer=parts["tok"], out=out)
     assert any("hard-linked, not copied" in s for s in plan.steps), plan.steps
-    plan.execute()
+    assert plan.done(plan.execute())[1:] == [f"{source.name} hard-linked into transformer/, not copied "
+                                             "(no extra disk space)"]          # what fix --apply prints
     linked = out / "transformer" / source.name
     assert os.stat(linked).st_ino == os.stat(source).st_ino            # the same file: no copy
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before
@@ -243,6 +244,7 @@ def test_move_puts_the_gguf_in_the_folder_only_once_it_is_complete(parts: dict[s
     assert source.exists() and os.stat(source).st_ino == inode and not out.exists()
     done = run_cli(*args, "--apply")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Done: {source.name} moved into transformer/, not copied" in done.stdout, done.stdout
     moved = out / "transformer" / source.name
     assert not source.exists() and os.stat(moved).st_ino == inode and os.stat(moved).st_nlink == 1
     report = inspect(out)

@@ -120,4 +120,4 @@ def _execute_conversion(p: FixPlan, progress: Progress) -> FixResult:
     except WanError as err:
         return FixResult([], None, [f"{err.message} {err.remedy}".strip()], None, None)
     report = inspect_path(output)
-    return FixResult([f"Converted {p.path} into {output}"], None, [], report, str(output))
+    return FixResult(conversion.done(Path(output)), None, [], report, str(output))

@@ -62,7 +62,7 @@ from core.fix.convert.keys import (
 )
 
 # Re-exported (F401): PTH_WINDOW_BYTES, MAX_SHARD_BYTES and the PAUSE_* test hook, as tests import them from here.
-from core.fix.convert.linked import KEPT, MOVED, fp8_scales_problem, is_quantized_file, linked_part
+from core.fix.convert.linked import KEPT, MOVED, fp8_scales_problem, is_quantized_file, linked_part, placed
 from core.fix.convert.linked import step as linked_step
 from core.fix.convert.read import FP8_DTYPES, PTH_WINDOW_BYTES, Part, read_json, tokenizer_files  # noqa: F401
 from core.fix.convert.write import (  # noqa: F401
@@ -145,6 +145,12 @@ class ConversionPlan:
         assert self.pipeline is not None
         return write_folder(Path(self.target), self.parts, self.pipeline, self.bytes_needed,
                             Progress(progress_callback))
+
+    def done(self, output: Path) -> list[str]:
+        """What was done, for a person, once :meth:`execute` wrote ``output``: one line, plus one per kept file
+        (moved, hard-linked or linked symbolically)."""
+        verb = "Assembled" if self.verb == "Assemble" else "Converted"
+        return [f"{verb} {self.source} into {output}"] + [placed(output, p) for p in self.parts if p.kind in KEPT]
 
 
 # --------------------------------------------------------------------------- planning

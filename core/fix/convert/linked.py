@@ -177,6 +177,21 @@ def finish_moves(target: Path, parts: tuple[Part, ...]) -> list[str]:
     return problems
 
 
+def placed(target: Path, part: Part) -> str:
+    """After the write: how the kept file of ``part`` is in the folder ``target``, read from the disk (moved,
+    hard-linked or linked symbolically; a move whose old name could not be removed says so)."""
+    source = Path(part.files[0])
+    where = target / part.role / source.name
+    if where.is_symlink():
+        return f"{source.name} linked symbolically into {part.role}/ (keep it in {source.parent})"
+    if part.kind == MOVED and not source.exists():
+        return f"{source.name} moved into {part.role}/, not copied"
+    if part.kind == MOVED:
+        return f"{source.name} hard-linked into {part.role}/ but still in {source.parent} too (no extra space; " \
+               "delete the old name by hand to finish the move)"
+    return f"{source.name} hard-linked into {part.role}/, not copied (no extra disk space)"
+
+
 def step(part: Part) -> str:
     verb = "Move" if part.kind == MOVED else "Keep"
     return f"{verb} {part.label} as it is into {part.role}/, with a config.json from the known Wan shapes " \
