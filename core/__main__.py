@@ -397,7 +397,10 @@ def _task_arguments(gen: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Wan Compat: check, fix and run Wan video models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="what a model folder or file is, and whether it is complete")
+    check = sub.add_parser("check", help="what a model folder or file is, and whether it is complete",
+                           description="What a model folder or file is and whether it is complete; for a Wan "
+                                       "model, then whether it fits this computer's RAM and GPU memory at its "
+                                       "default size. The fit is advice: the exit code is about the files only.")
     check.add_argument("path", help="a model folder, a .safetensors file, a Hugging Face cache folder, or a folder of models")
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
     check.add_argument("--deep", action="store_true",
