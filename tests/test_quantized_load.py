@@ -105,6 +105,8 @@ def test_gguf_is_assembled_linked_and_generates_as_its_dequantized_weights(parts
     out = parts["root"] / f"assembled-{key}"
     plan = plan_assembly(transformer=source, vae=parts[vae], text_encoder=parts["te"], tokenizer=parts["tok"], out=out)
     assert any("hard-linked, not copied" in s for s in plan.steps), plan.steps
+    assert plan.describe()[:2] == [f"Assemble a diffusers folder in {out} from:",
+                                   f"{source} (kept as GGUF {qtype}, hard-linked), {parts[vae]}, {parts['te']}:"]
     assert plan.done(plan.execute())[1:] == [f"{source.name} hard-linked into transformer/, not copied "
                                              "(no extra disk space)"]          # what fix --apply prints
     linked = out / "transformer" / source.name
@@ -125,6 +127,10 @@ def test_gguf_is_assembled_linked_and_generates_as_its_dequantized_weights(parts
 
 
 def test_fp8_scaled_keeps_fp8_storage_and_matches_the_bf16_conversion(parts: dict[str, Any]) -> None:
+    for keep, said in ((True, " (kept as fp8 scaled, hard-linked)"), (False, "")):       # the plan's header
+        plan = plan_assembly(transformer=parts["fp8s"], vae=parts["vae21"], text_encoder=parts["te"],
+                             tokenizer=parts["tok"], out=parts["root"] / "header", keep_fp8=keep)
+        assert plan.describe()[1] == f"{parts['fp8s']}{said}, {parts['vae21']}, {parts['te']}:", plan.describe()
     kept = _assemble(parts, parts["fp8s"], "vae21", parts["root"] / "fp8s-kept", keep_fp8=True)
     assert os.stat(kept / "transformer" / parts["fp8s"].name).st_ino == os.stat(parts["fp8s"]).st_ino
     report = inspect(kept)
@@ -230,8 +236,9 @@ def test_move_puts_the_gguf_in_the_folder_only_once_it_is_complete(parts: dict[s
     from core import fix
     dry = "\n".join(fix.assemble(transformer=source, vae=parts["vae21"], text_encoder=parts["te"],
                                  tokenizer=parts["tok"], out=out, move=True).describe())   # what the CLI prints
-    assert f"  Assemble {source}, " in dry and "--move moves the kept file" in dry, dry
-    assert "Move wan2.1-t2v-wide-Q8_0.gguf (GGUF, " in dry and "moved, not copied" in dry
+    assert f"  Assemble a diffusers folder in {out} from:\n  {source} (kept as GGUF Q8_0, moved), " in dry, dry
+    assert "--move moves the kept file" in dry, dry
+    assert "Move wan2.1-t2v-wide-Q8_0.gguf (GGUF Q8_0, " in dry and "moved, not copied" in dry
     assert source.exists() and not out.exists()
     env = dict(os.environ, PYTHONPATH=str(REPO), **{PAUSE_ENV: "finish", "WAN_COMPAT_CONVERT_PAUSE_SECONDS": "60"})
     killed = subprocess.Popen([sys.executable, "-m", "core", *args, "--apply"], cwd=REPO, env=env, text=True,

@@ -119,7 +119,9 @@ class ConversionPlan:
 
     def describe(self) -> list[str]:
         """The plan as sentences for a person, refusal last."""
-        lines = [f"{self.verb} {self.source}", f"into the new diffusers folder {self.target}:"]
+        lines = ([f"Assemble a diffusers folder in {self.target} from:", f"{self.source}:"]
+                 if self.verb == "Assemble" else
+                 [f"{self.verb} {self.source}", f"into the new diffusers folder {self.target}:"])
         lines += [f"  {i}. {step}" for i, step in enumerate(self.steps, 1)]
         if self.bytes_needed:
             lines.append(f"Needs {_gb(self.bytes_needed)} of disk space; {_gb(self.bytes_free)} is free there.")
@@ -266,6 +268,8 @@ def plan_assembly(*, transformer: str | os.PathLike[str], vae: str | os.PathLike
     except _Refusal as exc:
         return refuse(str(exc))
     pipeline = _Pipeline(*_defaults(version, main.task, experts, None), tokenizer=str(tokenizer_dir))
+    given = [Path(p) for p in named.values() if p is not None]         # in the order of parts
+    source = ", ".join(f"{path} ({part.note})" if part.note else str(path) for path, part in zip(given, parts))
     return replace(_finish_plan(source, target, parts, pipeline, inside=None), verb="Assemble")
 
 

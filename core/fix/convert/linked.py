@@ -64,7 +64,8 @@ def fp8_scales_problem(path: Path) -> str | None:
 
 
 def _tensors(path: Path, flag: str) -> tuple[dict[str, TensorInfo], str]:
-    """The file's tensors (original names) and its format: gguf, fp8 or fp8_scaled."""
+    """The file's tensors (original names) and its format in words: GGUF and its main type (GGUF Q4_K), fp8 or
+    fp8 scaled."""
     if path.suffix.lower() == ".gguf":
         src = LocalSource(str(path))
         try:
@@ -78,10 +79,10 @@ def _tensors(path: Path, flag: str) -> tuple[dict[str, TensorInfo], str]:
         if bad:
             raise WanError(f"{path.name} stores weights as {', '.join(bad)}, which the installed diffusers cannot load.",
                            "Download another quantization (Q8_0, Q6_K, Q5_K_M, Q4_K_M or Q3_K_M).")
-        return header.tensor_infos(), "gguf"
+        return header.tensor_infos(), " ".join(["GGUF", *quant_types_of(header)[:1]])
     tensors = dict(read_header(path).tensors)
     scaled = any(n.endswith((SCALE_SUFFIX, SCALED_MARK)) for n in tensors)
-    return tensors, "fp8_scaled" if scaled else "fp8"
+    return tensors, "fp8 scaled" if scaled else "fp8"
 
 
 def linked_part(role: str, path: Path, target: Path, move: bool = False) -> tuple[Part, DitFacts]:
@@ -103,9 +104,10 @@ def linked_part(role: str, path: Path, target: Path, move: bool = False) -> tupl
     config = {"_class_name": "WanTransformer3DModel", "_diffusers_version": DIFFUSERS_VERSION, **config}
     how = move_kind(path, target, flag) if move else link_kind(path, target)
     size = path.stat().st_size
-    label = f"{path.name} ({fmt.replace('_', ' ').upper() if fmt == 'gguf' else fmt.replace('_', ' ')}, " \
-            f"{size / 1e9:.2f} GB; {how})"
-    return Part(role, MOVED if move else LINKED, (str(path.resolve()),), label, 0, config), facts
+    label = f"{path.name} ({fmt}, {size / 1e9:.2f} GB; {how})"
+    short = "moved" if move else how.split(",")[0].split(" (")[0]      # hard-linked / linked symbolically
+    return Part(role, MOVED if move else LINKED, (str(path.resolve()),), label, 0, config,
+                note=f"kept as {fmt}, {short}"), facts
 
 
 def link_kind(path: Path, target: Path) -> str:

@@ -48,6 +48,7 @@ class Part:
     label: str                      # how the source is named in messages
     bytes_out: int
     config: Mapping[str, Any] | None = None   # an original DiT's config.json
+    note: str = ""                  # a file kept as it is: "kept as GGUF Q4_K, hard-linked" (plan header)
 
 
 ST_TO_TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
