@@ -272,3 +272,20 @@ def test_move_to_another_disk_is_refused_not_copied(parts: dict[str, Any], tmp_p
                          out=out, move=True)
     assert plan.refusal and "--move" in plan.refusal and "another disk" in plan.refusal, plan.refusal
     assert "leave out --move to link" in plan.refusal and not out.exists() and parts["q8"].exists()
+
+
+def test_move_out_of_a_read_only_folder_is_refused(parts: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+    if os.geteuid() == 0:
+        pytest.skip("root may change any folder: there is no read-only folder to refuse here")
+    source = tmp_path / "ro" / parts["q8"].name
+    source.parent.mkdir()
+    shutil.copyfile(parts["q8"], source)
+    source.parent.chmod(0o555)
+    try:
+        plan = plan_assembly(transformer=source, vae=parts["vae21"], text_encoder=parts["te"], tokenizer=parts["tok"],
+                             out=tmp_path / "out", move=True)
+    finally:
+        source.parent.chmod(0o755)
+    assert plan.refusal and "which you may not change" in plan.refusal and "Leave out --move" in plan.refusal
+    assert source.exists() and not (tmp_path / "out").exists()
