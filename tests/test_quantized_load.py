@@ -264,6 +264,11 @@ def test_move_puts_the_gguf_in_the_folder_only_once_it_is_complete(parts: dict[s
 
 
 def test_move_to_another_disk_is_refused_not_copied(parts: dict[str, Any], tmp_path: Path) -> None:
+    link = tmp_path / "wan2.1-t2v-wide-Q8_0.gguf"          # a link to the download: moving its target would
+    link.symlink_to(parts["q8"])                           # leave the user's link dangling
+    plan = plan_assembly(transformer=link, vae=parts["vae21"], text_encoder=parts["te"], tokenizer=parts["tok"],
+                         out=tmp_path / "out", move=True)
+    assert plan.refusal and "--move moves files, not links" in plan.refusal, plan.refusal
     other = Path("/dev/shm")
     if not other.is_dir() or not os.access(other, os.W_OK) or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("no second file system to move across here")

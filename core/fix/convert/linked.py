@@ -118,6 +118,9 @@ def link_kind(path: Path, target: Path) -> str:
 
 def move_kind(path: Path, target: Path, flag: str) -> str:
     """``--move``: the words for a move, or WanError when it would be a copy or cannot remove the old name."""
+    if path.is_symlink():      # moving the file it points to would leave the user's link dangling
+        raise WanError(f"{path.name} is a link to {path.resolve()}; --move moves files, not links.",
+                       "Give the file itself with --move, or leave out --move to link it.")
     if not _same_disk(path, target):
         raise WanError(f"--move keeps {path.name} from being copied, but the output folder is on another disk than "
                        f"the file given as {flag}: moving it there would copy {path.stat().st_size / 1e9:.1f} GB.",
