@@ -39,6 +39,7 @@ PAUSED = "WAN_COMPAT_CONVERT_PAUSED "
 _FORKER = r"""
 import json, os, sys, traceback
 import torch, diffusers, transformers, accelerate, psutil
+torch.set_num_threads(1)   # no thread pool of any kind before the fork: a lock held by one hangs the children
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
 from transformers import UMT5Config, UMT5EncoderModel
@@ -72,7 +73,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 def _kill_at(src: Path, jobs: dict[Path, str], timeout: float = 120) -> None:
     """Start one conversion per target, paused at its point; SIGKILL each once it has paused."""
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", PYTHONIOENCODING="utf-8",
-               WAN_COMPAT_CONVERT_PAUSE_SECONDS="120")
+               WAN_COMPAT_CONVERT_PAUSE_SECONDS="120", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               TOKENIZERS_PARALLELISM="false")
     env.pop(PAUSE_ENV, None)
     proc = subprocess.Popen([sys.executable, "-c", _FORKER, str(src), json.dumps([[str(t), p] for t, p in jobs.items()])],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
