@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.config import AppConfig, load_config
+from core.disk import nearest_existing
 from core.run.hardware import HardwareInfo, probe, torch_facts_subprocess
 from core.units import format_bytes, format_mib
 from launcher.launch_helper import CUDA_BUILDS, PYTORCH_INDEX, cuda_tag_for
@@ -329,14 +330,6 @@ def _driver_major(hw: HardwareInfo) -> int:
     if hw.driver_version and re.match(r"\d+", hw.driver_version):
         return int(re.match(r"\d+", hw.driver_version).group())
     return 580 if _version_tuple(hw.driver_cuda_version or "0") >= (13, 0) else 0
-
-
-def nearest_existing(folder: Path) -> Path:
-    """``folder`` itself, or its closest parent that exists."""
-    path = Path(folder).absolute()
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
 
 
 def _installed_torch_base() -> str | None:

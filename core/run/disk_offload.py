@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.disk import free_bytes
+
 MIB = 2**20
 #: The components written to disk; the VAE and CLIP image encoder (1.2 GB) stay whole (on the GPU, or in RAM).
 OFFLOADED = ("transformer", "transformer_2", "text_encoder")
@@ -50,15 +52,9 @@ def offload_root() -> Path:
         return config.default_config().offload_dir
 
 
-def free_mb(path: Path) -> int | None:
+def free_mb(path: Path) -> int:
     """Free space (MiB) on the disk that holds ``path`` or, while it does not exist yet, its nearest parent."""
-    probe = Path(path).absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return shutil.disk_usage(probe).free // MIB
-    except OSError:
-        return None
+    return free_bytes(path) // MIB
 
 
 def offloaded(name: str) -> bool:

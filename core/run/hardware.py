@@ -105,7 +105,7 @@ def probe(use_torch: bool = False) -> HardwareInfo:
                         offload_free_mb=_offload_free_mb())
 
 
-def _offload_free_mb() -> int | None:
+def _offload_free_mb() -> int:
     from core.run.disk_offload import free_mb, offload_root
     return free_mb(offload_root())
 

@@ -380,9 +380,8 @@ class WanPipelineWrapper:
             self.offload_folder = None
 
     def __del__(self) -> None:
-        folder = getattr(self, "offload_folder", None)
-        if folder is not None:
-            folder.remove()
+        if hasattr(self, "offload_folder"):    # absent when __init__ failed
+            self.release_offload_folder()
 
     def _plan_for_settings(self, s: ResolvedSettings, plan: OptimizationPlan | None) -> OptimizationPlan:
         """The plan this request runs with: the one given, else the plan in force when it was made
@@ -718,10 +717,10 @@ def _write_to_disk(module: Any, name: str, plan: OptimizationPlan, disk: Any, pr
     try:
         offload_to_disk(module, name, plan.device, disk, plan.group_offload_type)
     except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' own error for a full disk
-        from core.run.disk_offload import free_mb
+        from core.disk import free_bytes
         said = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
         raise WanError(f"Writing {name} to the offload folder {disk.path.parent} failed: {said} (the disk has "
-                       f"{_gb((free_mb(disk.path) or 0) * 2**20)} free).",
+                       f"{_gb(free_bytes(disk.path))} free).",
                        "Free disk space there, or set offload_dir in config.yaml to a folder on a larger disk.",
                        str(exc)) from exc
 

@@ -26,6 +26,7 @@ from core.check.filesource import LocalSource
 from core.check.gguf_header import GGUFError, parse_gguf_header, quant_types_of, supported_types
 from core.check.quantization import FP8_DTYPES, SCALE_SUFFIX, SCALED_MARK, fp8_findings
 from core.check.safetensors_header import HeaderError, TensorInfo, read_header
+from core.disk import same_disk
 from core.errors import WanError
 from core.fix.convert.build import Component
 from core.fix.convert.keys import transformer_config
@@ -133,10 +134,7 @@ def move_kind(path: Path, target: Path, flag: str) -> str:
 
 
 def _same_disk(path: Path, target: Path) -> bool:
-    anchor = target.parent
-    while not anchor.exists() and anchor != anchor.parent:
-        anchor = anchor.parent
-    return os.stat(path).st_dev == os.stat(anchor).st_dev
+    return same_disk(path, target.parent)
 
 
 def linked_component(part: Part) -> Component:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.atomic import fsync_dir
 from core.check.safetensors_header import DTYPE_BYTES
+from core.disk import free_bytes
 from core.errors import WanError, explain
 from core.fix.convert.build import DIFFUSERS_LIB, TRANSFORMERS_LIB, Component, OutTensor, plan_component
 from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
@@ -283,18 +284,8 @@ def _no_space(needed: int, free: int, target: Path) -> str:
             f"is free on the disk of {target.parent}.")
 
 
-def _existing_ancestor(path: Path) -> Path:
-    for p in (path, *path.parents):
-        if p.exists():
-            return p
-    return Path(os.sep)
-
-
 def _free_bytes(target: Path) -> int:
-    try:
-        return shutil.disk_usage(_existing_ancestor(Path(target).parent)).free
-    except OSError:
-        return 0
+    return free_bytes(Path(target).parent)
 
 
 def _stale_partials(target: Path) -> Iterator[Path]:
