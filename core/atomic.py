@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,25 @@ def atomic_rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> N
     fsync_dir(Path(dst).parent)
     if Path(src).parent != Path(dst).parent:
         fsync_dir(Path(src).parent)
+
+
+# --- where a path will live on disk before it exists ------------------------------------
+def nearest_existing(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` itself, or its closest parent that exists."""
+    path = Path(folder).absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Free bytes on the disk that holds ``path`` (or will, once it is made); 0 when it cannot be read."""
+    try:
+        return shutil.disk_usage(nearest_existing(path)).free
+    except OSError:
+        return 0
+
+
+def same_disk(existing: str | os.PathLike[str], target: str | os.PathLike[str]) -> bool:
+    """Whether ``target`` (made later if need be) is on the same file system as the existing ``existing``."""
+    return os.stat(existing).st_dev == os.stat(nearest_existing(target)).st_dev

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from core.atomic import nearest_existing
 from core.config import AppConfig, load_config
-from core.disk import nearest_existing
 from core.run.hardware import HardwareInfo, probe, torch_facts_subprocess
 from core.units import format_bytes, format_mib
 from launcher.launch_helper import CUDA_BUILDS, PYTORCH_INDEX, cuda_tag_for

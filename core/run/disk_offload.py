@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.disk import free_bytes
+from core.atomic import free_bytes
 
 MIB = 2**20
 #: The components written to disk; the VAE and CLIP image encoder (1.2 GB) stay whole (on the GPU, or in RAM).

@@ -717,7 +717,7 @@ def _write_to_disk(module: Any, name: str, plan: OptimizationPlan, disk: Any, pr
     try:
         offload_to_disk(module, name, plan.device, disk, plan.group_offload_type)
     except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' own error for a full disk
-        from core.disk import free_bytes
+        from core.atomic import free_bytes
         said = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
         raise WanError(f"Writing {name} to the offload folder {disk.path.parent} failed: {said} (the disk has "
                        f"{_gb(free_bytes(disk.path))} free).",

@@ -20,13 +20,12 @@ import json
 import os
 from pathlib import Path
 
-from core.atomic import fsync_dir
+from core.atomic import fsync_dir, same_disk
 from core.check.dit import DitFacts, dit_facts_from_tensors, find_prefix
 from core.check.filesource import LocalSource
 from core.check.gguf_header import GGUFError, parse_gguf_header, quant_types_of, supported_types
 from core.check.quantization import FP8_DTYPES, SCALE_SUFFIX, SCALED_MARK, fp8_findings
 from core.check.safetensors_header import HeaderError, TensorInfo, read_header
-from core.disk import same_disk
 from core.errors import WanError
 from core.fix.convert.build import Component
 from core.fix.convert.keys import transformer_config

@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.atomic import fsync_dir
+from core.atomic import free_bytes, fsync_dir
 from core.check.safetensors_header import DTYPE_BYTES
-from core.disk import free_bytes
 from core.errors import WanError, explain
 from core.fix.convert.build import DIFFUSERS_LIB, TRANSFORMERS_LIB, Component, OutTensor, plan_component
 from core.fix.convert.keys import TOKENIZER_CLASS, scheduler_config
